@@ -1,0 +1,267 @@
+"""Keypoint detector layers (paper §4).
+
+Each detector takes the detector CNN's feature map `(B, h, w, C)` and returns three tensors:
+
+- `positions` `(B, N, 2)`: keypoints as (y, x) in feature-map pixels, float32;
+- `scores` `(B, N)`: the activated keypoint scores (linear or sigmoid), which the CNN->graph
+  interconnect multiplies into the node features so that the task loss reaches the detector;
+- `score_map` `(B, h, w, 1)`: the activated score map, for conf-MSE and for drawing.
+"""
+from keypoint_gnn import ops
+from keypoint_gnn._backend import keras, tf
+
+SCORE_ACTIVATIONS = ("linear", "sigmoid")
+OFFSET_MODES = ("sigmoid",)
+
+
+def _check_choice(name, value, choices):
+    if value not in choices:
+        raise ValueError(f"{name}={value!r} is not one of {', '.join(map(repr, choices))}")
+
+
+def _check_positive_int(name, value):
+    if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+        raise ValueError(f"{name}={value!r} must be a positive integer")
+
+
+class KeypointDetector(keras.layers.Layer):
+    """Base class: score activation, input checks and config for the detectors.
+
+    Arguments:
+      num_keypoints: N, keypoints per image.
+      score_activation: `"linear"` or `"sigmoid"` (the paper's ablation, §4.1 and Table 1).
+    """
+
+    def __init__(self, num_keypoints, score_activation="linear", **kwargs):
+        super().__init__(**kwargs)
+        _check_positive_int("num_keypoints", num_keypoints)
+        _check_choice("score_activation", score_activation, SCORE_ACTIVATIONS)
+        self.num_keypoints = num_keypoints
+        self.score_activation = score_activation
+
+    def activate(self, raw_scores):
+        if self.score_activation == "sigmoid":
+            return tf.sigmoid(raw_scores)
+        return raw_scores
+
+    def _check_input_shape(self, input_shape):
+        input_shape = tf.TensorShape(input_shape)
+        if input_shape.rank != 4:
+            raise ValueError(
+                f"{type(self).__name__} expects a feature map (B, h, w, C), got shape {input_shape}"
+            )
+        return input_shape
+
+    def get_config(self):
+        config = super().get_config()
+        config.update(num_keypoints=self.num_keypoints, score_activation=self.score_activation)
+        return config
+
+
+class _ScoreMapDetector(KeypointDetector):
+    """A 1x1 convolution scores every location of the feature map."""
+
+    def build(self, input_shape):
+        input_shape = self._check_input_shape(input_shape)
+        self._check_map_size(int(input_shape[1]), int(input_shape[2]))
+        self.score_conv = keras.layers.Conv2D(1, 1, name="score", dtype=self.dtype_policy)
+        self.score_conv.build(input_shape)
+        super().build(input_shape)
+
+    def _check_map_size(self, height, width):
+        raise NotImplementedError
+
+    def select(self, raw_score_map):
+        raise NotImplementedError
+
+    def call(self, feature_map):
+        raw = tf.cast(self.score_conv(feature_map), tf.float32)
+        positions, raw_scores = self.select(raw)
+        return positions, self.activate(raw_scores), self.activate(raw)
+
+
+@keras.saving.register_keras_serializable(package="keypoint_gnn")
+class AttentionTopK(_ScoreMapDetector):
+    """Attention keypoints: a score per location, then the top N (paper §4.1).
+
+    s = act(conv1x1(F)),  P = argtop-N over the h*w locations of s.
+
+    **Input**: feature map `(B, h, w, C)`.
+    **Output**: `[positions (B, N, 2), scores (B, N), score_map (B, h, w, 1)]`; positions are
+    integer-valued.
+
+    Arguments:
+      num_keypoints: N <= h * w.
+      score_activation: `"linear"` or `"sigmoid"`.
+
+    Example:
+      >>> detector = AttentionTopK(num_keypoints=32)
+      >>> positions, scores, score_map = detector(tf.zeros([2, 16, 16, 8]))
+      >>> positions.shape, scores.shape
+      (TensorShape([2, 32, 2]), TensorShape([2, 32]))
+    """
+
+    def _check_map_size(self, height, width):
+        if self.num_keypoints > height * width:
+            raise ValueError(
+                f"num_keypoints={self.num_keypoints} exceeds the {height}x{width}="
+                f"{height * width} locations of the feature map"
+            )
+
+    def select(self, raw_score_map):
+        return ops.top_k_positions(raw_score_map, self.num_keypoints)
+
+
+@keras.saving.register_keras_serializable(package="keypoint_gnn")
+class MaxPoolNMS(_ScoreMapDetector):
+    """Large-maxpool non-max suppression (paper §4.3).
+
+    Max-pools the score map with non-overlapping p x p windows, keeps where each maximum was
+    in the unpooled map, then takes the top N windows: no two keypoints share a window, which
+    spreads them over the image. The paper uses p = 8 or 16 image pixels.
+
+    **Input**: feature map `(B, h, w, C)`, h and w divisible by `pool_size`.
+    **Output**: `[positions (B, N, 2), scores (B, N), score_map (B, h, w, 1)]`; N <= (h/p)(w/p).
+
+    Arguments:
+      num_keypoints: N.
+      pool_size: p, window side in feature-map pixels.
+      score_activation: `"linear"` or `"sigmoid"`.
+    """
+
+    def __init__(self, num_keypoints, pool_size=2, score_activation="linear", **kwargs):
+        super().__init__(num_keypoints, score_activation, **kwargs)
+        _check_positive_int("pool_size", pool_size)
+        self.pool_size = pool_size
+
+    def _check_map_size(self, height, width):
+        for name, size in (("height", height), ("width", width)):
+            if size % self.pool_size:
+                raise ValueError(
+                    f"pool_size={self.pool_size} does not divide the feature map {name} {size}"
+                )
+        windows = (height // self.pool_size) * (width // self.pool_size)
+        if self.num_keypoints > windows:
+            raise ValueError(
+                f"num_keypoints={self.num_keypoints} exceeds the {windows} pooling windows of "
+                f"{self.pool_size}x{self.pool_size} on a {height}x{width} feature map"
+            )
+
+    def select(self, raw_score_map):
+        return ops.max_pool_nms(raw_score_map, self.pool_size, self.num_keypoints)
+
+    def get_config(self):
+        config = super().get_config()
+        config.update(pool_size=self.pool_size)
+        return config
+
+
+@keras.saving.register_keras_serializable(package="keypoint_gnn")
+class GridCoordinateRegressor(KeypointDetector):
+    """Grid coordinate regression (paper §4.2).
+
+    The map is divided into L x M cells of m x m pixels; a convolution with kernel m and
+    stride m predicts, for each cell, h keypoints as (y offset, x offset, confidence): an
+    L x M x 3h tensor. Offsets lie in [0, 1] within the cell (`offset_mode="sigmoid"`, the
+    paper's choice); the top N keypoints by confidence are kept. Positions are fractional:
+    the interconnects sample and splat them bilinearly, so the task loss reaches the predicted
+    coordinates as well as the confidences.
+
+    position = (cell index + offset) * m - 0.5   (feature-map pixels; pixel centres at integers)
+
+    **Input**: feature map `(B, h, w, C)`, h and w divisible by `cell_size`.
+    **Output**: `[positions (B, N, 2), scores (B, N), score_map (B, h, w, 1)]`, N <= L*M*h; the
+    score map holds each cell's highest activated confidence.
+
+    Arguments:
+      num_keypoints: N.
+      cell_size: m, in feature-map pixels (the paper's 8 or 16 image pixels divided by the
+        feature extractor's stride).
+      points_per_cell: h.
+      score_activation: `"linear"` or `"sigmoid"`.
+      offset_mode: how offsets are bounded to the cell; `"sigmoid"`.
+    """
+
+    def __init__(
+        self,
+        num_keypoints,
+        cell_size=4,
+        points_per_cell=2,
+        score_activation="linear",
+        offset_mode="sigmoid",
+        **kwargs,
+    ):
+        super().__init__(num_keypoints, score_activation, **kwargs)
+        _check_positive_int("cell_size", cell_size)
+        _check_positive_int("points_per_cell", points_per_cell)
+        _check_choice("offset_mode", offset_mode, OFFSET_MODES)
+        self.cell_size = cell_size
+        self.points_per_cell = points_per_cell
+        self.offset_mode = offset_mode
+
+    def build(self, input_shape):
+        input_shape = self._check_input_shape(input_shape)
+        height, width = int(input_shape[1]), int(input_shape[2])
+        for name, size in (("height", height), ("width", width)):
+            if size % self.cell_size:
+                raise ValueError(
+                    f"cell_size={self.cell_size} does not divide the feature map {name} {size}"
+                )
+        candidates = (height // self.cell_size) * (width // self.cell_size) * self.points_per_cell
+        if self.num_keypoints > candidates:
+            raise ValueError(
+                f"num_keypoints={self.num_keypoints} exceeds the {candidates} candidate points "
+                f"({height // self.cell_size}x{width // self.cell_size} cells x "
+                f"{self.points_per_cell} points per cell)"
+            )
+        self.cell_conv = keras.layers.Conv2D(
+            3 * self.points_per_cell,
+            self.cell_size,
+            strides=self.cell_size,
+            name="cells",
+            dtype=self.dtype_policy,
+        )
+        self.cell_conv.build(input_shape)
+        super().build(input_shape)
+
+    def cell_predictions(self, feature_map):
+        """Raw per-cell predictions.
+
+        Returns:
+          offsets (B, L, M, h, 2) (y, x) in [0, 1]; confidence logits (B, L, M, h).
+        """
+        raw = tf.cast(self.cell_conv(feature_map), tf.float32)
+        shape = tf.shape(raw)
+        raw = tf.reshape(raw, [shape[0], shape[1], shape[2], self.points_per_cell, 3])
+        offsets = tf.sigmoid(raw[..., :2])
+        return offsets, raw[..., 2]
+
+    def call(self, feature_map, return_cells=False):
+        offsets, logits = self.cell_predictions(feature_map)
+        if return_cells:
+            # (B, L, M, h, 3): (y offset, x offset, confidence logit), for pre-training.
+            return tf.concat([offsets, logits[..., None]], axis=-1)
+        rows, cols = offsets.shape[1], offsets.shape[2]
+        candidates = ops.cell_offsets_to_positions(offsets, self.cell_size)
+        flat_logits = tf.reshape(logits, [-1, rows * cols * self.points_per_cell])
+        raw_scores, index = tf.math.top_k(flat_logits, k=self.num_keypoints)
+        positions = tf.gather(candidates, index, batch_dims=1)
+        cell_best = tf.reduce_max(self.activate(logits), axis=-1, keepdims=True)
+        score_map = tf.repeat(tf.repeat(cell_best, self.cell_size, axis=1), self.cell_size, axis=2)
+        return positions, self.activate(raw_scores), score_map
+
+    def get_config(self):
+        config = super().get_config()
+        config.update(
+            cell_size=self.cell_size,
+            points_per_cell=self.points_per_cell,
+            offset_mode=self.offset_mode,
+        )
+        return config
+
+
+DETECTORS = {
+    "attention": AttentionTopK,
+    "maxpool_nms": MaxPoolNMS,
+    "grid": GridCoordinateRegressor,
+}

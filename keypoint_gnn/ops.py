@@ -1,0 +1,369 @@
+"""Pure TensorFlow functions behind the keypoint-gnn layers.
+
+Conventions:
+- Keypoint positions are `(y, x)` in feature-map pixel units, float32, shape `(B, N, 2)`; pixel
+  `(i, j)` has its centre at position `(i, j)`. Integer-valued positions index cells directly;
+  fractional ones are sampled and splatted bilinearly.
+- Score maps are `(B, h, w)` or `(B, h, w, 1)`.
+- Nothing here creates variables or knows about Keras.
+"""
+from keypoint_gnn._backend import tf
+
+
+def _squeeze_score_map(score_map):
+    """(B, h, w, 1) or (B, h, w) -> (B, h, w)."""
+    if score_map.shape.rank == 4:
+        if score_map.shape[-1] not in (1, None):
+            raise ValueError(
+                f"score map must have 1 channel, got shape {score_map.shape}"
+            )
+        return score_map[..., 0]
+    if score_map.shape.rank != 3:
+        raise ValueError(
+            f"score map must have shape (B, h, w) or (B, h, w, 1), got {score_map.shape}"
+        )
+    return score_map
+
+
+def top_k_positions(score_map, k):
+    """Top-k locations of a score map.
+
+    Args:
+      score_map: (B, h, w) or (B, h, w, 1).
+      k: number of locations, at most h * w.
+
+    Returns:
+      positions (B, k, 2) float32 (y, x), integer-valued; scores (B, k), highest first.
+    """
+    score_map = _squeeze_score_map(score_map)
+    height, width = score_map.shape[1], score_map.shape[2]
+    if height is not None and width is not None and k > height * width:
+        raise ValueError(
+            f"num_keypoints={k} exceeds the {height}x{width}={height * width} locations "
+            "of the feature map"
+        )
+    width_t = tf.shape(score_map)[2]
+    flat = tf.reshape(score_map, [tf.shape(score_map)[0], -1])
+    scores, flat_index = tf.math.top_k(flat, k=k, sorted=True)
+    positions = tf.stack([flat_index // width_t, flat_index % width_t], axis=-1)
+    return tf.cast(positions, tf.float32), scores
+
+
+def window_argmax(score_map, pool_size):
+    """Max and argmax of each non-overlapping pool_size x pool_size window.
+
+    A large max-pool that remembers where its maximum was, relative to the unpooled map
+    (paper §4.3). Built from reshapes so that it runs under XLA and converts to TFLite.
+
+    Args:
+      score_map: (B, h, w) or (B, h, w, 1); h and w divisible by pool_size.
+      pool_size: window side in feature-map pixels.
+
+    Returns:
+      window_max (B, h/p, w/p); positions (B, h/p, w/p, 2) float32 (y, x) of each window's
+      maximum in unpooled feature-map pixels.
+    """
+    score_map = _squeeze_score_map(score_map)
+    height, width = score_map.shape[1], score_map.shape[2]
+    for name, size in (("height", height), ("width", width)):
+        if size is not None and size % pool_size:
+            raise ValueError(
+                f"pool_size={pool_size} does not divide the feature map {name} {size}; "
+                f"use a divisor of {size}"
+            )
+    rows, cols = height // pool_size, width // pool_size
+    windows = tf.reshape(score_map, [-1, rows, pool_size, cols, pool_size])
+    windows = tf.transpose(windows, [0, 1, 3, 2, 4])
+    windows = tf.reshape(windows, [-1, rows, cols, pool_size * pool_size])
+    window_max = tf.reduce_max(windows, axis=-1)
+    local = tf.argmax(windows, axis=-1, output_type=tf.int32)
+    row_start = tf.range(rows, dtype=tf.int32)[:, None] * pool_size
+    col_start = tf.range(cols, dtype=tf.int32)[None, :] * pool_size
+    y = row_start + local // pool_size
+    x = col_start + local % pool_size
+    positions = tf.cast(tf.stack([y, x], axis=-1), tf.float32)
+    return window_max, positions
+
+
+def max_pool_nms(score_map, pool_size, k):
+    """Large-maxpool non-max suppression: window maxima, then the top k windows.
+
+    No two keypoints share a pooling window.
+
+    Returns:
+      positions (B, k, 2) float32 (y, x) in unpooled pixels; scores (B, k), highest first.
+    """
+    window_max, window_positions = window_argmax(score_map, pool_size)
+    rows, cols = window_max.shape[1], window_max.shape[2]
+    if k > rows * cols:
+        raise ValueError(
+            f"num_keypoints={k} exceeds the {rows}x{cols}={rows * cols} pooling windows "
+            f"of size {pool_size}; lower num_keypoints or pool_size"
+        )
+    batch = tf.shape(window_max)[0]
+    scores, flat_index = tf.math.top_k(tf.reshape(window_max, [batch, -1]), k=k)
+    positions = tf.gather(tf.reshape(window_positions, [batch, -1, 2]), flat_index, batch_dims=1)
+    return positions, scores
+
+
+def gather_features(feature_map, positions):
+    """Features at integer-valued positions.
+
+    Args:
+      feature_map: (B, h, w, C).
+      positions: (B, N, 2) (y, x); rounded to the nearest cell and clipped to the map.
+
+    Returns:
+      (B, N, C).
+    """
+    index = _round_clip(positions, tf.shape(feature_map)[1], tf.shape(feature_map)[2])
+    return tf.gather_nd(feature_map, index, batch_dims=1)
+
+
+def _round_clip(positions, height, width):
+    """(B, N, 2) float -> (B, N, 2) int32 cell indices inside [0, h-1] x [0, w-1]."""
+    index = tf.cast(tf.round(positions), tf.int32)
+    upper = tf.stack([height - 1, width - 1])
+    return tf.clip_by_value(index, 0, upper)
+
+
+def _bilinear_corners(positions, height, width):
+    """The four cells around each fractional position and their bilinear weights.
+
+    Positions are clipped to [0, h-1] x [0, w-1] first, so the weights always sum to 1.
+
+    Returns:
+      corners (B, N, 4, 2) int32 (y, x); weights (B, N, 4) float32.
+    """
+    positions = tf.cast(positions, tf.float32)
+    y = tf.clip_by_value(positions[..., 0], 0.0, tf.cast(height - 1, tf.float32))
+    x = tf.clip_by_value(positions[..., 1], 0.0, tf.cast(width - 1, tf.float32))
+    y0 = tf.floor(y)
+    x0 = tf.floor(x)
+    dy = y - y0
+    dx = x - x0
+    y0 = tf.cast(y0, tf.int32)
+    x0 = tf.cast(x0, tf.int32)
+    y1 = tf.minimum(y0 + 1, height - 1)
+    x1 = tf.minimum(x0 + 1, width - 1)
+    corners = tf.stack(
+        [tf.stack([y0, x0], -1), tf.stack([y0, x1], -1), tf.stack([y1, x0], -1), tf.stack([y1, x1], -1)],
+        axis=-2,
+    )
+    weights = tf.stack([(1 - dy) * (1 - dx), (1 - dy) * dx, dy * (1 - dx), dy * dx], axis=-1)
+    return corners, weights
+
+
+def bilinear_sample(feature_map, positions):
+    """Features at fractional positions, interpolated bilinearly.
+
+    Differentiable with respect to both the feature map and the positions.
+
+    Args:
+      feature_map: (B, h, w, C).
+      positions: (B, N, 2) (y, x), clipped to the map.
+
+    Returns:
+      (B, N, C).
+    """
+    corners, weights = _bilinear_corners(
+        positions, tf.shape(feature_map)[1], tf.shape(feature_map)[2]
+    )
+    batch, num = tf.shape(corners)[0], tf.shape(corners)[1]
+    values = tf.gather_nd(feature_map, tf.reshape(corners, [batch, num * 4, 2]), batch_dims=1)
+    values = tf.reshape(values, [batch, num, 4, tf.shape(feature_map)[3]])
+    weights = tf.cast(weights, values.dtype)
+    return tf.reduce_sum(values * weights[..., None], axis=2)
+
+
+def _batch_indices(cell_index):
+    """(B, M, 2) int32 (y, x) -> (B, M, 3) int32 (b, y, x) for scatter_nd."""
+    batch, num = tf.shape(cell_index)[0], tf.shape(cell_index)[1]
+    batch_index = tf.broadcast_to(tf.range(batch)[:, None, None], [batch, num, 1])
+    return tf.concat([batch_index, cell_index], axis=-1)
+
+
+def _scatter_normalised(values, weights, cell_index, height, width):
+    """Scatter weighted values; divide each cell by max(total weight, 1).
+
+    With unit weights this is the mean of the values landing on a cell (the authors' graph->CNN
+    rule); with bilinear weights an isolated node keeps its weighted contribution, so gradients
+    still reach its position, while collisions are averaged.
+    """
+    indices = _batch_indices(cell_index)
+    batch = tf.shape(values)[0]
+    channels = tf.shape(values)[-1]
+    weights = tf.cast(weights, values.dtype)
+    total = tf.scatter_nd(indices, values * weights[..., None], [batch, height, width, channels])
+    weight_sum = tf.scatter_nd(indices, weights, [batch, height, width])
+    return total / tf.maximum(weight_sum, 1.0)[..., None]
+
+
+def scatter_mean(nodes, positions, height, width):
+    """Writes node features into a zero (B, height, width, C) map at their nearest cells.
+
+    Nodes that land on the same cell are averaged.
+
+    Args:
+      nodes: (B, N, C).
+      positions: (B, N, 2) (y, x); rounded and clipped to the map.
+
+    Returns:
+      (B, height, width, C).
+    """
+    cell_index = _round_clip(positions, height, width)
+    weights = tf.ones(tf.shape(nodes)[:2], dtype=nodes.dtype)
+    return _scatter_normalised(nodes, weights, cell_index, height, width)
+
+
+def bilinear_splat(nodes, positions, height, width):
+    """Writes node features into a zero map, spread bilinearly over the 4 nearest cells.
+
+    Each cell is divided by max(sum of weights, 1): overlapping nodes are averaged, an isolated
+    node keeps its bilinear share (so the result is differentiable in the positions).
+
+    Returns:
+      (B, height, width, C).
+    """
+    corners, weights = _bilinear_corners(positions, height, width)
+    batch, num = tf.shape(nodes)[0], tf.shape(nodes)[1]
+    channels = tf.shape(nodes)[2]
+    values = tf.reshape(tf.repeat(nodes[:, :, None, :], 4, axis=2), [batch, num * 4, channels])
+    return _scatter_normalised(
+        values,
+        tf.reshape(weights, [batch, num * 4]),
+        tf.reshape(corners, [batch, num * 4, 2]),
+        height,
+        width,
+    )
+
+
+def pairwise_distances(positions):
+    """Euclidean distances between keypoints: (B, N, 2) -> (B, N, N)."""
+    positions = tf.cast(positions, tf.float32)
+    diff = positions[:, :, None, :] - positions[:, None, :, :]
+    # sqrt has an infinite gradient at 0 (the diagonal), so keep it off zero.
+    squared = tf.reduce_sum(tf.square(diff), axis=-1)
+    return tf.sqrt(tf.maximum(squared, 1e-12))
+
+
+def inverse_distance_adjacency(positions):
+    """Edge weights from keypoint distances, as in the authors' interconnect code.
+
+    w_ij = 1 / (1 + d_ij) for i != j, divided by the largest off-diagonal weight of the graph;
+    the diagonal is set to that maximum (1 after division), so every node keeps a self loop.
+
+    Args:
+      positions: (B, N, 2).
+
+    Returns:
+      (B, N, N) float32, symmetric, entries in (0, 1].
+    """
+    distances = pairwise_distances(positions)
+    weights = 1.0 / (1.0 + distances)
+    num = tf.shape(positions)[1]
+    eye = tf.eye(num, dtype=weights.dtype)
+    off_diagonal = weights * (1.0 - eye)
+    largest = tf.reduce_max(off_diagonal, axis=[1, 2], keepdims=True)
+    largest = tf.where(largest > 0, largest, tf.ones_like(largest))
+    return off_diagonal / largest + eye
+
+
+def gcn_normalize(adjacency, add_self_loops=False):
+    """Symmetric GCN normalisation D^-1/2 A D^-1/2 (Kipf & Welling 2017).
+
+    Args:
+      adjacency: (..., N, N) non-negative weights.
+      add_self_loops: add the identity first (A + I). Adjacencies from
+        `inverse_distance_adjacency` already carry self loops.
+
+    Returns:
+      (..., N, N); rows of isolated nodes stay zero.
+    """
+    if add_self_loops:
+        adjacency = adjacency + tf.eye(tf.shape(adjacency)[-1], dtype=adjacency.dtype)
+    degree = tf.reduce_sum(adjacency, axis=-1)
+    inv_sqrt = tf.where(degree > 0, tf.math.rsqrt(tf.maximum(degree, 1e-12)), tf.zeros_like(degree))
+    return adjacency * inv_sqrt[..., :, None] * inv_sqrt[..., None, :]
+
+
+def grid_positions(height, width):
+    """Every cell of an (height, width) map as a position: (height * width, 2) float32 (y, x)."""
+    y, x = tf.meshgrid(tf.range(height), tf.range(width), indexing="ij")
+    return tf.cast(tf.reshape(tf.stack([y, x], axis=-1), [-1, 2]), tf.float32)
+
+
+def grid_neighbour_offsets(k):
+    """The k grid offsets nearest to (0, 0), excluding it; ties broken row-major.
+
+    Returns a Python list of (dy, dx).
+    """
+    if k < 1:
+        raise ValueError(f"k={k} must be a positive number of neighbours")
+    radius = 1
+    while (2 * radius + 1) ** 2 - 1 < k:
+        radius += 1
+    offsets = [
+        (dy, dx)
+        for dy in range(-radius, radius + 1)
+        for dx in range(-radius, radius + 1)
+        if (dy, dx) != (0, 0)
+    ]
+    offsets.sort(key=lambda o: (o[0] ** 2 + o[1] ** 2, o[0], o[1]))
+    return offsets[:k]
+
+
+def grid_knn_adjacency(height, width, k):
+    """Sparse adjacency joining each cell to its k nearest grid neighbours (plus itself).
+
+    Edge weights follow `inverse_distance_adjacency`: 1 / (1 + d) divided by the largest
+    off-diagonal weight, self loops 1. Memory grows linearly with height * width.
+
+    Returns:
+      tf.SparseTensor (h*w, h*w) float32, canonically ordered.
+    """
+    offsets = grid_neighbour_offsets(k)
+    y, x = tf.meshgrid(tf.range(height), tf.range(width), indexing="ij")
+    y = tf.reshape(y, [-1])
+    x = tf.reshape(x, [-1])
+    nodes = tf.range(height * width)
+    rows, cols, weights = [nodes], [nodes], [tf.ones([height * width])]
+    largest = 1.0 / (1.0 + min((dy * dy + dx * dx) ** 0.5 for dy, dx in offsets))
+    for dy, dx in offsets:
+        ny, nx = y + dy, x + dx
+        inside = (ny >= 0) & (ny < height) & (nx >= 0) & (nx < width)
+        rows.append(tf.boolean_mask(nodes, inside))
+        cols.append(tf.boolean_mask(ny * width + nx, inside))
+        weight = (1.0 / (1.0 + (dy * dy + dx * dx) ** 0.5)) / largest
+        weights.append(tf.fill(tf.shape(rows[-1]), weight))
+    indices = tf.cast(tf.stack([tf.concat(rows, 0), tf.concat(cols, 0)], axis=1), tf.int64)
+    sparse = tf.SparseTensor(indices, tf.concat(weights, 0), [height * width, height * width])
+    return tf.sparse.reorder(sparse)
+
+
+def gcn_normalize_sparse(adjacency):
+    """D^-1/2 A D^-1/2 for a tf.SparseTensor that already has self loops."""
+    degree = tf.sparse.reduce_sum(adjacency, axis=-1)
+    inv_sqrt = tf.math.rsqrt(degree)
+    rows, cols = adjacency.indices[:, 0], adjacency.indices[:, 1]
+    values = adjacency.values * tf.gather(inv_sqrt, rows) * tf.gather(inv_sqrt, cols)
+    return tf.SparseTensor(adjacency.indices, values, adjacency.dense_shape)
+
+
+def cell_offsets_to_positions(offsets, cell_size):
+    """Converts in-cell offsets to map positions.
+
+    Args:
+      offsets: (B, L, M, h, 2) (y, x) in [0, 1] within each cell of cell_size pixels.
+      cell_size: cell side in feature-map pixels.
+
+    Returns:
+      (B, L * M * h, 2) positions in feature-map pixels; offset 0 is the cell's top/left edge,
+      1 its bottom/right edge (pixel centres are at integer positions, so edges are at -0.5).
+    """
+    rows, cols, per_cell = offsets.shape[1], offsets.shape[2], offsets.shape[3]
+    cell_y = tf.range(rows, dtype=offsets.dtype)[:, None, None]
+    cell_x = tf.range(cols, dtype=offsets.dtype)[None, :, None]
+    y = (cell_y + offsets[..., 0]) * cell_size - 0.5
+    x = (cell_x + offsets[..., 1]) * cell_size - 0.5
+    return tf.reshape(tf.stack([y, x], axis=-1), [-1, rows * cols * per_cell, 2])
