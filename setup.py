@@ -29,6 +29,6 @@ setup(
         "cuda": ["tensorflow[and-cuda]>=2.21,<2.22"],
         "lite": ["ai-edge-litert>=1.0"],
         "serving": ["tensorflow-serving-api>=2.19", "requests>=2.31"],
-        "dev": ["pytest>=8", "pytest-timeout>=2.3", "ruff>=0.5"],
+        "dev": ["pytest>=8", "pytest-timeout>=2.3", "pytest-xdist>=3.5", "ruff>=0.5"],
     },
 )

@@ -14,10 +14,12 @@ import tensorflow as tf  # noqa: E402
 
 def check_legacy_keras() -> None:
     """Raises RuntimeError when `tf.keras` was already loaded as Keras 3."""
-    keras_module = tf.keras.__name__
-    if not keras_module.startswith("tf_keras"):
+    import tf_keras
+
+    if tf.keras.Model is not tf_keras.Model:
+        version = getattr(tf.keras, "__version__", "unknown version")
         raise RuntimeError(
-            f"tf.keras resolves to {keras_module!r} (Keras 3), but keypoint_gnn needs tf_keras "
+            f"tf.keras resolves to Keras {version}, but keypoint_gnn needs tf_keras "
             "(Keras 2) because Spektral does not support Keras 3. Import keypoint_gnn before "
             "anything touches tf.keras, or set TF_USE_LEGACY_KERAS=1 in the environment."
         )

@@ -162,13 +162,19 @@ class ModelConfig:
         return cls.from_dict(json.loads(text))
 
 
-def _conv_blocks(filters, name, dtype=None):
-    """Each block: 3x3 conv, then a stride-2 3x3 conv (halves the resolution)."""
+def _conv_blocks(filters, name, final_activation="relu"):
+    """Each block: 3x3 conv, then a stride-2 3x3 conv (halves the resolution).
+
+    The detector's CNN ends without a ReLU: a score map computed from rectified features can
+    be zero everywhere, and then no gradient reaches the detector.
+    """
     layers = []
     for i, width in enumerate(filters):
+        last = i == len(filters) - 1
         layers += [
             keras.layers.Conv2D(width, 3, padding="same", activation="relu", name=f"conv{i}a"),
-            keras.layers.Conv2D(width, 3, strides=2, padding="same", activation="relu", name=f"conv{i}b"),
+            keras.layers.Conv2D(width, 3, strides=2, padding="same",
+                                activation=final_activation if last else "relu", name=f"conv{i}b"),
         ]
     return keras.Sequential(layers, name=name)
 
@@ -195,7 +201,7 @@ def _image_input(config):
 def _keypoint_graph(config, images):
     """The shared trunk: both CNNs, the detector, the interconnects and the GNN -> G, score map."""
     features = _conv_blocks(config.backbone_filters, "feature_extractor")(images)
-    detector_features = _conv_blocks(config.detector_filters, "detector_backbone")(images)
+    detector_features = _conv_blocks(config.detector_filters, "detector_backbone", None)(images)
     positions, scores, score_map = _make_detector(config)(detector_features)
     nodes, adjacency = interconnects.CNNToGraph(
         sampling=config.sampling,
@@ -335,7 +341,7 @@ def build_keypoint_pretrainer(config):
             f"detector={config.detector!r}"
         )
     images = _image_input(config)
-    detector_features = _conv_blocks(config.detector_filters, "detector_backbone")(images)
+    detector_features = _conv_blocks(config.detector_filters, "detector_backbone", None)(images)
     cells = _make_detector(config)(detector_features, return_cells=True)
     return keras.Model(images, cells, name="keypoint_pretrainer")
 

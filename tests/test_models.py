@@ -1,0 +1,170 @@
+"""Every model variant: unknown batch, a training step under XLA, gradients to the detector,
+and identical outputs after .keras and SavedModel round trips."""
+import itertools
+
+import numpy as np
+import pytest
+
+import keypoint_gnn as kg
+from keypoint_gnn._backend import keras, tf
+
+TINY = dict(image_size=16, channels=3, num_classes=3, backbone_filters=(8,), detector_filters=(4,),
+            num_keypoints=6, nms_pool_size=2, grid_cell_size=2, grid_points_per_cell=2,
+            graph_units=8, graph_layers=2, diffpool_clusters=3, head_filters=(8,))
+VARIANTS = list(itertools.product(["attention", "maxpool_nms", "grid"], ["gcn", "diffpool", "none"],
+                                  ["linear", "sigmoid"]))
+
+
+def _loss():
+    return keras.losses.SparseCategoricalCrossentropy(from_logits=True)
+
+
+@pytest.mark.parametrize("detector,gnn,activation", VARIANTS)
+def test_classifier_variant(tmp_path, rng, detector, gnn, activation):
+    config = kg.ModelConfig(detector=detector, gnn=gnn, score_activation=activation, **TINY)
+    model = kg.build_classifier(config)
+    assert model.input_shape == (None, 16, 16, 3)
+    images = rng.uniform(size=(4, 16, 16, 3)).astype("float32")
+    labels = np.array([0, 1, 2, 1])
+
+    # Gradient of the task loss reaches the detector's weights (and, for the regressor, the
+    # offset channels that produce the coordinates).
+    detector_layer = model.get_layer("detector")
+    with tf.GradientTape() as tape:
+        loss = _loss()(labels, model(images, training=True))
+    kernel = detector_layer.cell_conv.kernel if detector == "grid" else detector_layer.score_conv.kernel
+    gradient = tape.gradient(loss, kernel).numpy()
+    assert np.abs(gradient).sum() > 0
+    if detector == "grid":
+        offset_channels = gradient.reshape(gradient.shape[:-1] + (-1, 3))[..., :2]
+        assert np.abs(offset_channels).sum() > 0
+
+    model.compile(optimizer="adam", loss=_loss(), jit_compile=True)
+    history = model.fit(images, labels, batch_size=4, epochs=1, verbose=0)
+    assert np.isfinite(history.history["loss"][0])
+
+    reference = model.predict(images, batch_size=3, verbose=0)  # batches of 3 and 1
+    assert reference.shape == (4, 3)
+
+    model.save(tmp_path / "model.keras")
+    restored = keras.models.load_model(tmp_path / "model.keras")
+    np.testing.assert_allclose(restored.predict(images, verbose=0), reference, rtol=1e-5, atol=1e-6)
+
+    model.save(tmp_path / "savedmodel", save_format="tf")
+    serving = tf.saved_model.load(str(tmp_path / "savedmodel")).signatures["serving_default"]
+    (served,) = serving(images=tf.constant(images)).values()
+    np.testing.assert_allclose(served.numpy(), reference, rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("loss", ["mse", "conf_mse"])
+def test_autoencoder_trains_and_round_trips(tmp_path, rng, loss):
+    config = kg.ModelConfig(detector="maxpool_nms", gnn="gcn", reconstruction_loss=loss, **TINY)
+    model = kg.build_autoencoder(config)
+    images = rng.uniform(size=(4, 16, 16, 3)).astype("float32")
+    model.compile(optimizer="adam", loss=kg.models.reconstruction_loss_for(config), metrics=["mse"],
+                  jit_compile=True)
+    history = model.fit(images, images, epochs=2, verbose=0)
+    assert np.isfinite(history.history["loss"]).all()
+    reconstructions = model.predict(images, verbose=0)
+    assert reconstructions.shape == images.shape
+    assert reconstructions.min() >= 0 and reconstructions.max() <= 1
+    model.save(tmp_path / "ae.keras")
+    restored = keras.models.load_model(tmp_path / "ae.keras")
+    np.testing.assert_allclose(restored.predict(images, verbose=0), reconstructions, rtol=1e-5, atol=1e-6)
+
+
+def test_conf_mse_matches_numpy(rng):
+    images = rng.uniform(size=(2, 4, 4, 3)).astype("float32")
+    reconstructions = rng.uniform(size=(2, 4, 4, 3)).astype("float32")
+    confidence = rng.uniform(size=(2, 4, 4, 1)).astype("float32")
+    confidence[1] = 0.0  # no confidence: plain MSE
+    error = ((images - reconstructions) ** 2).mean(-1)
+    weighted = (confidence[0, ..., 0] * error[0]).sum() / confidence[0].sum()
+    expected = (weighted + error[1].mean()) / 2
+    np.testing.assert_allclose(kg.conf_mse(images, reconstructions, confidence), expected, rtol=1e-5)
+
+
+def test_conf_mse_hand_worked():
+    images = np.zeros((1, 2, 2, 1), "float32")
+    reconstructions = np.array([[[[1.0], [0.0]], [[0.0], [0.0]]]], "float32")
+    confidence = np.array([[[[3.0], [1.0]], [[0.0], [0.0]]]], "float32")
+    assert float(kg.conf_mse(images, reconstructions, confidence)) == pytest.approx(3.0 / 4.0)
+
+
+def test_plain_cnn_matches_parameter_count():
+    config = kg.ModelConfig()
+    target = kg.build_classifier(config).count_params()
+    plain = kg.build_plain_cnn(config, target_params=target)
+    assert abs(plain.count_params() - target) <= 0.05 * target
+    assert not any(layer.name == "detector" for layer in plain.layers)
+
+
+def test_keypoint_model_shares_layers(rng):
+    model = kg.build_classifier(kg.ModelConfig(**TINY))
+    positions, scores, score_map = kg.keypoint_model(model)(rng.uniform(size=(2, 16, 16, 3)))
+    assert positions.shape == (2, 6, 2) and scores.shape == (2, 6) and score_map.shape == (2, 8, 8, 1)
+
+
+def test_pretrained_detector_weights_transfer(tmp_path, rng):
+    config = kg.ModelConfig(detector="grid", **TINY)
+    pretrainer = kg.build_keypoint_pretrainer(config)
+    images = rng.uniform(size=(2, 16, 16, 3)).astype("float32")
+    assert pretrainer(images).shape == (2, 4, 4, 2, 3)
+    kg.models.detector_model(pretrainer).save_weights(tmp_path / "detector.weights.h5")
+    classifier = kg.build_classifier(config)
+    kg.models.detector_model(classifier).load_weights(tmp_path / "detector.weights.h5")
+    for a, b in zip(kg.models.detector_model(pretrainer).weights, kg.models.detector_model(classifier).weights):
+        np.testing.assert_array_equal(a.numpy(), b.numpy())
+    with pytest.raises(ValueError, match="needs detector='grid'"):
+        kg.build_keypoint_pretrainer(config.replace(detector="attention"))
+
+
+@pytest.mark.parametrize("changes, message", [
+    (dict(detector="sift"), "detector='sift' is not one of"),
+    (dict(gnn="gat"), "gnn='gat' is not one of"),
+    (dict(score_activation="tanh"), "score_activation='tanh' is not one of"),
+    (dict(channels=4), "channels=4 must be 1"),
+    (dict(image_size=50), "image_size=50 is not divisible by the feature stride 4"),
+    (dict(detector="attention", num_keypoints=200), "num_keypoints=200 exceeds the 12x12=144 locations"),
+    (dict(detector="maxpool_nms", num_keypoints=40), "num_keypoints=40 exceeds the 36 pooling windows"),
+    (dict(detector="maxpool_nms", nms_pool_size=5), "nms_pool_size=5 does not divide the 12x12"),
+    (dict(detector="grid", grid_cell_size=5), "grid_cell_size=5 does not divide"),
+    (dict(gnn="diffpool", diffpool_clusters=64), "diffpool_clusters=64 exceeds num_keypoints=32"),
+    (dict(num_keypoints=0), "num_keypoints=0 must be a positive integer"),
+    (dict(reconstruction_loss="l1"), "reconstruction_loss='l1' is not one of"),
+])
+def test_bad_configuration_names_the_value(changes, message):
+    with pytest.raises(ValueError, match=message):
+        kg.ModelConfig(**changes)
+
+
+def test_config_json_round_trip_and_unknown_field():
+    config = kg.ModelConfig(detector="grid", graph_layers=5)
+    assert kg.ModelConfig.from_json(config.to_json()) == config
+    with pytest.raises(ValueError, match=r"unknown ModelConfig field\(s\) \['layers'\]"):
+        kg.ModelConfig.from_dict({"layers": 3})
+
+
+@pytest.mark.parametrize("shape, message", [((2, 16, 16), "ndim=4"), ((2, 16, 16, 1), "axis -1")])
+def test_model_rejects_images_of_wrong_rank_or_channels(shape, message):
+    model = kg.build_classifier(kg.ModelConfig(**TINY))
+    with pytest.raises(ValueError, match=message):
+        model(np.zeros(shape, "float32"))
+
+
+def test_legacy_keras_is_selected():
+    import tf_keras
+
+    assert tf.keras.Model is tf_keras.Model
+    kg.check_legacy_keras()
+
+
+def test_keras3_already_loaded_gives_clear_error():
+    import subprocess
+    import sys
+
+    code = ("import tensorflow as tf; tf.keras.Model\n"
+            "try:\n    import keypoint_gnn\nexcept RuntimeError as e:\n    print(e)")
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120,
+                            env={k: v for k, v in __import__("os").environ.items() if k != "TF_USE_LEGACY_KERAS"})
+    assert "needs tf_keras" in result.stdout and "Keras 3" in result.stdout
