@@ -23,22 +23,28 @@ class CNNToGraph(keras.layers.Layer):
 
     and, with `normalize=True`, A <- D^-1/2 A D^-1/2 (the GCN filter, computed in TensorFlow).
 
+    With `position_features=True` (beyond the paper) each node also carries its position
+    scaled to [0, 1], (y / (h - 1), x / (w - 1)), so that the GNN can relate where the parts
+    are and not only what they look like.
+
     **Input**: `[feature_map (B, h, w, C), positions (B, N, 2), scores (B, N)]`; positions
     (y, x) in feature-map pixels.
-    **Output**: `[nodes (B, N, C), adjacency (B, N, N)]`.
+    **Output**: `[nodes (B, N, C) or (B, N, C + 2), adjacency (B, N, N)]`.
 
     Arguments:
       sampling: `"gather"` (`tf.gather_nd` at the rounded positions) or `"bilinear"` (for the
         fractional positions of the coordinate regressor; differentiable in the positions).
       normalize: apply the GCN normalisation to the adjacency (Spektral's `GCNConv` expects
         it; `DiffPool` normalises on its own).
+      position_features: append the normalised (y, x) of each keypoint to its features.
     """
 
-    def __init__(self, sampling="gather", normalize=True, **kwargs):
+    def __init__(self, sampling="gather", normalize=True, position_features=False, **kwargs):
         super().__init__(**kwargs)
         _check_sampling(sampling)
         self.sampling = sampling
         self.normalize = normalize
+        self.position_features = position_features
 
     def call(self, inputs):
         feature_map, positions, scores = inputs
@@ -47,6 +53,9 @@ class CNNToGraph(keras.layers.Layer):
         else:
             nodes = ops.gather_features(feature_map, positions)
         nodes = nodes * tf.cast(scores, nodes.dtype)[..., None]
+        if self.position_features:
+            extent = tf.cast(tf.maximum(tf.shape(feature_map)[1:3] - 1, 1), tf.float32)
+            nodes = tf.concat([nodes, tf.cast(positions / extent, nodes.dtype)], axis=-1)
         adjacency = ops.inverse_distance_adjacency(positions)
         if self.normalize:
             adjacency = ops.gcn_normalize(adjacency)
@@ -54,7 +63,8 @@ class CNNToGraph(keras.layers.Layer):
 
     def get_config(self):
         config = super().get_config()
-        config.update(sampling=self.sampling, normalize=self.normalize)
+        config.update(sampling=self.sampling, normalize=self.normalize,
+                      position_features=self.position_features)
         return config
 
 

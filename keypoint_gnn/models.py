@@ -25,6 +25,9 @@ RECONSTRUCTION_LOSSES = ("mse", "conf_mse")
 class ModelConfig:
     """Everything that defines a keypoint-gnn model. Plain data: JSON in, JSON out.
 
+    `position_features=True` (beyond the paper; False reproduces it) appends each keypoint's
+    normalised position to its node features.
+
     Units: `image_size` in image pixels; `nms_pool_size` and `grid_cell_size` in feature-map
     pixels (image pixels divided by `feature_stride`).
     """
@@ -45,6 +48,7 @@ class ModelConfig:
     graph_layers: int = 4
     graph_units: int = 64
     diffpool_clusters: int = 8
+    position_features: bool = True
     head_filters: tuple = (64, 64)
     dropout: float = 0.2
     reconstruction_loss: str = "mse"
@@ -163,7 +167,9 @@ class ModelConfig:
 
 
 def _conv_blocks(filters, name, final_activation="relu"):
-    """Each block: 3x3 conv, then a stride-2 3x3 conv (halves the resolution).
+    """Each block: 3x3 conv, then a stride-2 3x3 conv (halves the resolution); every conv is
+    followed by batch normalisation (synchronised across replicas, so that a mirrored run
+    computes the same statistics as one device) and a ReLU.
 
     The detector's CNN ends without a ReLU: a score map computed from rectified features can
     be zero everywhere, and then no gradient reaches the detector.
@@ -171,11 +177,14 @@ def _conv_blocks(filters, name, final_activation="relu"):
     layers = []
     for i, width in enumerate(filters):
         last = i == len(filters) - 1
-        layers += [
-            keras.layers.Conv2D(width, 3, padding="same", activation="relu", name=f"conv{i}a"),
-            keras.layers.Conv2D(width, 3, strides=2, padding="same",
-                                activation=final_activation if last else "relu", name=f"conv{i}b"),
-        ]
+        for suffix, strides in (("a", 1), ("b", 2)):
+            layers += [
+                keras.layers.Conv2D(width, 3, strides=strides, padding="same", use_bias=False,
+                                    name=f"conv{i}{suffix}"),
+                keras.layers.BatchNormalization(synchronized=True, name=f"bn{i}{suffix}"),
+            ]
+            if not (last and suffix == "b" and final_activation is None):
+                layers.append(keras.layers.ReLU(name=f"relu{i}{suffix}"))
     return keras.Sequential(layers, name=name)
 
 
@@ -206,6 +215,7 @@ def _keypoint_graph(config, images):
     nodes, adjacency = interconnects.CNNToGraph(
         sampling=config.sampling,
         normalize=gnn_lib.needs_normalized_adjacency(config.gnn),
+        position_features=config.position_features,
         name="cnn_to_graph",
     )([features, positions, scores])
     graph_net = gnn_lib.build_gnn(

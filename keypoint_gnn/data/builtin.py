@@ -1,10 +1,11 @@
 """The built-in data set: constellations of identical parts on clutter, generated in NumPy.
 
-Each image shows `num_parts` copies of one small marker (a white ring with a white centre dot on
-black, the same for every class) on a cluttered background of smooth colour, pixel noise, lines
-and solid blobs. The class is the geometric arrangement of the parts: every class owns a fixed
-template constellation, and an image places its class's template with a random translation,
-scale, small rotation and ±`jitter` pixels per part. Any one part, or any patch, looks the same
+Each image shows `num_parts` copies of one small marker (a white ring around a black gap and a
+white centre dot, 5x5 pixels at 48 px; a 3x3 ring below 44 px; the same for every class) on a
+cluttered background of smooth colour, pixel noise, lines and solid blobs. The class is the
+geometric arrangement of the parts: every class owns a fixed template constellation, and an
+image places its class's template with a random translation, scale, rotation (up to
+±`max_rotation_degrees`) and ±`jitter` pixels per part. Any one part, or any patch, looks the same
 in every class; only the relative positions of parts far apart tell the class, which is what a
 keypoint graph is meant to capture and what a local CNN feature cannot.
 
@@ -30,9 +31,12 @@ MARKER_PATTERN = np.array(
     ],
     dtype=np.uint8,
 )
-"""The part marker at 48 px, 1 = white, 0 = black; scaled by `marker_scale(image_size)`."""
+"""The part marker from 44 px up, 1 = white, 0 = black; enlarged by round(image_size / 48)."""
 
-MIN_IMAGE_SIZE = 24
+SMALL_MARKER_PATTERN = np.array([[1, 1, 1], [1, 0, 1], [1, 1, 1]], dtype=np.uint8)
+"""The part marker below 44 px, where a 5x5 one leaves too little room between parts."""
+
+MIN_IMAGE_SIZE = 32
 _CHUNK = 512  # images rendered at once: bounds the (chunk, k, S, S) mask arrays
 
 
@@ -43,7 +47,7 @@ class BuiltinOptions:
     Attributes:
       num_examples: images over all splits, divided by `load_dataset`'s fractions.
       num_classes: constellation classes, >= 2.
-      num_parts: parts per image (P), >= 2.
+      num_parts: parts per image (P), in [3, 6].
       num_distractors: solid blobs per image, a different shape from the part marker.
       num_lines: clutter line segments per image.
       max_rotation_degrees: each image's constellation turns by U(-r, r) degrees.
@@ -58,21 +62,21 @@ class BuiltinOptions:
     num_parts: int = 4
     num_distractors: int = 6
     num_lines: int = 3
-    max_rotation_degrees: float = 15.0
-    scale_range: tuple[float, float] = (0.55, 0.8)
-    jitter: float = 1.0
+    max_rotation_degrees: float = 45.0
+    scale_range: tuple[float, float] = (0.45, 0.85)
+    jitter: float = 1.5
     template_seed: int = 2021
 
     def __post_init__(self):
         _require(self.num_examples >= 1, f"num_examples={self.num_examples} must be >= 1")
         _require(self.num_classes >= 2, f"num_classes={self.num_classes} must be >= 2")
-        _require(self.num_parts >= 2, f"num_parts={self.num_parts} must be >= 2")
-        _require(self.num_parts <= 12, f"num_parts={self.num_parts} must be <= 12")
+        # Two parts make one shape up to rotation; beyond six, matching parts costs P! steps.
+        _require(3 <= self.num_parts <= 6, f"num_parts={self.num_parts} must be in [3, 6]")
         _require(self.num_distractors >= 0, f"num_distractors={self.num_distractors} must be >= 0")
         _require(self.num_lines >= 0, f"num_lines={self.num_lines} must be >= 0")
         _require(
-            0 <= self.max_rotation_degrees <= 45,
-            f"max_rotation_degrees={self.max_rotation_degrees} must be in [0, 45]",
+            0 <= self.max_rotation_degrees <= 180,
+            f"max_rotation_degrees={self.max_rotation_degrees} must be in [0, 180]",
         )
         low, high = self.scale_range
         _require(
@@ -105,9 +109,12 @@ def _require(condition: bool, message: str) -> None:
         raise ValueError(message)
 
 
-def marker_scale(image_size: int) -> int:
-    """Integer factor by which `MARKER_PATTERN` is enlarged at `image_size` (1 up to 71 px)."""
-    return max(1, int(round(image_size / 48)))
+def marker(image_size: int) -> np.ndarray:
+    """(m, m) uint8 part marker drawn at `image_size`, 1 = white, 0 = black, m odd."""
+    if image_size < 44:
+        return SMALL_MARKER_PATTERN
+    scale = max(1, round(image_size / 48))
+    return np.kron(MARKER_PATTERN, np.ones((scale, scale), dtype=np.uint8))
 
 
 def part_margin(image_size: int) -> int:
@@ -116,8 +123,7 @@ def part_margin(image_size: int) -> int:
     Half a marker, one pixel, and the largest shift of the pipeline's crop augmentation
     (`image_size // 12`), so that a shifted crop never cuts a part.
     """
-    half_marker = (MARKER_PATTERN.shape[0] * marker_scale(image_size)) // 2
-    return half_marker + 1 + image_size // 12
+    return marker(image_size).shape[0] // 2 + 1 + image_size // 12
 
 
 def _normalised(points: np.ndarray) -> np.ndarray:
@@ -132,16 +138,32 @@ def constellation_distance(a: np.ndarray, b: np.ndarray, max_rotation_degrees: f
     Both are normalised for translation and scale; the distance is the root-mean-square part
     distance, minimised over the matchings of identical parts and over the relative rotations
     that two images can show (up to twice `max_rotation_degrees`). 0 means indistinguishable.
+    For a matching, the squared distance is 2 - 2 |c| cos(angle - arg c) with
+    c = sum(conj(a) b) over parts in complex form, so the best allowed angle is arg c clipped
+    to the allowed range.
     """
     a, b = _normalised(a), _normalised(b)
-    limit = np.deg2rad(2 * max_rotation_degrees)
-    best = np.inf
-    for angle in np.linspace(-limit, limit, 9):
-        cos, sin = np.cos(angle), np.sin(angle)
-        rotated = a @ np.array([[cos, sin], [-sin, cos]])
-        for order in itertools.permutations(range(len(b))):
-            best = min(best, float(np.sqrt(((rotated - b[list(order)]) ** 2).sum(axis=1).mean())))
-    return best
+    a_complex, b_complex = a[:, 1] + 1j * a[:, 0], b[:, 1] + 1j * b[:, 0]
+    orders = np.array(list(itertools.permutations(range(len(b)))))  # (P!, P)
+    overlap = (np.conj(a_complex) * b_complex[orders]).mean(axis=1)  # (P!,)
+    limit = np.deg2rad(min(2 * max_rotation_degrees, 180.0))
+    angle = np.clip(np.angle(overlap), -limit, limit)
+    squared = 2 - 2 * np.real(overlap * np.exp(-1j * angle))
+    return float(np.sqrt(max(squared.min(), 0.0)))
+
+
+def _spread_out_points(num_parts: int, rng: np.random.Generator) -> np.ndarray:
+    """(P, 2) uniform points stretched to the unit box centred on 0 (side 1), redrawn until
+    every two are at least 0.8 / sqrt(P) apart."""
+    min_distance = 0.8 / np.sqrt(num_parts)
+    upper = np.triu_indices(num_parts, 1)
+    while True:
+        points = rng.uniform(0.0, 1.0, size=(num_parts, 2))
+        extent = points.max(axis=0) - points.min(axis=0)
+        points = (points - points.min(axis=0) - extent / 2) / extent.max()
+        gaps = np.linalg.norm(points[:, None] - points[None], axis=-1)[upper]
+        if gaps.min() >= min_distance:
+            return points
 
 
 def class_templates(options: BuiltinOptions) -> np.ndarray:
@@ -152,20 +174,12 @@ def class_templates(options: BuiltinOptions) -> np.ndarray:
     `constellation_distance` threshold that starts at 0.6 and is relaxed when no more fit.
     """
     rng = np.random.default_rng(options.template_seed)
-    num_parts = options.num_parts
-    min_part_distance = 0.8 / np.sqrt(num_parts)
     threshold, failures = 0.6, 0
     templates: list[np.ndarray] = []
     while len(templates) < options.num_classes:
-        points = rng.uniform(0.0, 1.0, size=(num_parts, 2))
-        extent = points.max(axis=0) - points.min(axis=0)
-        points = (points - points.min(axis=0) - extent / 2) / extent.max()
-        gaps = np.linalg.norm(points[:, None] - points[None], axis=-1)
-        spread_out = gaps[np.triu_indices(num_parts, 1)].min() >= min_part_distance
-        if spread_out and all(
-            constellation_distance(points, other, options.max_rotation_degrees) >= threshold
-            for other in templates
-        ):
+        points = _spread_out_points(options.num_parts, rng)
+        if all(constellation_distance(points, other, options.max_rotation_degrees) >= threshold
+               for other in templates):
             templates.append(points)
             continue
         failures += 1
@@ -174,29 +188,49 @@ def class_templates(options: BuiltinOptions) -> np.ndarray:
             _require(
                 threshold >= 0.15,
                 f"cannot make num_classes={options.num_classes} distinguishable constellations "
-                f"of num_parts={num_parts} parts; use fewer classes or more parts",
+                f"of num_parts={options.num_parts} parts; use fewer classes or more parts",
             )
     return np.stack(templates)
 
 
+def _min_part_distance(points: np.ndarray) -> np.ndarray:
+    """(N,) smallest distance between two parts of each (N, P, 2) constellation."""
+    gaps = np.linalg.norm(points[:, :, None] - points[:, None], axis=-1)
+    upper = np.triu_indices(points.shape[1], 1)
+    return gaps[:, upper[0], upper[1]].min(axis=1)
+
+
 def _place_parts(labels, templates, image_size, rng, options):
-    """(N, P, 2) integer part centres: templates turned, scaled, shifted and jittered."""
-    count = len(labels)
+    """(N, P, 2) integer part centres: templates turned, scaled, shifted and jittered.
+
+    Markers never touch: each constellation is scaled up, if needed, until its closest parts
+    are a marker side plus a pixel apart after rounding; an image whose jitter would bring two
+    parts closer than that keeps its parts unjittered.
+    """
+    count, jitter = len(labels), options.jitter
     margin = part_margin(image_size)
-    room = image_size - 1 - 2 * margin
+    room = image_size - 1 - 2 * margin - 2 * jitter
+    min_gap = marker(image_size).shape[0] + 1
     angles = np.deg2rad(rng.uniform(-1, 1, count) * options.max_rotation_degrees)
     cos, sin = np.cos(angles), np.sin(angles)
     rotation = np.stack([np.stack([cos, -sin], -1), np.stack([sin, cos], -1)], -2)  # (N, 2, 2)
     points = np.einsum("nij,npj->npi", rotation, templates[labels])
     extent = (points.max(axis=1) - points.min(axis=1)).max(axis=1)  # (N,)
-    side = rng.uniform(*options.scale_range, count) * image_size
-    side = np.minimum(side, room - 2 * options.jitter)
+    needed = (min_gap + 1.5) * extent / _min_part_distance(points)  # 1.5 > rounding's sqrt(2)
+    if np.any(needed > room):
+        raise ValueError(
+            f"image_size={image_size} is too small to keep the {options.num_parts} parts of "
+            f"every class {min_gap} pixels apart; use a larger image_size or a smaller jitter "
+            f"(jitter={jitter})")
+    side = np.clip(rng.uniform(*options.scale_range, count) * image_size, needed, room)
     points = points * (side / extent)[:, None, None]
-    low = margin + options.jitter - points.min(axis=1)  # (N, 2) allowed shift range
-    high = image_size - 1 - margin - options.jitter - points.max(axis=1)
+    low = margin + jitter - points.min(axis=1)  # (N, 2) range of the shift
+    high = image_size - 1 - margin - jitter - points.max(axis=1)
     points = points + rng.uniform(low, np.maximum(low, high))[:, None, :]
-    points = points + rng.uniform(-options.jitter, options.jitter, points.shape)
-    return np.clip(np.round(points), margin, image_size - 1 - margin).astype(np.int64)
+    jittered = np.round(points + rng.uniform(-jitter, jitter, points.shape))
+    too_close = _min_part_distance(jittered) < min_gap
+    jittered[too_close] = np.round(points[too_close])
+    return np.clip(jittered, margin, image_size - 1 - margin).astype(np.int64)
 
 
 def _background(count, image_size, rng):
@@ -208,50 +242,49 @@ def _background(count, image_size, rng):
     interp = np.zeros((image_size, 4))
     interp[np.arange(image_size), lower] = 1 - weight
     interp[np.arange(image_size), lower + 1] = weight
-    smooth = np.einsum("yi,nijc,xj->nyxc", interp, grid, interp)
+    smooth = (interp @ grid.transpose(0, 3, 1, 2) @ interp.T).transpose(0, 2, 3, 1)  # (N, S, S, 3)
     noise = rng.standard_normal(size=smooth.shape, dtype=np.float32) * 0.05
     return (smooth + noise).astype(np.float32)
 
 
 def _draw_lines(images, rng, num_lines):
-    size = images.shape[1]
-    yy, xx = np.mgrid[0:size, 0:size].astype(np.float32)
+    """One-pixel line segments between random points, in random dark-to-mid colours."""
+    count, size = images.shape[:2]
+    rows = np.repeat(np.arange(count), 2 * size)
+    steps = np.linspace(0, 1, 2 * size)
     for _ in range(num_lines):
-        start = rng.uniform(0, size - 1, size=(len(images), 2))
-        end = rng.uniform(0, size - 1, size=(len(images), 2))
-        colour = rng.uniform(0.0, 0.8, size=(len(images), 3))
-        direction = end - start
-        length2 = np.maximum((direction**2).sum(axis=1), 1e-6)
-        along = ((yy[None] - start[:, 0, None, None]) * direction[:, 0, None, None]
-                 + (xx[None] - start[:, 1, None, None]) * direction[:, 1, None, None])
-        along = np.clip(along / length2[:, None, None], 0, 1)
-        nearest_y = start[:, 0, None, None] + along * direction[:, 0, None, None]
-        nearest_x = start[:, 1, None, None] + along * direction[:, 1, None, None]
-        on_line = (yy[None] - nearest_y) ** 2 + (xx[None] - nearest_x) ** 2 < 0.6**2
-        np.copyto(images, colour[:, None, None, :], where=on_line[..., None])
+        start = rng.uniform(0, size - 1, size=(count, 1, 2))
+        end = rng.uniform(0, size - 1, size=(count, 1, 2))
+        colour = rng.uniform(0.0, 0.8, size=(count, 3)).astype(np.float32)
+        pixels = np.round(start + steps[None, :, None] * (end - start)).astype(np.int64)
+        images[rows, pixels[..., 0].ravel(), pixels[..., 1].ravel()] = np.repeat(
+            colour, 2 * size, axis=0)
 
 
 def _draw_blobs(images, rng, num_blobs):
-    """Solid discs and squares of radius 1.5-3.5 px in colours that are never white."""
-    size = images.shape[1]
+    """Solid discs and squares of radius 1.5-3.5 px (at 48 px) in colours never white."""
+    count, size = images.shape[:2]
     scale = size / 48
-    yy, xx = np.mgrid[0:size, 0:size].astype(np.float32)
+    reach = int(np.ceil(3.5 * scale))
+    rows = np.arange(count)
     for _ in range(num_blobs):
-        centre = rng.uniform(0, size - 1, size=(len(images), 2))
-        radius = rng.uniform(1.5, 3.5, size=len(images)) * scale
-        colour = rng.uniform(0.0, 0.85, size=(len(images), 3))
-        dy = np.abs(yy[None] - centre[:, 0, None, None])
-        dx = np.abs(xx[None] - centre[:, 1, None, None])
-        is_square = rng.random(len(images)) < 0.5
-        disc = dy**2 + dx**2 <= radius[:, None, None] ** 2
-        square = np.maximum(dy, dx) <= radius[:, None, None]
-        inside = np.where(is_square[:, None, None], square, disc)
-        np.copyto(images, colour[:, None, None, :], where=inside[..., None])
+        centre = rng.uniform(0, size - 1, size=(count, 2))
+        radius = rng.uniform(1.5, 3.5, size=count) * scale
+        colour = rng.uniform(0.0, 0.85, size=(count, 3)).astype(np.float32)
+        is_square = rng.random(count) < 0.5
+        anchor = np.round(centre).astype(np.int64)
+        for dy in range(-reach, reach + 1):
+            for dx in range(-reach, reach + 1):
+                y, x = anchor[:, 0] + dy, anchor[:, 1] + dx
+                off_y, off_x = np.abs(y - centre[:, 0]), np.abs(x - centre[:, 1])
+                inside = np.where(is_square, np.maximum(off_y, off_x) <= radius,
+                                  off_y**2 + off_x**2 <= radius**2)
+                inside &= (y >= 0) & (y < size) & (x >= 0) & (x < size)
+                images[rows[inside], y[inside], x[inside]] = colour[inside]
 
 
 def _draw_markers(images, part_positions):
-    scale = marker_scale(images.shape[1])
-    pattern = np.kron(MARKER_PATTERN, np.ones((scale, scale), dtype=np.uint8)).astype(np.float64)
+    pattern = marker(images.shape[1]).astype(np.float32)
     half = pattern.shape[0] // 2
     rows = np.arange(len(images))
     for part in range(part_positions.shape[1]):
@@ -266,7 +299,7 @@ def render_constellations(labels, image_size, rng, options=BuiltinOptions(), tem
 
     Args:
       labels: (N,) int class indices in [0, options.num_classes).
-      image_size: side S of the square images in pixels, >= 24.
+      image_size: side S of the square images in pixels, >= 32.
       rng: `np.random.Generator`, the only source of randomness.
       options: `BuiltinOptions`.
       templates: (num_classes, P, 2) from `class_templates(options)`; computed when None.
@@ -318,7 +351,7 @@ def generate_splits(
       {split name: `ConstellationImages`}; the splits are independent draws.
     """
     if split_sizes is None:
-        held_out = int(round(options.num_examples * 0.1))
+        held_out = round(options.num_examples * 0.1)
         split_sizes = {"train": options.num_examples - 2 * held_out,
                        "validation": held_out, "test": held_out}
     templates = class_templates(options)

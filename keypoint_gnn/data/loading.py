@@ -1,0 +1,154 @@
+"""`load_dataset`: a data set spec in, three batched tf.data splits and their description out."""
+from __future__ import annotations
+
+import dataclasses
+import numbers
+
+import numpy as np
+
+from keypoint_gnn._backend import tf
+from keypoint_gnn.data.pipeline import TASKS, Augmentation, build_pipeline
+from keypoint_gnn.data.sources import SPLIT_NAMES, open_source
+from keypoint_gnn.data.splitting import check_fractions
+
+
+@dataclasses.dataclass
+class DatasetInfo:
+    """What a loaded data set holds.
+
+    Attributes:
+      name: the spec it was loaded from ("builtin", "folder:PATH", "cifar10", ...).
+      num_classes: number of classes.
+      class_names: one name per class index.
+      image_size: side S of the square images the splits yield, in pixels.
+      channels: channels C of those images, 1 or 3.
+      num_examples: {"train": n, "validation": n, "test": n}.
+      split_origin: {split: where its examples come from}, in words.
+      augmentation: what the train split applies, crop padding in pixels
+        (`Augmentation(flip=False, crop_padding=0)` for none).
+      skipped_files: image files left out because they could not be decoded, with the reason.
+    """
+
+    name: str
+    num_classes: int
+    class_names: list[str]
+    image_size: int
+    channels: int
+    num_examples: dict[str, int]
+    split_origin: dict[str, str] = dataclasses.field(default_factory=dict)
+    augmentation: Augmentation = dataclasses.field(default_factory=Augmentation)
+    skipped_files: list[str] = dataclasses.field(default_factory=list)
+
+
+@dataclasses.dataclass
+class Splits:
+    """The three splits, batched.
+
+    Attributes:
+      train: shuffled and augmented batches of (images float32 (B, S, S, C) in [0, 1],
+        labels int32 (B,)); (images, images) for task="reconstruct".
+      validation: the same, in a fixed order, not augmented.
+      test: the same, in a fixed order, not augmented; row i is `test_parts[i]`'s image.
+      info: `DatasetInfo`.
+      test_parts: builtin only: (n_test, P, 2) float32 (y, x) part centres in pixels of the
+        S x S images (pixel (i, j) centred at (i, j)); None for other sources.
+    """
+
+    train: tf.data.Dataset
+    validation: tf.data.Dataset
+    test: tf.data.Dataset
+    info: DatasetInfo
+    test_parts: np.ndarray | None = None
+
+
+def _check_int(name: str, value, minimum: int) -> None:
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < minimum:
+        raise ValueError(f"{name}={value!r} must be an integer >= {minimum}")
+
+
+def load_dataset(
+    name: str = "builtin",
+    *,
+    image_size: int = 48,
+    batch_size: int = 64,
+    seed: int = 0,
+    data_dir: str | None = None,
+    channels: int | None = None,
+    augment=True,
+    task: str = "classify",
+    validation_fraction: float = 0.1,
+    test_fraction: float = 0.1,
+    max_examples: int | None = None,
+    builtin_options=None,
+) -> Splits:
+    """Loads a data set as train / validation / test tf.data pipelines.
+
+    Args:
+      name: "builtin" (generated, the default), "folder:PATH", "idx:PATH", or a prepared
+        TensorFlow Datasets name (see `keypoint_gnn.data.sources`).
+      image_size: side S in pixels of the square images produced (sources are resized, and
+        non-square images stretched); the built-in set is drawn at this size, >= 24.
+      batch_size: examples per batch, >= 1.
+      seed: seed of generation, carved splits, subsets, shuffling and augmentation.
+      data_dir: TFDS data folder (default ~/tensorflow_datasets); nothing is downloaded.
+      channels: None keeps the source's channels; 1 or 3 converts greyscale <-> RGB.
+      augment: True (crop, and flip where flips keep classes: not for "builtin", IDX files or
+        digit sets), False, an `Augmentation`, or "flip,crop" / "crop" / "flip" / "none".
+      task: "classify" yields (images, labels), "reconstruct" yields (images, images).
+      validation_fraction: fraction of the training pool carved for validation when the
+        source has no validation split, in (0, 1).
+      test_fraction: the same for a missing test split, in (0, 1); the two sum below 1.
+      max_examples: cap on each split's examples (a seeded subset), or None.
+      builtin_options: `keypoint_gnn.data.builtin.BuiltinOptions` for name="builtin".
+
+    Returns:
+      `Splits`.
+
+    Raises:
+      ValueError: a bad argument or spec, a malformed file, or no decodable images; the
+        message names the value.
+      FileNotFoundError: a missing path or file, or a TFDS data set not prepared in data_dir.
+    """
+    _check_int("image_size", image_size, 1)
+    _check_int("batch_size", batch_size, 1)
+    _check_int("seed", seed, 0)
+    if max_examples is not None:
+        _check_int("max_examples", max_examples, 1)
+    if channels not in (None, 1, 3):
+        raise ValueError(f"channels={channels!r} must be None (keep the source's), 1 or 3")
+    if task not in TASKS:
+        raise ValueError(f"task={task!r} must be one of {TASKS}")
+    check_fractions(validation_fraction, test_fraction)
+    if builtin_options is not None and name != "builtin":
+        raise ValueError(f"builtin_options apply to name='builtin' only, not name={name!r}")
+
+    source = open_source(name, image_size=image_size, seed=seed, data_dir=data_dir,
+                         validation_fraction=validation_fraction, test_fraction=test_fraction,
+                         max_examples=max_examples, builtin_options=builtin_options)
+    augmentation = Augmentation.parse(augment, source.flip_invariant).resolved(image_size)
+    channels = channels or source.channels
+    pipelines = {
+        split: build_pipeline(
+            source.splits[split].examples, image_size=image_size, channels=channels,
+            batch_size=batch_size, training=split == "train", augmentation=augmentation,
+            seed=seed, task=task)
+        for split in SPLIT_NAMES
+    }
+    test_parts = source.test_parts
+    if test_parts is not None and source.image_shape is not None:
+        scale = np.array([image_size / source.image_shape[0], image_size / source.image_shape[1]])
+        # Pixel centres sit at integer positions, so the scaling is about -0.5.
+        test_parts = ((test_parts + 0.5) * scale - 0.5).astype(np.float32)
+    info = DatasetInfo(
+        name=source.name,
+        num_classes=len(source.class_names),
+        class_names=list(source.class_names),
+        image_size=image_size,
+        channels=channels,
+        num_examples={split: source.splits[split].num_examples for split in SPLIT_NAMES},
+        split_origin=dict(source.split_origin),
+        augmentation=augmentation,
+        skipped_files=list(source.skipped_files),
+    )
+    return Splits(pipelines["train"], pipelines["validation"], pipelines["test"], info,
+                  test_parts)

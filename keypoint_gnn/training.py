@@ -1,0 +1,195 @@
+"""Training machinery shared by the trainers: strategies, precision, callbacks, evaluation of
+keypoints, and writing a run directory. No argument parsing here (that is `trainers/`)."""
+import json
+import os
+import pathlib
+import sys
+import tempfile
+import time
+
+import numpy as np
+
+from keypoint_gnn import metrics as keypoint_metrics
+from keypoint_gnn import viz
+from keypoint_gnn._backend import keras, tf
+from keypoint_gnn.models import keypoint_model
+
+STRATEGIES = ("auto", "mirrored", "multiworker", "one_device")
+
+
+def make_strategy(name="auto", devices=None):
+    """A `tf.distribute` strategy.
+
+    Args:
+      name: "auto" (MirroredStrategy over all visible GPUs when there are several, one
+        device otherwise), "mirrored" (MirroredStrategy over `devices`, default all GPUs, or
+        the CPU), "multiworker" (MultiWorkerMirroredStrategy configured by TF_CONFIG), or
+        "one_device" (the first GPU, else the CPU). "auto" with at most one GPU is TensorFlow's
+        default strategy (one device).
+      devices: device names for "mirrored", e.g. ["/cpu:0", "/cpu:1"] on logical CPUs.
+    """
+    if name not in STRATEGIES:
+        raise ValueError(f"strategy={name!r} is not one of {', '.join(STRATEGIES)}")
+    # Physical, not logical, devices: listing logical ones initialises the runtime, after
+    # which MultiWorkerMirroredStrategy can no longer configure its collectives.
+    gpus = tf.config.list_physical_devices("GPU")
+    if name == "multiworker":
+        if "TF_CONFIG" not in os.environ:
+            raise ValueError(
+                "strategy='multiworker' needs the TF_CONFIG environment variable describing the "
+                'cluster, e.g. {"cluster": {"worker": ["host1:port", "host2:port"]}, '
+                '"task": {"type": "worker", "index": 0}}'
+            )
+        return tf.distribute.MultiWorkerMirroredStrategy()
+    if name == "mirrored":
+        return tf.distribute.MirroredStrategy(devices=devices)
+    if name == "auto":
+        return tf.distribute.MirroredStrategy() if len(gpus) > 1 else tf.distribute.get_strategy()
+    # A one-device MirroredStrategy rather than OneDeviceStrategy: Keras's BackupAndRestore
+    # does not support the latter.
+    return tf.distribute.MirroredStrategy(devices=["/gpu:0" if gpus else "/cpu:0"])
+
+
+def is_chief(strategy):
+    """Whether this process writes the run's outputs (always, except non-chief workers)."""
+    resolver = getattr(strategy, "cluster_resolver", None)
+    if resolver is None or not resolver.cluster_spec().as_dict():
+        return True
+    task_type, task_id = resolver.task_type, resolver.task_id
+    return task_type == "chief" or (task_type == "worker" and task_id == 0 and
+                                    "chief" not in resolver.cluster_spec().as_dict())
+
+
+def set_precision(mixed):
+    """float32, or mixed float16 (GPU) / bfloat16 (CPU, where float16 matmuls are slow)."""
+    if not mixed:
+        keras.mixed_precision.set_global_policy("float32")
+        return "float32"
+    policy = "mixed_float16" if tf.config.list_physical_devices("GPU") else "mixed_bfloat16"
+    keras.mixed_precision.set_global_policy(policy)
+    return policy
+
+
+class EpochTimer(keras.callbacks.Callback):
+    """Records the wall-clock seconds of every epoch (`self.seconds`)."""
+
+    def __init__(self):
+        super().__init__()
+        self.seconds = []
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self._start = time.perf_counter()
+
+    def on_epoch_end(self, epoch, logs=None):
+        self.seconds.append(time.perf_counter() - self._start)
+
+
+class KeypointImages(keras.callbacks.Callback):
+    """Writes validation images with their keypoints drawn to TensorBoard after each epoch."""
+
+    def __init__(self, log_dir, images, stride, max_images=8):
+        super().__init__()
+        self.writer = tf.summary.create_file_writer(str(pathlib.Path(log_dir) / "keypoints"))
+        self.images = np.asarray(images[:max_images])
+        self.stride = stride
+
+    def on_epoch_end(self, epoch, logs=None):
+        positions, _, _ = keypoint_model(self.model)(self.images, training=False)
+        pixels = keypoint_metrics.feature_to_image_pixels(positions.numpy(), self.stride)
+        drawn = viz.keypoints_image_summary(self.images, pixels)
+        with self.writer.as_default():
+            tf.summary.image("validation_keypoints", drawn, step=epoch, max_outputs=len(drawn))
+        self.writer.flush()
+
+
+def standard_callbacks(out_dir, monitor, mode, chief=True):
+    """Progress bar (from `fit(verbose=...)`), TensorBoard, best-epoch checkpoint,
+    BackupAndRestore (a killed run restarted with the same out_dir resumes from its last
+    finished epoch) and TerminateOnNaN."""
+    out_dir = pathlib.Path(out_dir)
+    work_dir = out_dir if chief else pathlib.Path(tempfile.mkdtemp(prefix="worker-"))
+    return [
+        keras.callbacks.BackupAndRestore(str(out_dir / "backup")),
+        keras.callbacks.TerminateOnNaN(),
+        keras.callbacks.TensorBoard(str(work_dir / "logs"), write_graph=False, profile_batch=0),
+        keras.callbacks.ModelCheckpoint(
+            str(work_dir / "checkpoints" / "best.weights.h5"),
+            monitor=monitor, mode=mode, save_best_only=True, save_weights_only=True),
+    ]
+
+
+def dataset_arrays(dataset, max_batches=None):
+    """Concatenates a finite dataset of (x, y) batches into numpy arrays."""
+    xs, ys = [], []
+    for i, (x, y) in enumerate(dataset):
+        if max_batches is not None and i >= max_batches:
+            break
+        xs.append(x.numpy())
+        ys.append(y.numpy())
+    return np.concatenate(xs), np.concatenate(ys)
+
+
+def predict_keypoints(model, images, batch_size=128):
+    """Keypoints of `images` as numpy: positions (B, N, 2) feature-map pixels, scores (B, N)."""
+    detector = keypoint_model(model)
+    positions, scores = [], []
+    for start in range(0, len(images), batch_size):
+        p, s, _ = detector(images[start:start + batch_size], training=False)
+        positions.append(p.numpy())
+        scores.append(s.numpy())
+    return np.concatenate(positions), np.concatenate(scores)
+
+
+def keypoint_quality(model, config, images, parts=None):
+    """Keypoint metrics in image pixels: redundancy (pairs closer than one feature-map cell,
+    i.e. `feature_stride` image pixels), mean nearest-neighbour distance and, with true
+    `parts`, hit rate and coverage within a radius of `feature_stride` pixels."""
+    positions, _ = predict_keypoints(model, images)
+    pixels = keypoint_metrics.feature_to_image_pixels(positions, config.feature_stride)
+    radius = float(config.feature_stride)
+    report = keypoint_metrics.keypoint_report(pixels, parts, radius=radius, min_distance=radius)
+    report.update(radius_pixels=radius, min_distance_pixels=radius)
+    return report, pixels
+
+
+def write_json(path, payload):
+    """Writes JSON atomically (temporary file, then rename)."""
+    path = pathlib.Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(json.dumps(payload, indent=2, sort_keys=True, default=_json_default))
+    os.replace(tmp, path)
+
+
+def _json_default(value):
+    if isinstance(value, (np.integer,)):
+        return int(value)
+    if isinstance(value, (np.floating,)):
+        return float(value)
+    if isinstance(value, np.ndarray):
+        return value.tolist()
+    if isinstance(value, pathlib.Path):
+        return str(value)
+    raise TypeError(f"cannot write {type(value).__name__} to JSON")
+
+
+def command_line():
+    return " ".join([os.path.basename(sys.executable), "-m", _module_name()] + sys.argv[1:])
+
+
+def _module_name():
+    main = sys.modules.get("__main__")
+    spec = getattr(main, "__spec__", None)
+    return spec.name if spec is not None else sys.argv[0]
+
+
+def speed_summary(epoch_seconds, num_train_examples):
+    """Seconds per epoch (mean over epochs after the first, which includes tracing and XLA
+    compilation, when there are several) and training images per second."""
+    steady = epoch_seconds[1:] if len(epoch_seconds) > 1 else epoch_seconds
+    per_epoch = float(np.mean(steady)) if steady else float("nan")
+    return {
+        "seconds_per_epoch": per_epoch,
+        "first_epoch_seconds": float(epoch_seconds[0]) if epoch_seconds else float("nan"),
+        "images_per_second": num_train_examples / per_epoch if per_epoch else float("nan"),
+    }

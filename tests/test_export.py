@@ -1,0 +1,259 @@
+"""keypoint_gnn.export: TF Serving SavedModel (versions, signatures) and TFLite variants."""
+import json
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+import keypoint_gnn as kg
+from keypoint_gnn import export
+from keypoint_gnn._backend import keras, tf
+
+TINY = {"image_size": 16, "channels": 3, "num_classes": 3, "backbone_filters": (8,),
+        "detector_filters": (4,), "num_keypoints": 6, "graph_units": 8, "graph_layers": 2,
+        "diffpool_clusters": 3, "head_filters": (8,)}
+CLASS_NAMES = ["circle", "square", "star"]
+
+
+@pytest.fixture(scope="module")
+def tiny():
+    keras.utils.set_random_seed(1)
+    config = kg.ModelConfig(**TINY)
+    return kg.build_classifier(config), config
+
+
+@pytest.fixture(scope="module")
+def exported(tiny, tmp_path_factory):
+    model, config = tiny
+    base = tmp_path_factory.mktemp("saved_models")
+    version_dir = export.export_saved_model(model, config, base, name="tiny",
+                                            class_names=CLASS_NAMES)
+    return version_dir, tf.saved_model.load(str(version_dir)).signatures
+
+
+def _softmax(logits):
+    shifted = np.exp(logits - logits.max(-1, keepdims=True))
+    return shifted / shifted.sum(-1, keepdims=True)
+
+
+def _reference(model, config, pixels_at_model_size):
+    """Keras outputs, keypoints in model-input pixels (p * stride + (stride - 1) / 2)."""
+    images = pixels_at_model_size.astype(np.float32) / 255.0
+    logits = model(images, training=False).numpy()
+    positions, scores, _ = kg.keypoint_model(model)(images, training=False)
+    stride = config.feature_stride
+    return _softmax(logits), positions.numpy() * stride + (stride - 1) / 2, scores.numpy()
+
+
+def test_serving_default_matches_keras_at_model_size(tiny, exported, rng):
+    model, config = tiny
+    _, signatures = exported
+    pixels = rng.integers(0, 256, (3, 16, 16, 3), dtype=np.uint8)
+    outputs = signatures["serving_default"](images=tf.constant(pixels))
+    probabilities, keypoints, scores = _reference(model, config, pixels)
+    np.testing.assert_allclose(outputs["probabilities"].numpy(), probabilities, atol=1e-6)
+    np.testing.assert_allclose(outputs["keypoints"].numpy(), keypoints, atol=1e-5)
+    np.testing.assert_allclose(outputs["keypoint_scores"].numpy(), scores, atol=1e-6)
+    assert outputs["top_classes"].dtype == tf.int32
+    np.testing.assert_array_equal(outputs["top_classes"].numpy(),
+                                  np.argsort(-probabilities, axis=-1, kind="stable")[:, :3])
+
+
+def test_serving_default_other_size_and_grey(tiny, exported, rng):
+    model, config = tiny
+    _, signatures = exported
+    # 32 x 48 grey: the model sees it resized to 16 x 16 and tiled to RGB.
+    grey = rng.integers(0, 256, (2, 32, 48, 1), dtype=np.uint8)
+    outputs = signatures["serving_default"](images=tf.constant(grey))
+    resized = tf.image.resize(tf.cast(tf.tile(grey, [1, 1, 1, 3]), tf.float32), [16, 16],
+                              antialias=True)
+    resized = np.clip(np.round(resized.numpy()), 0, 255).astype(np.uint8)
+    probabilities, model_keypoints, _ = _reference(model, config, resized)
+    np.testing.assert_allclose(outputs["probabilities"].numpy(), probabilities, atol=1e-5)
+    # model pixel q -> input pixel (q + 0.5) * input/model - 0.5: y scale 2, x scale 3.
+    expected = (model_keypoints + 0.5) * np.array([2.0, 3.0]) - 0.5
+    np.testing.assert_allclose(outputs["keypoints"].numpy(), expected, atol=1e-4)
+    assert outputs["keypoints"].shape == (2, config.num_keypoints, 2)
+
+
+def test_serving_bytes_equals_serving_default_on_decoded_pixels(exported, rng):
+    _, signatures = exported
+    small = rng.integers(0, 256, (16, 16, 3), dtype=np.uint8)
+    large = rng.integers(0, 256, (20, 28, 3), dtype=np.uint8)
+    encoded = [tf.io.encode_png(image).numpy() for image in (small, large)]
+    from_bytes = signatures["serving_bytes"](image_bytes=tf.constant(encoded))
+    for index, image in enumerate((small, large)):
+        from_pixels = signatures["serving_default"](images=tf.constant(image[None]))
+        for key in export.OUTPUT_KEYS:
+            np.testing.assert_allclose(from_bytes[key].numpy()[index], from_pixels[key].numpy()[0],
+                                       atol=1e-6, err_msg=key)
+
+
+def test_serving_rejects_five_channels(exported):
+    _, signatures = exported
+    with pytest.raises(tf.errors.InvalidArgumentError, match="channels"):
+        signatures["serving_default"](images=tf.zeros([1, 16, 16, 5], tf.uint8))
+
+
+def test_export_writes_labels_and_info(exported):
+    version_dir, signatures = exported
+    assert set(signatures) == {"serving_default", "serving_bytes"}
+    assert (version_dir / "labels.txt").read_text().split() == CLASS_NAMES
+    info = json.loads((version_dir / "export.json").read_text())
+    assert info["version"] == int(version_dir.name) == 1
+    assert info["class_names"] == CLASS_NAMES
+    assert kg.ModelConfig.from_dict(info["config"]) == kg.ModelConfig(**TINY)
+
+
+@pytest.mark.slow  # a TensorFlow start in a subprocess: ~12 s on 2 busy cores
+def test_saved_model_cli_sees_both_signatures(exported):
+    version_dir, _ = exported
+    cli = os.path.join(os.path.dirname(sys.executable), "saved_model_cli")
+    result = subprocess.run([cli, "show", "--dir", str(version_dir), "--all"],
+                            check=False, capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+    text = result.stdout
+    assert "signature_def['serving_default']" in text
+    assert "signature_def['serving_bytes']" in text
+    assert "dtype: DT_UINT8" in text and "shape: (-1, -1, -1, -1)" in text
+    assert "dtype: DT_STRING" in text
+    for key in export.OUTPUT_KEYS:
+        assert f"outputs['{key}']" in text
+
+
+def test_versions_increase_and_ignore_temporary_dirs(tiny, tmp_path, monkeypatch):
+    model, config = tiny
+    calls = []
+    # The saving itself is covered above; here only the directory protocol.
+    monkeypatch.setattr(export, "write_saved_model",
+                        lambda m, c, directory, **kw: calls.append(directory)
+                        or (directory / "saved_model.pb").write_bytes(b"pb"))
+    first = export.export_saved_model(model, config, tmp_path, name="m")
+    second = export.export_saved_model(model, config, tmp_path, name="m")
+    assert (first.name, second.name) == ("1", "2")
+    (tmp_path / "m" / "7").mkdir()
+    (tmp_path / "m" / ".tmp-abandoned").mkdir()
+    (tmp_path / "m" / "tmp-99").mkdir()
+    (tmp_path / "m" / "12").write_text("a file, not a version")
+    assert export.export_saved_model(model, config, tmp_path, name="m").name == "8"
+    assert export.list_versions(tmp_path / "m") == [1, 2, 7, 8]
+    assert export.resolve_version_dir(tmp_path / "m") == tmp_path / "m" / "8"
+    assert all(path.name.startswith(".tmp-") for path in calls)
+
+
+def test_failed_export_leaves_no_version(tiny, tmp_path, monkeypatch):
+    model, config = tiny
+
+    def save_half_then_fail(module, directory, signatures=None):
+        os.makedirs(os.path.join(directory, "variables"), exist_ok=True)
+        with open(os.path.join(directory, "saved_model.pb"), "wb") as half_written:
+            half_written.write(b"\x08")
+        raise OSError("disk full")
+
+    monkeypatch.setattr(tf.saved_model, "save", save_half_then_fail)
+    with pytest.raises(OSError, match="disk full"):
+        export.export_saved_model(model, config, tmp_path, name="m")
+    assert list((tmp_path / "m").iterdir()) == []
+    assert export.list_versions(tmp_path / "m") == []
+
+
+@pytest.mark.parametrize("name", ["", ".hidden", "tmp-1", "a/b"])
+def test_bad_export_name(tiny, tmp_path, name):
+    model, config = tiny
+    with pytest.raises(ValueError, match="name="):
+        export.export_saved_model(model, config, tmp_path, name=name)
+
+
+def test_class_names_must_match_classes(tiny, tmp_path):
+    model, config = tiny
+    with pytest.raises(ValueError, match="2 names but the model has num_classes=3"):
+        export.export_saved_model(model, config, tmp_path, name="m", class_names=["a", "b"])
+
+
+def test_resolve_version_dir_errors(tmp_path):
+    with pytest.raises(FileNotFoundError, match="does not exist"):
+        export.resolve_version_dir(tmp_path / "missing")
+    (tmp_path / "empty" / "latest").mkdir(parents=True)
+    with pytest.raises(FileNotFoundError, match="no integer version directory"):
+        export.resolve_version_dir(tmp_path / "empty")
+
+
+def test_tflite_float32_matches_keras(tiny, tmp_path, rng):
+    model, config = tiny
+    path = export.export_tflite(model, config, tmp_path / "tiny.tflite")
+    pixels = rng.integers(0, 256, (4, 16, 16, 3), dtype=np.uint8)
+    outputs = export.run_tflite(path, pixels.astype(np.float32) / 255.0)
+    probabilities, keypoints, scores = _reference(model, config, pixels)
+    logits = model(pixels.astype(np.float32) / 255.0, training=False).numpy()
+    np.testing.assert_allclose(outputs["logits"], logits, atol=1e-4)
+    np.testing.assert_allclose(outputs["probabilities"], probabilities, atol=1e-4)
+    np.testing.assert_allclose(outputs["keypoints"], keypoints, atol=1e-4)
+    np.testing.assert_allclose(outputs["keypoint_scores"], scores, atol=1e-4)
+    # predict(): uint8 at any size, same dict as the SavedModel.
+    predicted = export.TFLiteClassifier(path).predict(pixels)
+    np.testing.assert_allclose(predicted["keypoints"], keypoints, atol=1e-4)
+    assert predicted["top_classes"].shape == (4, 3)
+
+
+@pytest.mark.parametrize("quantize", ["float16", "dynamic"])
+def test_tflite_quantized_variants_run(tiny, tmp_path, rng, quantize):
+    model, config = tiny
+    path = export.export_tflite(model, config, tmp_path / f"{quantize}.tflite", quantize=quantize)
+    pixels = rng.random((2, 16, 16, 3), dtype=np.float32)
+    outputs = export.run_tflite(path, pixels)
+    logits = model(pixels, training=False).numpy()
+    np.testing.assert_allclose(outputs["logits"], logits, atol=0.05)
+    assert json.loads((tmp_path / f"{quantize}.tflite.json").read_text())["quantize"] == quantize
+
+
+def test_tflite_argument_errors(tiny, tmp_path):
+    model, config = tiny
+    with pytest.raises(ValueError, match="quantize='int4' is not one of"):
+        export.export_tflite(model, config, tmp_path / "m.tflite", quantize="int4")
+    with pytest.raises(ValueError, match="needs representative_images"):
+        export.export_tflite(model, config, tmp_path / "m.tflite", quantize="int8")
+    with pytest.raises(ValueError, match=r"representative_images must have shape \(B, 16, 16, 3\)"):
+        export.export_tflite(model, config, tmp_path / "m.tflite", quantize="int8",
+                             representative_images=np.zeros((4, 8, 8, 3), np.float32))
+
+
+def test_keypoint_unit_conversion_hand_worked():
+    # stride 4: feature pixel 0 covers model pixels 0..3, centre 1.5; model 16 -> input 32:
+    # (1.5 + 0.5) * 2 - 0.5 = 3.5, the centre of input pixels 0..7.
+    positions = tf.constant([[[0.0, 3.0]]])
+    converted = export.feature_to_input_pixels(positions, 4, 16, 32, 64).numpy()
+    np.testing.assert_allclose(converted, [[[3.5, (13.5 + 0.5) * 4 - 0.5]]])
+
+
+def _colour_set(count, seed):
+    """An easy set: class = colour (R, G or B) of a 6x6 square on grey noise, 16x16."""
+    rng = np.random.default_rng(seed)
+    labels = rng.integers(0, 3, count)
+    images = rng.uniform(0.3, 0.5, (count, 16, 16, 3)).astype(np.float32)
+    for image, label in zip(images, labels):
+        y, x = rng.integers(0, 11, 2)
+        image[y:y + 6, x:x + 6] = 0.1
+        image[y:y + 6, x:x + 6, label] = 0.95
+    return images, labels.astype(np.int32)
+
+
+def test_int8_accuracy_within_one_point_of_float32(tmp_path):
+    keras.utils.set_random_seed(0)
+    config = kg.ModelConfig(**{**TINY, "dropout": 0.0})
+    model = kg.build_classifier(config)
+    model.compile(keras.optimizers.Adam(1e-2),
+                  keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+    train_images, train_labels = _colour_set(600, seed=0)
+    model.fit(train_images, train_labels, epochs=4, batch_size=32, verbose=0)
+    test_images, test_labels = _colour_set(300, seed=1)
+    float_path = export.export_tflite(model, config, tmp_path / "f.tflite")
+    int8_path = export.export_tflite(model, config, tmp_path / "q.tflite", quantize="int8",
+                                     representative_images=train_images[:100])
+    float_accuracy = np.mean(export.run_tflite(float_path, test_images)["logits"].argmax(-1)
+                             == test_labels)
+    int8_accuracy = np.mean(export.run_tflite(int8_path, test_images)["logits"].argmax(-1)
+                            == test_labels)
+    assert float_accuracy > 0.9, "the model did not learn the easy set"
+    assert abs(float_accuracy - int8_accuracy) <= 0.01, (float_accuracy, int8_accuracy)

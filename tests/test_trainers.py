@@ -1,0 +1,171 @@
+"""The trainers end to end on tiny built-in data: outputs, resume, bad flags, strategies."""
+import json
+import os
+import socket
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+import keypoint_gnn as kg
+from keypoint_gnn import training
+from keypoint_gnn._backend import keras, tf
+from trainers import classify, common, pretrain_keypoints, reconstruct
+
+TINY_FLAGS = ["--image-size", "32", "--max-examples", "48", "--batch-size", "16", "--keypoints", "8",
+              "--graph-units", "16", "--graph-layers", "2", "--verbose", "0"]
+
+
+def test_classify_writes_every_output(tmp_path):
+    out = tmp_path / "run"
+    result = classify.main(TINY_FLAGS + ["--epochs", "2", "--out", str(out),
+                                         "--export-dir", str(tmp_path / "saved_models")])
+    for name in ("metrics.json", "keypoints.png", "curves.png", "model.keras", "config.json", "run.json"):
+        assert (out / name).is_file(), name
+    assert any((out / "logs").rglob("events.out.tfevents*"))
+    assert (out / "checkpoints" / "best.weights.h5").is_file()
+    metrics = json.loads((out / "metrics.json").read_text())
+    for key in ("test_accuracy", "test_loss", "parameters", "seconds_per_epoch", "images_per_second",
+                "config", "command", "keypoints"):
+        assert key in metrics, key
+    assert 0 <= metrics["test_accuracy"] <= 1
+    assert metrics["parameters"] == result["parameters"] > 0
+    for key in ("hit_rate", "coverage", "redundancy"):
+        assert 0 <= metrics["keypoints"][key] <= 1
+    assert kg.ModelConfig.from_json((out / "config.json").read_text()).num_keypoints == 8
+    version = tmp_path / "saved_models" / "keypoint_maxpool_nms_gcn" / "1"
+    assert (version / "saved_model.pb").is_file()
+
+
+class _Interrupt(keras.callbacks.Callback):
+    def on_epoch_end(self, epoch, logs=None):
+        if epoch == 0:
+            raise RuntimeError("simulated crash after the first epoch")
+
+
+def test_interrupted_run_resumes_from_last_finished_epoch(tmp_path, monkeypatch):
+    out = tmp_path / "run"
+    flags = TINY_FLAGS + ["--epochs", "3", "--out", str(out), "--no-export"]
+    original = training.standard_callbacks
+    monkeypatch.setattr(training, "standard_callbacks",
+                        lambda *a, **k: original(*a, **k) + [_Interrupt()])
+    with pytest.raises(RuntimeError, match="simulated crash"):
+        classify.main(flags)
+    assert (out / "backup").is_dir()
+    monkeypatch.setattr(training, "standard_callbacks", original)
+    result = classify.main(flags)
+    assert result["epochs_run_this_session"] == 2  # epochs 2 and 3; epoch 1 was restored
+    assert len(result["history"]["loss"]) == 2
+
+
+def test_reconstruct_writes_mse_psnr_and_figure(tmp_path):
+    out = tmp_path / "ae"
+    result = reconstruct.main(TINY_FLAGS + ["--epochs", "1", "--out", str(out), "--loss", "conf_mse"])
+    assert (out / "reconstructions.png").is_file() and (out / "model.keras").is_file()
+    assert 0 < result["test_mse"] < 1
+    assert result["test_psnr"] == pytest.approx(10 * np.log10(1 / result["test_mse"]), rel=1e-6)
+
+
+def test_pretrained_detector_weights_load_into_classify(tmp_path):
+    grid_flags = ["--grid-cell-size", "1", "--points-per-cell", "1"]
+    pre = pretrain_keypoints.main(TINY_FLAGS + grid_flags + ["--epochs", "1", "--out", str(tmp_path / "pre")])
+    assert (tmp_path / "pre" / "offsets.png").is_file()
+    assert 0 <= pre["border_fraction_predicted"] <= 1
+    weights = tmp_path / "pre" / "detector.weights.h5"
+    result = classify.main(TINY_FLAGS + grid_flags + ["--detector", "grid", "--epochs", "1", "--no-export",
+                                                      "--out", str(tmp_path / "cls"),
+                                                      "--detector-weights", str(weights)])
+    assert 0 <= result["test_accuracy"] <= 1
+
+
+def _run_cli(module, *flags):
+    return subprocess.run([sys.executable, "-m", module, *flags], capture_output=True, text=True,
+                          timeout=120, cwd=os.path.dirname(os.path.dirname(__file__)))
+
+
+@pytest.mark.parametrize("flags, message", [
+    (["--epochs", "0"], "--epochs=0 must be at least 1"),
+    (["--learning-rate", "-1"], "--learning-rate=-1.0 must be positive"),
+    (["--dataset", "folder:/no/such/folder"], "/no/such/folder"),
+    (["--dataset", "mnistt:x"], "mnistt:x"),
+    (["--keypoints", "999", "--image-size", "24"], "num_keypoints=999 exceeds"),
+    (["--config", "/no/such/config.json"], "no such file"),
+])
+def test_bad_flags_give_one_line_errors(flags, message):
+    result = _run_cli("trainers.classify", *flags)
+    assert result.returncode == 2
+    assert message in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_bad_choice_is_rejected_by_argparse():
+    result = _run_cli("trainers.classify", "--detector", "sift")
+    assert result.returncode == 2 and "invalid choice: 'sift'" in result.stderr
+
+
+def test_config_file_is_used_and_flags_override(tmp_path):
+    path = tmp_path / "best.json"
+    path.write_text(kg.ModelConfig(detector="attention", graph_layers=5).to_json())
+    args = classify.parse_args(["--config", str(path), "--graph-layers", "3"])
+    config = common.model_config(args)
+    assert config.detector == "attention" and config.graph_layers == 3
+
+
+def test_mirrored_two_cpus_gives_the_same_loss_as_one_device(rng):
+    config = kg.ModelConfig(image_size=16, num_classes=3, backbone_filters=(8,), detector_filters=(4,),
+                            num_keypoints=6, graph_units=8, graph_layers=2, head_filters=(8,), dropout=0.0)
+    images = rng.uniform(size=(8, 16, 16, 3)).astype("float32")
+    labels = np.array([0, 1, 2, 0, 1, 2, 0, 1])
+    initial = kg.build_classifier(config).get_weights()
+
+    def one_step_then_loss(strategy):
+        with strategy.scope():
+            model = kg.build_classifier(config)
+            model.set_weights(initial)
+            model.compile(keras.optimizers.SGD(0.1),
+                          keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+        first = model.fit(images, labels, batch_size=8, epochs=1, shuffle=False, verbose=0).history["loss"][0]
+        return first, model.evaluate(images, labels, batch_size=8, verbose=0)
+
+    mirrored = training.make_strategy("mirrored", ["/cpu:0", "/cpu:1"])
+    assert mirrored.num_replicas_in_sync == 2
+    np.testing.assert_allclose(one_step_then_loss(mirrored), one_step_then_loss(tf.distribute.get_strategy()),
+                               rtol=1e-4)
+
+
+def test_strategy_errors(monkeypatch):
+    monkeypatch.delenv("TF_CONFIG", raising=False)
+    with pytest.raises(ValueError, match="needs the TF_CONFIG"):
+        training.make_strategy("multiworker")
+    with pytest.raises(ValueError, match="strategy='tpu' is not one of"):
+        training.make_strategy("tpu")
+
+
+def _free_ports(count):
+    sockets = [socket.socket() for _ in range(count)]
+    for s in sockets:
+        s.bind(("127.0.0.1", 0))
+    ports = [s.getsockname()[1] for s in sockets]
+    for s in sockets:
+        s.close()
+    return ports
+
+
+@pytest.mark.timeout(300)
+def test_two_worker_multiworker_run_on_localhost(tmp_path):
+    workers = [f"127.0.0.1:{port}" for port in _free_ports(2)]
+    root = os.path.dirname(os.path.dirname(__file__))
+    processes = []
+    for index in range(2):
+        env = dict(os.environ, TF_CONFIG=json.dumps({"cluster": {"worker": workers},
+                                                     "task": {"type": "worker", "index": index}}))
+        processes.append(subprocess.Popen(
+            [sys.executable, "-m", "trainers.classify", *TINY_FLAGS, "--epochs", "1", "--no-export",
+             "--strategy", "multiworker", "--out", str(tmp_path / "run")],
+            cwd=root, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True))
+    outputs = [p.communicate(timeout=280)[0] for p in processes]
+    for process, output in zip(processes, outputs):
+        assert process.returncode == 0, output[-3000:]
+    metrics = json.loads((tmp_path / "run" / "metrics.json").read_text())
+    assert metrics["strategy"] == "MultiWorkerMirroredStrategy" and metrics["replicas"] == 2

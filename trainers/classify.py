@@ -1,0 +1,132 @@
+"""Train a keypoint-GNN image classifier: `python -m trainers.classify [flags]`.
+
+With no flags: the built-in constellation data set, max-pool NMS keypoints and a 4-layer GCN,
+a few minutes on a 2-core CPU. Writes to --out: metrics.json, keypoints.png, curves.png,
+model.keras, config.json, run.json, TensorBoard logs and checkpoints; exports a SavedModel to
+saved_models/<name>/<version>/.
+"""
+import argparse
+import pathlib
+import time
+
+import numpy as np
+
+from trainers import common
+from keypoint_gnn import build_classifier, build_plain_cnn, models, viz
+from keypoint_gnn import training
+from keypoint_gnn._backend import keras, tf
+from keypoint_gnn.data import load_dataset
+
+
+def parse_args(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    common.add_data_flags(parser)
+    common.add_model_flags(parser)
+    common.add_training_flags(parser, default_out="runs/classify", default_epochs=12)
+    parser.add_argument("--plain-cnn", action="store_true",
+                        help="train the plain CNN whose parameter count matches the keypoint model")
+    parser.add_argument("--name", default=None, help="export name (default: from the run)")
+    parser.add_argument("--export-dir", default="saved_models", help="TF Serving model base directory")
+    parser.add_argument("--no-export", action="store_true", help="skip the SavedModel export")
+    args = parser.parse_args(argv)
+    common.check_training_flags(args)
+    return args
+
+
+def build_model(config, plain_cnn):
+    keypoint_net = build_classifier(config)
+    if not plain_cnn:
+        return keypoint_net
+    return build_plain_cnn(config, target_params=keypoint_net.count_params())
+
+
+def main(argv=None):
+    args = parse_args(argv)
+    # The strategy first: MultiWorkerMirroredStrategy must configure collectives before any op.
+    strategy = training.make_strategy(args.strategy, args.devices.split(",") if args.devices else None)
+    keras.utils.set_random_seed(args.seed)
+    chief = training.is_chief(strategy)
+    precision = training.set_precision(args.mixed_precision)
+    out = pathlib.Path(args.out)
+
+    image_size = common.model_config(args).image_size  # flags and --config, before the data
+    data = load_dataset(args.dataset, image_size=image_size, batch_size=args.batch_size,
+                        seed=args.seed, data_dir=args.data_dir, channels=args.channels,
+                        augment=args.augment, max_examples=args.max_examples)
+    info = data.info
+    config = common.model_config(args, num_classes=info.num_classes, channels=info.channels,
+                                 image_size=info.image_size)
+
+    with strategy.scope():
+        model = build_model(config, args.plain_cnn)
+        if args.detector_weights and not args.plain_cnn:
+            models.detector_model(model).load_weights(args.detector_weights)
+        model.compile(
+            optimizer=keras.optimizers.Adam(args.learning_rate),
+            loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+            metrics=["accuracy"],
+            jit_compile=args.xla,
+        )
+
+    timer = training.EpochTimer()
+    callbacks = training.standard_callbacks(out, "val_accuracy", "max", chief) + [timer]
+    validation_images, _ = training.dataset_arrays(data.validation, max_batches=1)
+    if not args.plain_cnn and chief:
+        callbacks.append(training.KeypointImages(out / "logs", validation_images, config.feature_stride))
+    start = time.perf_counter()
+    history = model.fit(data.train, validation_data=data.validation, epochs=args.epochs,
+                        callbacks=callbacks, verbose=common.verbosity(args))
+    train_seconds = time.perf_counter() - start
+    test_loss, test_accuracy = model.evaluate(data.test, verbose=0)
+    if not chief:
+        return None
+
+    test_images, _ = training.dataset_arrays(data.test)
+    result = {
+        "test_accuracy": float(test_accuracy),
+        "test_loss": float(test_loss),
+        "parameters": int(model.count_params()),
+        "architecture": "plain_cnn" if args.plain_cnn else "keypoint_gnn",
+        **training.speed_summary(timer.seconds, info.num_examples["train"]),
+        "epochs_run_this_session": len(timer.seconds),
+        "train_seconds_this_session": train_seconds,
+        "precision": precision,
+        "xla": args.xla,
+        "strategy": type(strategy).__name__,
+        "replicas": strategy.num_replicas_in_sync,
+        "dataset": info.name,
+        "num_examples": info.num_examples,
+        "skipped_files": info.skipped_files,
+        "config": config.to_dict(),
+        "command": training.command_line(),
+        "history": {key: [float(v) for v in values] for key, values in history.history.items()},
+    }
+    if not args.plain_cnn:
+        quality, pixels = training.keypoint_quality(model, config, test_images, data.test_parts)
+        result["keypoints"] = quality
+        viz.draw_keypoints(test_images[:16], pixels[:16], out / "keypoints.png",
+                           parts=None if data.test_parts is None else data.test_parts[:16],
+                           title=f"{config.detector} keypoints (red) and true parts (green)"
+                           if data.test_parts is not None else f"{config.detector} keypoints")
+    viz.plot_curves(history.history, out / "curves.png")
+
+    name = args.name or ("plain_cnn" if args.plain_cnn else f"keypoint_{config.detector}_{config.gnn}")
+    model.save(out / "model.keras")
+    (out / "config.json").write_text(config.to_json())
+    training.write_json(out / "run.json", {"name": name, "dataset": info.name,
+                                           "class_names": info.class_names,
+                                           "plain_cnn": args.plain_cnn})
+    if not args.no_export and not args.plain_cnn:
+        from keypoint_gnn.export import export_saved_model
+
+        version_dir = export_saved_model(model, config, base_dir=args.export_dir, name=name,
+                                         class_names=info.class_names)
+        result["saved_model"] = str(version_dir)
+    training.write_json(out / "metrics.json", result)
+    print(f"test accuracy {test_accuracy:.4f}, loss {test_loss:.4f}, "
+          f"{result['seconds_per_epoch']:.1f} s/epoch; results in {out}")
+    return result
+
+
+if __name__ == "__main__":
+    common.run_main(main)

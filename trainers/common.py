@@ -1,0 +1,134 @@
+"""Flags and run-directory plumbing shared by the trainers. Model code lives in keypoint_gnn."""
+import argparse
+import dataclasses
+import json
+import pathlib
+import sys
+
+import keypoint_gnn  # noqa: F401  (selects tf_keras before anything else touches tf.keras)
+from keypoint_gnn import ModelConfig
+from keypoint_gnn.training import STRATEGIES
+
+# Flag name -> ModelConfig field, for the model flags every trainer shares.
+MODEL_FLAGS = {
+    "detector": "detector",
+    "gnn": "gnn",
+    "graph_layers": "graph_layers",
+    "graph_units": "graph_units",
+    "keypoints": "num_keypoints",
+    "score_activation": "score_activation",
+    "nms_pool_size": "nms_pool_size",
+    "grid_cell_size": "grid_cell_size",
+    "points_per_cell": "grid_points_per_cell",
+    "offset_mode": "offset_mode",
+    "diffpool_clusters": "diffpool_clusters",
+    "image_size": "image_size",
+}
+
+
+class UserError(Exception):
+    """A bad flag, path or file: reported in one line, without a traceback."""
+
+
+def add_data_flags(parser):
+    group = parser.add_argument_group("data")
+    group.add_argument("--dataset", default="builtin",
+                       help="builtin (default, generated), a TFDS name (cifar10, imagenette/160px, ...), "
+                            "folder:PATH or idx:PATH")
+    group.add_argument("--data-dir", default=None, help="TFDS data directory (nothing is downloaded)")
+    group.add_argument("--image-size", type=int, default=None, help="square image side in pixels (default 48)")
+    group.add_argument("--channels", type=int, choices=(1, 3), default=None,
+                       help="convert images to 1 or 3 channels (default: the data set's)")
+    group.add_argument("--max-examples", type=int, default=None, help="cap on each split's examples")
+    group.add_argument("--augment", default=True, help="flip,crop | crop | flip | none (default: per data set)")
+
+
+def add_model_flags(parser):
+    group = parser.add_argument_group("model (override --config)")
+    group.add_argument("--config", default=None, help="JSON ModelConfig, as written by trainers.tune")
+    group.add_argument("--detector", choices=("attention", "maxpool_nms", "grid"), default=None)
+    group.add_argument("--gnn", choices=("gcn", "diffpool", "none"), default=None)
+    group.add_argument("--graph-layers", type=int, default=None)
+    group.add_argument("--graph-units", type=int, default=None)
+    group.add_argument("--keypoints", type=int, default=None, help="keypoints per image (N)")
+    group.add_argument("--score-activation", choices=("linear", "sigmoid"), default=None)
+    group.add_argument("--nms-pool-size", type=int, default=None, help="feature-map pixels")
+    group.add_argument("--grid-cell-size", type=int, default=None, help="feature-map pixels")
+    group.add_argument("--points-per-cell", type=int, default=None)
+    group.add_argument("--offset-mode", default=None, help="grid regressor offsets (sigmoid)")
+    group.add_argument("--diffpool-clusters", type=int, default=None)
+    group.add_argument("--detector-weights", default=None,
+                       help="pre-trained detector weights from trainers.pretrain_keypoints")
+
+
+def add_training_flags(parser, default_out, default_epochs):
+    group = parser.add_argument_group("training")
+    group.add_argument("--epochs", type=int, default=default_epochs)
+    group.add_argument("--batch-size", type=int, default=64, help="global batch size")
+    group.add_argument("--learning-rate", type=float, default=2e-3)
+    group.add_argument("--seed", type=int, default=0)
+    group.add_argument("--xla", action="store_true", help="compile train and predict steps with XLA")
+    group.add_argument("--mixed-precision", action="store_true",
+                       help="mixed float16 on GPU (bfloat16 on CPU)")
+    group.add_argument("--strategy", choices=STRATEGIES, default="auto")
+    group.add_argument("--devices", default=None,
+                       help="comma-separated devices for --strategy mirrored, e.g. /cpu:0,/cpu:1")
+    group.add_argument("--out", default=default_out, help="run directory; rerun with the same --out to resume")
+    group.add_argument("--verbose", type=int, choices=(0, 1, 2), default=None,
+                       help="Keras progress: 1 bar, 2 a line per epoch (default: 1 on a terminal, else 2)")
+
+
+def check_training_flags(args):
+    for name in ("epochs", "batch_size"):
+        value = getattr(args, name)
+        if value < 1:
+            raise UserError(f"--{name.replace('_', '-')}={value} must be at least 1")
+    if not args.learning_rate > 0:
+        raise UserError(f"--learning-rate={args.learning_rate} must be positive")
+    if args.devices and args.strategy != "mirrored":
+        raise UserError(f"--devices applies to --strategy mirrored, not --strategy {args.strategy}")
+
+
+def model_config(args, **data_fields):
+    """ModelConfig from defaults <- --config file <- explicit model flags <- the data set's
+    num_classes and channels."""
+    values = {}
+    if args.config:
+        path = pathlib.Path(args.config)
+        if not path.is_file():
+            raise UserError(f"--config {path}: no such file")
+        try:
+            values = json.loads(path.read_text())
+        except json.JSONDecodeError as error:
+            raise UserError(f"--config {path} is not valid JSON: {error}") from None
+        if not isinstance(values, dict):
+            raise UserError(f"--config {path} must hold a JSON object of ModelConfig fields")
+        values = values.get("model_config", values)
+    for flag, field in MODEL_FLAGS.items():
+        value = getattr(args, flag, None)
+        if value is not None:
+            values[field] = value
+    values.update(data_fields)
+    try:
+        return ModelConfig.from_dict(values)
+    except (TypeError, ValueError) as error:
+        raise UserError(str(error)) from None
+
+
+def config_fields():
+    return {f.name for f in dataclasses.fields(ModelConfig)}
+
+
+def run_main(main):
+    """Runs `main()`, turning user errors into a one-line message and exit status 2."""
+    try:
+        return main()
+    except (UserError, ValueError, FileNotFoundError) as error:
+        print(f"error: {error}", file=sys.stderr)
+        sys.exit(2)
+
+
+def verbosity(args):
+    if args.verbose is not None:
+        return args.verbose
+    return 1 if sys.stdout.isatty() else 2

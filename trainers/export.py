@@ -1,0 +1,117 @@
+"""Export a trained classifier run for serving: `python -m trainers.export --run RUN_DIR [flags]`.
+
+  --format savedmodel   TF Serving layout OUT/NAME/<next version>/ (default OUT saved_models)
+  --format tflite       OUT/NAME[-QUANTIZE].tflite and its .json (default OUT tflite_models);
+                        --quantize int8 calibrates on training images of the run's data set
+
+RUN_DIR is what `python -m trainers.classify` writes: model.keras, config.json and run.json
+({"name", "dataset", "class_names"}).
+"""
+import argparse
+import json
+import pathlib
+
+from keypoint_gnn import ModelConfig
+from keypoint_gnn._backend import keras
+from keypoint_gnn.export import (
+    QUANTIZATIONS,
+    export_saved_model,
+    export_tflite,
+    write_tflite_info,
+)
+from trainers import common
+
+FORMATS = ("savedmodel", "tflite")
+DEFAULT_OUT = {"savedmodel": "saved_models", "tflite": "tflite_models"}
+
+
+def parse_args(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--run", required=True, help="run directory of trainers.classify")
+    parser.add_argument("--format", choices=FORMATS, default="savedmodel")
+    parser.add_argument("--quantize", choices=QUANTIZATIONS, default="none",
+                        help="TFLite only: none (float32), float16, dynamic (int8 weights) or "
+                             "int8 (int8 weights and activations; float32 input and output)")
+    parser.add_argument("--out", default=None,
+                        help="base directory (default saved_models, or tflite_models for tflite)")
+    parser.add_argument("--name", default=None, help="model name (default: run.json's name)")
+    parser.add_argument("--representative-images", type=int, default=256,
+                        help="int8: training images used to calibrate activation ranges")
+    args = parser.parse_args(argv)
+    if args.quantize != "none" and args.format != "tflite":
+        raise common.UserError(f"--quantize {args.quantize} applies to --format tflite only")
+    if args.representative_images < 1:
+        raise common.UserError(f"--representative-images={args.representative_images} must be "
+                               "at least 1")
+    return args
+
+
+def read_run(run_dir):
+    """RUN_DIR -> (model, config, run dict); UserError naming the missing or bad file."""
+    run_dir = pathlib.Path(run_dir)
+    if not run_dir.is_dir():
+        raise common.UserError(f"--run {run_dir}: no such directory")
+    paths = {name: run_dir / name for name in ("model.keras", "config.json", "run.json")}
+    missing = [name for name, path in paths.items() if not path.is_file()]
+    if missing:
+        raise common.UserError(f"--run {run_dir} lacks {', '.join(missing)}: is it a run "
+                               "directory of trainers.classify (finished)?")
+    try:
+        config = ModelConfig.from_json(paths["config.json"].read_text())
+        run = json.loads(paths["run.json"].read_text())
+    except (ValueError, TypeError) as error:
+        raise common.UserError(f"--run {run_dir}: bad config.json or run.json: {error}") from None
+    if not isinstance(run, dict):
+        raise common.UserError(f"{paths['run.json']} must hold a JSON object")
+    if run.get("plain_cnn"):
+        raise common.UserError(f"--run {run_dir} is a plain-CNN baseline: it has no keypoints "
+                               "to serve; export a keypoint model's run")
+    model = keras.models.load_model(paths["model.keras"])
+    return model, config, run
+
+
+def representative_images(run, config, count):
+    """Up to `count` un-augmented training images (float32 (B, S, S, C) in [0, 1])."""
+    import numpy as np
+
+    from keypoint_gnn.data import load_dataset
+
+    dataset = run.get("dataset")
+    if not dataset:
+        raise common.UserError("run.json has no 'dataset': int8 calibration needs the data set")
+    splits = load_dataset(dataset, image_size=config.image_size, batch_size=min(count, 64),
+                          channels=config.channels, augment=False)
+    batches, total = [], 0
+    for images, _ in splits.train:
+        batches.append(images.numpy())
+        total += len(batches[-1])
+        if total >= count:
+            break
+    return np.concatenate(batches)[:count]
+
+
+def main(argv=None):
+    args = parse_args(argv)
+    model, config, run = read_run(args.run)
+    name = args.name or run.get("name") or pathlib.Path(args.run).resolve().name
+    class_names = run.get("class_names")
+    out = pathlib.Path(args.out or DEFAULT_OUT[args.format])
+    if args.format == "savedmodel":
+        path = export_saved_model(model, config, base_dir=out, name=name,
+                                  class_names=class_names)
+        print(f"exported SavedModel version {path.name} to {path}")
+        return path
+    calibration = None
+    if args.quantize == "int8":
+        calibration = representative_images(run, config, args.representative_images)
+    suffix = "" if args.quantize == "none" else f"-{args.quantize}"
+    path = export_tflite(model, config, out / f"{name}{suffix}.tflite", quantize=args.quantize,
+                         representative_images=calibration)
+    write_tflite_info(path, config, quantize=args.quantize, class_names=class_names)
+    print(f"exported TFLite ({args.quantize}) to {path} ({path.stat().st_size} bytes)")
+    return path
+
+
+if __name__ == "__main__":
+    common.run_main(main)
