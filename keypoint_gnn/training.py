@@ -102,13 +102,19 @@ class KeypointImages(keras.callbacks.Callback):
         self.writer.flush()
 
 
-def standard_callbacks(out_dir, monitor, mode, chief=True):
+def standard_callbacks(out_dir, monitor, mode, chief=True, keypoint_images=None, stride=None):
     """Progress bar (from `fit(verbose=...)`), TensorBoard, best-epoch checkpoint,
     BackupAndRestore (a killed run restarted with the same out_dir resumes from its last
-    finished epoch) and TerminateOnNaN."""
+    finished epoch), TerminateOnNaN and, given `keypoint_images`, validation images with their
+    keypoints in TensorBoard.
+
+    Every worker of a multi-worker run gets the same callbacks (they must run the same ops in
+    the same order); the non-chief ones write into a temporary directory.
+    """
     out_dir = pathlib.Path(out_dir)
     work_dir = out_dir if chief else pathlib.Path(tempfile.mkdtemp(prefix="worker-"))
-    return [
+    extra = [] if keypoint_images is None else [KeypointImages(work_dir / "logs", keypoint_images, stride)]
+    return extra + [
         keras.callbacks.BackupAndRestore(str(out_dir / "backup")),
         keras.callbacks.TerminateOnNaN(),
         keras.callbacks.TensorBoard(str(work_dir / "logs"), write_graph=False, profile_batch=0),
@@ -116,6 +122,20 @@ def standard_callbacks(out_dir, monitor, mode, chief=True):
             str(work_dir / "checkpoints" / "best.weights.h5"),
             monitor=monitor, mode=mode, save_best_only=True, save_weights_only=True),
     ]
+
+
+def unreplicated(model, strategy, build):
+    """The trained model for single-process use after `fit`.
+
+    Under a multi-worker strategy, calling the distributed model would start collective ops
+    that the other workers (already finished) never join; `build()` makes the same
+    architecture outside the strategy and the trained weights are copied into it.
+    """
+    if not isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy):
+        return model
+    copy = build()
+    copy.set_weights(model.get_weights())
+    return copy
 
 
 def dataset_arrays(dataset, max_batches=None):

@@ -89,19 +89,36 @@ def _run_cli(module, *flags):
     (["--learning-rate", "-1"], "--learning-rate=-1.0 must be positive"),
     (["--dataset", "folder:/no/such/folder"], "/no/such/folder"),
     (["--dataset", "mnistt:x"], "mnistt:x"),
-    (["--keypoints", "999", "--image-size", "24"], "num_keypoints=999 exceeds"),
+    (["--keypoints", "999", "--image-size", "32"], "num_keypoints=999 exceeds"),
     (["--config", "/no/such/config.json"], "no such file"),
+    (["--devices", "/cpu:0"], "--devices applies to --strategy mirrored"),
 ])
-def test_bad_flags_give_one_line_errors(flags, message):
-    result = _run_cli("trainers.classify", *flags)
+def test_bad_flags_give_one_line_errors(flags, message, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        common.run_main(lambda: classify.main(flags + ["--out", "/nonexistent/never-written"]))
+    assert exit_info.value.code == 2
+    error = capsys.readouterr().err
+    assert error.startswith("error: ") and message in error and "Traceback" not in error
+
+
+def test_cli_reports_errors_without_traceback():
+    result = _run_cli("trainers.classify", "--epochs", "0")
     assert result.returncode == 2
-    assert message in result.stderr
-    assert "Traceback" not in result.stderr
-
-
-def test_bad_choice_is_rejected_by_argparse():
+    assert "error: --epochs=0 must be at least 1" in result.stderr and "Traceback" not in result.stderr
     result = _run_cli("trainers.classify", "--detector", "sift")
     assert result.returncode == 2 and "invalid choice: 'sift'" in result.stderr
+
+
+def test_bad_config_file_contents(tmp_path, capsys):
+    path = tmp_path / "bad.json"
+    path.write_text("{not json")
+    with pytest.raises(SystemExit):
+        common.run_main(lambda: classify.main(["--config", str(path)]))
+    assert "is not valid JSON" in capsys.readouterr().err
+    path.write_text('{"graph_layer": 3}')
+    with pytest.raises(SystemExit):
+        common.run_main(lambda: classify.main(["--config", str(path)]))
+    assert "unknown ModelConfig field(s) ['graph_layer']" in capsys.readouterr().err
 
 
 def test_config_file_is_used_and_flags_override(tmp_path):

@@ -69,15 +69,16 @@ def main(argv=None):
         )
 
     timer = training.EpochTimer()
-    callbacks = training.standard_callbacks(out, "val_accuracy", "max", chief) + [timer]
-    validation_images, _ = training.dataset_arrays(data.validation, max_batches=1)
-    if not args.plain_cnn and chief:
-        callbacks.append(training.KeypointImages(out / "logs", validation_images, config.feature_stride))
+    validation_images = None if args.plain_cnn else training.dataset_arrays(data.validation, 1)[0]
+    callbacks = training.standard_callbacks(out, "val_accuracy", "max", chief, validation_images,
+                                            config.feature_stride) + [timer]
     start = time.perf_counter()
     history = model.fit(data.train, validation_data=data.validation, epochs=args.epochs,
                         callbacks=callbacks, verbose=common.verbosity(args))
     train_seconds = time.perf_counter() - start
     test_loss, test_accuracy = model.evaluate(data.test, verbose=0)
+    # Every worker takes part in reading the weights (batch-norm statistics are all-reduced).
+    model = training.unreplicated(model, strategy, lambda: build_model(config, args.plain_cnn))
     if not chief:
         return None
 

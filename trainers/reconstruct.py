@@ -60,6 +60,8 @@ def main(argv=None):
                         callbacks=callbacks, verbose=common.verbosity(args))
     train_seconds = time.perf_counter() - start
     evaluation = model.evaluate(data.test, verbose=0, return_dict=True)
+    # Every worker takes part in reading the weights (batch-norm statistics are all-reduced).
+    model = training.unreplicated(model, strategy, lambda: build_autoencoder(config))
     if not chief:
         return None
 
