@@ -185,4 +185,4 @@ def test_two_worker_multiworker_run_on_localhost(tmp_path):
     for process, output in zip(processes, outputs):
         assert process.returncode == 0, output[-3000:]
     metrics = json.loads((tmp_path / "run" / "metrics.json").read_text())
-    assert metrics["strategy"] == "MultiWorkerMirroredStrategy" and metrics["replicas"] == 2
+    assert metrics["strategy"] == "multiworker" and metrics["replicas"] == 2
