@@ -7,11 +7,17 @@ Each detector takes the detector CNN's feature map `(B, h, w, C)` and returns th
   interconnect multiplies into the node features so that the task loss reaches the detector;
 - `score_map` `(B, h, w, 1)`: the activated score map, for conf-MSE and for drawing.
 """
+import math
+
 from keypoint_gnn import ops
 from keypoint_gnn._backend import keras, tf
 
 SCORE_ACTIVATIONS = ("linear", "sigmoid")
-OFFSET_MODES = ("sigmoid",)
+OFFSET_MODES = ("sigmoid", "softmax", "dsnt")
+# Heat-map side of the "dsnt" offsets when none is given: at least 4 x 4 bins per cell.
+MIN_DSNT_RESOLUTION = 4
+# Floor of the per-image score spread that scales PerturbedTopK's noise.
+_MIN_SCORE_SPREAD = 1e-3
 
 
 def _check_choice(name, value, choices):
@@ -22,6 +28,24 @@ def _check_choice(name, value, choices):
 def _check_positive_int(name, value):
     if not isinstance(value, int) or isinstance(value, bool) or value < 1:
         raise ValueError(f"{name}={value!r} must be a positive integer")
+
+
+def check_dsnt_resolution(value):
+    """None (max(cell_size, 4)) or an integer >= 2; raises ValueError naming the value."""
+    if value is not None and (not isinstance(value, int) or isinstance(value, bool) or value < 2):
+        raise ValueError(
+            f"dsnt_resolution={value!r} must be None (max(cell_size, {MIN_DSNT_RESOLUTION})) or an "
+            "integer >= 2 (heat-map bins per cell side)"
+        )
+
+
+def check_perturbation(num_samples, sigma, names=("num_samples", "sigma")):
+    """Checks PerturbedTopK's options; `names` are how the caller calls them."""
+    if not isinstance(num_samples, int) or isinstance(num_samples, bool) or num_samples < 1:
+        raise ValueError(f"{names[0]}={num_samples!r} must be a positive integer (noise draws)")
+    if (not isinstance(sigma, (int, float)) or isinstance(sigma, bool) or not math.isfinite(sigma)
+            or sigma <= 0):
+        raise ValueError(f"{names[1]}={sigma!r} must be a finite noise scale > 0")
 
 
 class KeypointDetector(keras.layers.Layer):
@@ -113,6 +137,88 @@ class AttentionTopK(_ScoreMapDetector):
 
 
 @keras.saving.register_keras_serializable(package="keypoint_gnn")
+class PerturbedTopK(AttentionTopK):
+    """Attention top-N with a differentiable selection (beyond the paper).
+
+    Hard top-N passes no gradient to where the keypoints are. Perturbed optimisers (Berthet et
+    al. 2020) make it differentiable, as Cordonnier et al. (CVPR 2021, §3) do for patch
+    selection. In training, over the n = h*w locations with raw scores r and per-image noise
+    scale sigma_b = sigma * std_b(r) (the spread is not differentiated):
+
+      Y = 1/S sum_s topN(r + sigma_b Z_s)                       (B, N, n), Z_s ~ N(0, I)
+      positions = Y . grid                                       (B, N, 2) fractional
+      scores = Y . act(r)                                        (B, N)
+
+    topN(.) holds one-hot rows of the selected locations sorted by location index, so slot j
+    is "the j-th selected location from the top-left"; its gradient is the perturbed-optimiser
+    estimator `ops.perturbed_top_k_indicators`. Positions are fractional in training: build the
+    interconnects with `sampling="bilinear"` (ModelConfig does). At inference (training=False)
+    the selection is exactly `AttentionTopK`'s: hard top-N, integer positions, highest score
+    first. The slot order differs between the two modes; the GNN and the graph->CNN scatter do
+    not depend on it.
+
+    **Input**: feature map `(B, h, w, C)`.
+    **Output**: `[positions (B, N, 2), scores (B, N), score_map (B, h, w, 1)]`.
+
+    Arguments:
+      num_keypoints: N <= h * w.
+      score_activation: `"linear"` or `"sigmoid"`.
+      num_samples: S, noise draws per image and training step (memory grows as B*S*N*h*w).
+      sigma: noise scale relative to each image's standard deviation of raw scores (floored at
+        1e-3), so that it means the same for linear and sigmoid scores and as the scores grow
+        in training. Small sigma: nearly hard selections, sparse and noisy gradients; large
+        sigma: smooth, blurred positions. 0.05 follows Cordonnier et al.
+
+    Example:
+      >>> detector = PerturbedTopK(num_keypoints=8, num_samples=10)
+      >>> positions, scores, _ = detector(tf.zeros([2, 6, 6, 4]), training=True)
+      >>> positions.shape
+      TensorShape([2, 8, 2])
+    """
+
+    def __init__(self, num_keypoints, score_activation="linear", num_samples=20, sigma=0.05,
+                 **kwargs):
+        super().__init__(num_keypoints, score_activation, **kwargs)
+        check_perturbation(num_samples, sigma)
+        self.num_samples = num_samples
+        self.sigma = float(sigma)
+
+    def perturbed_select(self, raw_score_map):
+        """Training-mode selection: (B, h, w, 1) raw scores -> positions (B, N, 2), scores (B, N)."""
+        height, width = raw_score_map.shape[1], raw_score_map.shape[2]
+        raw = tf.reshape(raw_score_map, [-1, height * width])
+        spread = tf.stop_gradient(tf.maximum(tf.math.reduce_std(raw, axis=1), _MIN_SCORE_SPREAD))
+        indicators = ops.perturbed_top_k_indicators(
+            raw, self.num_keypoints, self.num_samples, self.sigma * spread
+        )
+        positions = tf.einsum("bkn,nc->bkc", indicators, ops.grid_positions(height, width))
+        scores = tf.einsum("bkn,bn->bk", indicators, self.activate(raw))
+        return positions, scores
+
+    def call(self, feature_map, training=None):
+        raw = tf.cast(self.score_conv(feature_map), tf.float32)
+        if training is None:
+            training = keras.backend.learning_phase()
+
+        def hard():
+            positions, raw_scores = self.select(raw)
+            return positions, self.activate(raw_scores)
+
+        if isinstance(training, (bool, int)):
+            positions, scores = self.perturbed_select(raw) if training else hard()
+        else:
+            positions, scores = tf.cond(
+                tf.cast(training, tf.bool), lambda: self.perturbed_select(raw), hard
+            )
+        return positions, scores, self.activate(raw)
+
+    def get_config(self):
+        config = super().get_config()
+        config.update(num_samples=self.num_samples, sigma=self.sigma)
+        return config
+
+
+@keras.saving.register_keras_serializable(package="keypoint_gnn")
 class MaxPoolNMS(_ScoreMapDetector):
     """Large-maxpool non-max suppression (paper §4.3).
 
@@ -161,17 +267,32 @@ class GridCoordinateRegressor(KeypointDetector):
     """Grid coordinate regression (paper §4.2).
 
     The map is divided into L x M cells of m x m pixels; a convolution with kernel m and
-    stride m predicts, for each cell, h keypoints as (y offset, x offset, confidence): an
-    L x M x 3h tensor. Offsets lie in [0, 1] within the cell (`offset_mode="sigmoid"`, the
-    paper's choice); the top N keypoints by confidence are kept. Positions are fractional:
-    the interconnects sample and splat them bilinearly, so the task loss reaches the predicted
-    coordinates as well as the confidences.
+    stride m predicts, for each cell, h keypoints as (y offset, x offset, confidence logit).
+    Offsets lie in [0, 1] within the cell; the top N keypoints by confidence are kept.
+    Positions are fractional: the interconnects sample and splat them bilinearly, so the task
+    loss reaches the predicted coordinates as well as the confidences.
 
     position = (cell index + offset) * m - 0.5   (feature-map pixels; pixel centres at integers)
 
+    How each point slot's offsets and confidence come from the convolution (`offset_mode`):
+
+    - `"sigmoid"` (the paper): 3 channels, offset = sigmoid(a), confidence logit c. Sigmoid
+      offsets tend to saturate on the cell borders (the authors' open problem).
+    - `"softmax"` (SuperPoint, DeTone et al. 2018, §3.2): m*m + 1 channels, one per pixel of the
+      cell plus a "no keypoint" dustbin. offset = sum_ij softmax(bins)_ij ((i+0.5)/m, (j+0.5)/m),
+      the soft-argmax over the m*m pixel bins (softmax renormalised without the dustbin), and
+      confidence logit = log((1 - p_dustbin) / p_dustbin) = logsumexp(bins) - dustbin.
+    - `"dsnt"` (Nibali et al. 2018, DSNT): s*s + 1 channels: an s x s heat map within the cell
+      (s = `dsnt_resolution`, finer than the pixels when s > m) and a confidence logit;
+      offset = sum_ij softmax(heat)_ij ((i+0.5)/s, (j+0.5)/s).
+
+    The expectation modes keep offsets in [0.5/b, 1 - 0.5/b] (b bins per side) and pass
+    gradients to every bin instead of saturating.
+
     **Input**: feature map `(B, h, w, C)`, h and w divisible by `cell_size`.
     **Output**: `[positions (B, N, 2), scores (B, N), score_map (B, h, w, 1)]`, N <= L*M*h; the
-    score map holds each cell's highest activated confidence.
+    score map holds each cell's highest activated confidence. With `return_cells=True`: the
+    cell predictions `(B, L, M, h, 3)` (y offset, x offset, confidence logit), in every mode.
 
     Arguments:
       num_keypoints: N.
@@ -179,7 +300,8 @@ class GridCoordinateRegressor(KeypointDetector):
         feature extractor's stride).
       points_per_cell: h.
       score_activation: `"linear"` or `"sigmoid"`.
-      offset_mode: how offsets are bounded to the cell; `"sigmoid"`.
+      offset_mode: `"sigmoid"`, `"softmax"` or `"dsnt"`.
+      dsnt_resolution: s for `"dsnt"`; None means max(m, 4). Ignored by the other modes.
     """
 
     def __init__(
@@ -189,15 +311,33 @@ class GridCoordinateRegressor(KeypointDetector):
         points_per_cell=2,
         score_activation="linear",
         offset_mode="sigmoid",
+        dsnt_resolution=None,
         **kwargs,
     ):
         super().__init__(num_keypoints, score_activation, **kwargs)
         _check_positive_int("cell_size", cell_size)
         _check_positive_int("points_per_cell", points_per_cell)
         _check_choice("offset_mode", offset_mode, OFFSET_MODES)
+        check_dsnt_resolution(dsnt_resolution)
         self.cell_size = cell_size
         self.points_per_cell = points_per_cell
         self.offset_mode = offset_mode
+        self.dsnt_resolution = dsnt_resolution
+
+    @property
+    def heatmap_size(self):
+        """Bins per cell side of the expectation modes; None for `"sigmoid"`."""
+        if self.offset_mode == "softmax":
+            return self.cell_size
+        if self.offset_mode == "dsnt":
+            return self.dsnt_resolution or max(self.cell_size, MIN_DSNT_RESOLUTION)
+        return None
+
+    @property
+    def channels_per_point(self):
+        """Convolution channels per point slot: 3, or heatmap_size^2 + 1."""
+        size = self.heatmap_size
+        return 3 if size is None else size * size + 1
 
     def build(self, input_shape):
         input_shape = self._check_input_shape(input_shape)
@@ -215,7 +355,7 @@ class GridCoordinateRegressor(KeypointDetector):
                 f"{self.points_per_cell} points per cell)"
             )
         self.cell_conv = keras.layers.Conv2D(
-            3 * self.points_per_cell,
+            self.channels_per_point * self.points_per_cell,
             self.cell_size,
             strides=self.cell_size,
             name="cells",
@@ -225,16 +365,22 @@ class GridCoordinateRegressor(KeypointDetector):
         super().build(input_shape)
 
     def cell_predictions(self, feature_map):
-        """Raw per-cell predictions.
+        """Per-cell predictions, the same in every offset mode.
 
         Returns:
           offsets (B, L, M, h, 2) (y, x) in [0, 1]; confidence logits (B, L, M, h).
         """
         raw = tf.cast(self.cell_conv(feature_map), tf.float32)
         shape = tf.shape(raw)
-        raw = tf.reshape(raw, [shape[0], shape[1], shape[2], self.points_per_cell, 3])
-        offsets = tf.sigmoid(raw[..., :2])
-        return offsets, raw[..., 2]
+        raw = tf.reshape(
+            raw, [shape[0], shape[1], shape[2], self.points_per_cell, self.channels_per_point]
+        )
+        if self.offset_mode == "sigmoid":
+            return tf.sigmoid(raw[..., :2]), raw[..., 2]
+        offsets = ops.soft_argmax_offsets(raw[..., :-1], self.heatmap_size)
+        if self.offset_mode == "softmax":
+            return offsets, ops.presence_logit(raw)
+        return offsets, raw[..., -1]
 
     def call(self, feature_map, return_cells=False):
         offsets, logits = self.cell_predictions(feature_map)
@@ -256,12 +402,14 @@ class GridCoordinateRegressor(KeypointDetector):
             cell_size=self.cell_size,
             points_per_cell=self.points_per_cell,
             offset_mode=self.offset_mode,
+            dsnt_resolution=self.dsnt_resolution,
         )
         return config
 
 
 DETECTORS = {
     "attention": AttentionTopK,
+    "perturbed_topk": PerturbedTopK,
     "maxpool_nms": MaxPoolNMS,
     "grid": GridCoordinateRegressor,
 }

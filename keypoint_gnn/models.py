@@ -12,6 +12,7 @@ Every keypoint model has the same skeleton (layer names in quotes):
 import dataclasses
 import json
 import math
+import typing
 
 from keypoint_gnn import gnn as gnn_lib
 from keypoint_gnn import interconnects, keypoints
@@ -25,8 +26,17 @@ RECONSTRUCTION_LOSSES = ("mse", "conf_mse")
 class ModelConfig:
     """Everything that defines a keypoint-gnn model. Plain data: JSON in, JSON out.
 
-    `position_features=True` (beyond the paper; False reproduces it) appends each keypoint's
-    normalised position to its node features.
+    Beyond the paper (False reproduces it): `position_features=True` appends each keypoint's
+    normalised position to its node features; `graph_residual=True` adds skip connections
+    around the graph layers (see `keypoint_gnn.gnn.GCNStack` for why).
+
+    Beyond the paper, against its weak spots (defaults reproduce the paper):
+    - `offset_mode` ("sigmoid" | "softmax" | "dsnt", with `dsnt_resolution`, None meaning
+      max(grid_cell_size, 4)): how the grid regressor bounds its in-cell offsets; see
+      `keypoints.GridCoordinateRegressor`.
+    - `detector="perturbed_topk"`: attention top-N made differentiable by perturbed optimisers
+      in training (`perturbed_samples` noise draws, noise scale `perturbed_sigma` relative to
+      each image's score spread); see `keypoints.PerturbedTopK`.
 
     Units: `image_size` in image pixels; `nms_pool_size` and `grid_cell_size` in feature-map
     pixels (image pixels divided by `feature_stride`).
@@ -44,11 +54,15 @@ class ModelConfig:
     grid_cell_size: int = 2
     grid_points_per_cell: int = 2
     offset_mode: str = "sigmoid"
+    dsnt_resolution: typing.Optional[int] = None
+    perturbed_samples: int = 20
+    perturbed_sigma: float = 0.05
     gnn: str = "gcn"
     graph_layers: int = 4
     graph_units: int = 64
     diffpool_clusters: int = 8
     position_features: bool = True
+    graph_residual: bool = True
     head_filters: tuple = (64, 64)
     dropout: float = 0.2
     reconstruction_loss: str = "mse"
@@ -70,8 +84,9 @@ class ModelConfig:
 
     @property
     def sampling(self):
-        """Fractional positions (the regressor) are sampled bilinearly, the others gathered."""
-        return "bilinear" if self.detector == "grid" else "gather"
+        """Fractional positions (the regressor; the perturbed top-k in training) are sampled
+        bilinearly, the others gathered."""
+        return "bilinear" if self.detector in ("grid", "perturbed_topk") else "gather"
 
     def validate(self):
         for name in ("image_size", "num_classes", "num_keypoints", "graph_layers", "graph_units",
@@ -92,6 +107,9 @@ class ModelConfig:
                 raise ValueError(
                     f"{name}={getattr(self, name)!r} is not one of {', '.join(map(repr, choices))}"
                 )
+        keypoints.check_dsnt_resolution(self.dsnt_resolution)
+        keypoints.check_perturbation(self.perturbed_samples, self.perturbed_sigma,
+                                     names=("perturbed_samples", "perturbed_sigma"))
         if not self.backbone_filters or not self.detector_filters or not self.head_filters:
             raise ValueError("backbone_filters, detector_filters and head_filters must not be empty")
         if len(self.detector_filters) != len(self.backbone_filters):
@@ -108,7 +126,7 @@ class ModelConfig:
             )
         size = self.feature_size
         locations = size * size
-        if self.detector == "attention" and self.num_keypoints > locations:
+        if self.detector in ("attention", "perturbed_topk") and self.num_keypoints > locations:
             raise ValueError(
                 f"num_keypoints={self.num_keypoints} exceeds the {size}x{size}={locations} "
                 "locations of the feature map"
@@ -193,12 +211,16 @@ def _make_detector(config):
                   name="detector", dtype="float32")
     if config.detector == "attention":
         return keypoints.AttentionTopK(**common)
+    if config.detector == "perturbed_topk":
+        return keypoints.PerturbedTopK(num_samples=config.perturbed_samples,
+                                       sigma=config.perturbed_sigma, **common)
     if config.detector == "maxpool_nms":
         return keypoints.MaxPoolNMS(pool_size=config.nms_pool_size, **common)
     return keypoints.GridCoordinateRegressor(
         cell_size=config.grid_cell_size,
         points_per_cell=config.grid_points_per_cell,
         offset_mode=config.offset_mode,
+        dsnt_resolution=config.dsnt_resolution,
         **common,
     )
 
@@ -219,7 +241,8 @@ def _keypoint_graph(config, images):
         name="cnn_to_graph",
     )([features, positions, scores])
     graph_net = gnn_lib.build_gnn(
-        config.gnn, config.graph_units, config.graph_layers, config.diffpool_clusters
+        config.gnn, config.graph_units, config.graph_layers, config.diffpool_clusters,
+        residual=config.graph_residual,
     )
     if graph_net is not None:
         nodes = graph_net([nodes, adjacency])
@@ -360,11 +383,12 @@ def custom_objects():
     """Objects to pass to `keras.models.load_model` (they are also registered by name)."""
     from keypoint_gnn import gnn as gnn_module
     from keypoint_gnn.interconnects import CNNToGraph, GraphToCNN, GridToGraph
-    from keypoint_gnn.keypoints import AttentionTopK, GridCoordinateRegressor, MaxPoolNMS
+    from keypoint_gnn.keypoints import (AttentionTopK, GridCoordinateRegressor, MaxPoolNMS,
+                                        PerturbedTopK)
 
     return {
         cls.__name__: cls
-        for cls in (AttentionTopK, MaxPoolNMS, GridCoordinateRegressor, CNNToGraph, GraphToCNN,
-                    GridToGraph, gnn_module.GCNStack, gnn_module.DiffPoolUnpool,
+        for cls in (AttentionTopK, PerturbedTopK, MaxPoolNMS, GridCoordinateRegressor, CNNToGraph,
+                    GraphToCNN, GridToGraph, gnn_module.GCNStack, gnn_module.DiffPoolUnpool,
                     ConfidenceWeightedMSE)
     }

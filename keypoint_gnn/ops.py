@@ -367,3 +367,114 @@ def cell_offsets_to_positions(offsets, cell_size):
     y = (cell_y + offsets[..., 0]) * cell_size - 0.5
     x = (cell_x + offsets[..., 1]) * cell_size - 0.5
     return tf.reshape(tf.stack([y, x], axis=-1), [-1, rows * cols * per_cell, 2])
+
+
+def soft_argmax_offsets(logits, size):
+    """Spatial soft-argmax of a size x size heat map inside a cell (DSNT, Nibali et al. 2018).
+
+    offset = sum_ij softmax(logits)_ij * ((i + 0.5) / s, (j + 0.5) / s)
+
+    the expected bin centre under the softmax, so that gradients reach every bin and the offset
+    moves smoothly inside the cell. Bin i * s + j is row (y) i, column (x) j.
+
+    Args:
+      logits: (..., s * s) unnormalised heat-map logits, row-major.
+      size: s, bins per cell side.
+
+    Returns:
+      (..., 2) (y, x) offsets in [0.5 / s, 1 - 0.5 / s], relative to the cell (0 its top/left
+      edge, 1 its bottom/right edge): a bin centre is as close to a border as they can get.
+    """
+    if logits.shape[-1] is not None and logits.shape[-1] != size * size:
+        raise ValueError(
+            f"soft_argmax_offsets expects {size}x{size}={size * size} logits per heat map, got "
+            f"last dimension {logits.shape[-1]}"
+        )
+    probabilities = tf.nn.softmax(logits, axis=-1)
+    centres = (tf.range(size, dtype=probabilities.dtype) + 0.5) / size
+    bin_centres = tf.stack([tf.repeat(centres, size), tf.tile(centres, [size])], axis=-1)
+    return tf.tensordot(probabilities, bin_centres, axes=1)
+
+
+def presence_logit(logits):
+    """Logit that a keypoint is present under a softmax with a "no keypoint" bin (SuperPoint,
+    DeTone et al. 2018): the last of the K + 1 logits is the dustbin.
+
+    log((1 - p_dustbin) / p_dustbin) = logsumexp(logits[:-1]) - logits[-1]
+
+    Args:
+      logits: (..., K + 1).
+
+    Returns:
+      (...); sigmoid of it is 1 - p_dustbin.
+    """
+    return tf.reduce_logsumexp(logits[..., :-1], axis=-1) - logits[..., -1]
+
+
+def _hard_top_k_indicators(perturbed_scores, k, depth):
+    """(B, S, n) -> (B, S, k, n) one-hot rows of the top-k locations, in increasing index order.
+
+    Sorting the indices gives each slot a stable meaning across samples (Cordonnier et al.),
+    so that the mean over samples is a soft selection per slot rather than a blur of ranks.
+    """
+    _, index = tf.math.top_k(perturbed_scores, k=k, sorted=False)
+    return tf.one_hot(tf.sort(index, axis=-1), depth, dtype=perturbed_scores.dtype)
+
+
+def perturbed_top_k_indicators(scores, k, num_samples, sigma, noise=None):
+    """Differentiable top-k by perturbed optimisers (Berthet et al. 2020; Cordonnier et al.,
+    CVPR 2021, "Differentiable Patch Selection for Image Recognition", §3).
+
+    Forward: the mean of hard top-k indicators of the perturbed scores,
+
+      Y = 1/S sum_s topk(scores + sigma * Z_s),  Z_s ~ N(0, I),  Y: (B, k, n),
+
+    where topk(.) is a (k, n) matrix with one 1 per row at the selected locations, sorted by
+    location index. Backward: the perturbed-optimiser Jacobian (Berthet et al., Prop. 3.1)
+    on the same noise,
+
+      dY/dscores = 1/(S sigma) sum_s topk(scores + sigma Z_s) Z_s^T     ((k, n) x n outer product)
+
+    so the vector-Jacobian product for an upstream gradient G (B, k, n) is
+    1/(S sigma) sum_s <G, topk(scores + sigma Z_s)> Z_s. (The first public release of
+    Cordonnier et al.'s code took an elementwise product here; the outer product is the estimator.)
+
+    Args:
+      scores: (B, n) float.
+      k: locations to select, <= n.
+      num_samples: S >= 1, noise draws.
+      sigma: noise scale > 0 in the unit of `scores`: a float, or a tensor of shape () or (B,)
+        (one scale per row).
+      noise: optional (B, S, n) standard normal draws (for deterministic tests); drawn with
+        `tf.random.normal` when None.
+
+    Returns:
+      (B, k, n) indicators in [0, 1]; each row sums to 1, each column to at most 1.
+    """
+    if not isinstance(num_samples, int) or isinstance(num_samples, bool) or num_samples < 1:
+        raise ValueError(f"num_samples={num_samples!r} must be a positive integer")
+    if isinstance(sigma, (int, float)) and not sigma > 0:
+        raise ValueError(f"sigma={sigma!r} must be a positive noise scale")
+    scores = tf.convert_to_tensor(scores)
+    num = scores.shape[1]
+    if num is not None and k > num:
+        raise ValueError(f"k={k} exceeds the {num} scores to select from")
+    depth = num if num is not None else tf.shape(scores)[1]
+    if noise is None:
+        noise = tf.random.normal(
+            tf.stack([tf.shape(scores)[0], num_samples, tf.shape(scores)[1]]), dtype=scores.dtype
+        )
+    noise = tf.cast(noise, scores.dtype)
+    sigma = tf.reshape(tf.cast(sigma, scores.dtype), [-1, 1])  # () or (B,) -> (1 or B, 1)
+
+    @tf.custom_gradient
+    def select(scores):
+        samples = _hard_top_k_indicators(scores[:, None, :] + sigma[:, :, None] * noise, k, depth)
+
+        def gradient(upstream):
+            weight = tf.einsum("bkn,bskn->bs", upstream, samples)
+            return tf.einsum("bs,bsn->bn", weight, noise) / (num_samples * sigma)
+
+        return tf.reduce_mean(samples, axis=1), gradient
+
+    return select(scores)

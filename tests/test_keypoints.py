@@ -3,7 +3,7 @@ import numpy as np
 import pytest
 
 from keypoint_gnn._backend import tf
-from keypoint_gnn.keypoints import AttentionTopK, GridCoordinateRegressor, MaxPoolNMS
+from keypoint_gnn.keypoints import AttentionTopK, GridCoordinateRegressor, MaxPoolNMS, PerturbedTopK
 
 
 def _set_score_conv(detector, feature_map):
@@ -89,7 +89,14 @@ def test_detector_configuration_errors(make, message):
     (lambda: AttentionTopK(num_keypoints=0), "num_keypoints=0 must be a positive integer"),
     (lambda: AttentionTopK(num_keypoints=4, score_activation="relu"), "score_activation='relu' is not one of"),
     (lambda: MaxPoolNMS(num_keypoints=4, pool_size=0), "pool_size=0 must be a positive integer"),
-    (lambda: GridCoordinateRegressor(num_keypoints=4, offset_mode="tanh"), "offset_mode='tanh' is not one of"),
+    (lambda: GridCoordinateRegressor(num_keypoints=4, offset_mode="tanh"),
+     "offset_mode='tanh' is not one of 'sigmoid', 'softmax', 'dsnt'"),
+    (lambda: GridCoordinateRegressor(num_keypoints=4, offset_mode="dsnt", dsnt_resolution=1),
+     "dsnt_resolution=1 must be None"),
+    (lambda: PerturbedTopK(num_keypoints=4, num_samples=0), "num_samples=0 must be a positive integer"),
+    (lambda: PerturbedTopK(num_keypoints=4, sigma=0.0), "sigma=0.0 must be a finite noise scale > 0"),
+    (lambda: PerturbedTopK(num_keypoints=4, sigma=-1), "sigma=-1 must be a finite noise scale > 0"),
+    (lambda: PerturbedTopK(num_keypoints=4, sigma=float("nan")), "sigma=nan must be a finite"),
 ])
 def test_detector_argument_errors(make, message):
     with pytest.raises(ValueError, match=message):
@@ -99,3 +106,125 @@ def test_detector_argument_errors(make, message):
 def test_detector_rejects_wrong_rank():
     with pytest.raises(ValueError, match=r"expects a feature map \(B, h, w, C\)"):
         AttentionTopK(num_keypoints=2)(tf.zeros([1, 8, 8]))
+
+
+# --- beyond the paper: expectation offsets, perturbed top-k -----------------------------------
+
+
+def _set_cell_bias(detector, feature_map, bias):
+    """Zero kernel and a hand-set bias: every cell predicts the same raw channels."""
+    detector(feature_map)
+    detector.cell_conv.kernel.assign(np.zeros(detector.cell_conv.kernel.shape, "float32"))
+    detector.cell_conv.bias.assign(np.asarray(bias, "float32"))
+
+
+def test_softmax_offsets_hand_set_kernel():
+    # One 2x2 cell, one point: 4 pixel bins (row-major) + dustbin.
+    detector = GridCoordinateRegressor(num_keypoints=1, cell_size=2, points_per_cell=1,
+                                       offset_mode="softmax")
+    feature_map = np.zeros((1, 2, 2, 3), "float32")
+    _set_cell_bias(detector, feature_map, [-30.0, -30.0, 30.0, -30.0, 1.0])  # bin (1, 0)
+    cells = detector(feature_map, return_cells=True).numpy()[0, 0, 0, 0]
+    np.testing.assert_allclose(cells[:2], [0.75, 0.25], atol=1e-6)
+    np.testing.assert_allclose(cells[2], np.log(np.exp(-30) * 3 + np.exp(30)) - 1.0, rtol=1e-6)
+    positions, scores, _ = detector(feature_map)
+    np.testing.assert_allclose(positions[0], [[1.0, 0.0]], atol=1e-5)  # the pixel of that bin
+
+    bias = np.array([0.5, -1.0, 2.0, 0.0, 0.3])
+    _set_cell_bias(detector, feature_map, bias)
+    cells = detector(feature_map, return_cells=True).numpy()[0, 0, 0, 0]
+    bins = np.exp(bias[:4]) / np.exp(bias[:4]).sum()
+    centres = np.array([0.25, 0.75])
+    np.testing.assert_allclose(cells[0], bins.reshape(2, 2).sum(1) @ centres, rtol=1e-6)
+    np.testing.assert_allclose(cells[1], bins.reshape(2, 2).sum(0) @ centres, rtol=1e-6)
+    dustbin = np.exp(bias[4]) / np.exp(bias).sum()
+    np.testing.assert_allclose(cells[2], np.log((1 - dustbin) / dustbin), rtol=1e-5)
+
+
+def test_dsnt_offsets_hand_set_kernel():
+    # A 2x2 cell with a 4x4 heat map (dsnt_resolution=None -> max(2, 4)) + a confidence channel,
+    # two points per cell.
+    detector = GridCoordinateRegressor(num_keypoints=2, cell_size=2, points_per_cell=2,
+                                       offset_mode="dsnt")
+    assert detector.heatmap_size == 4 and detector.channels_per_point == 17
+    feature_map = np.zeros((1, 2, 2, 3), "float32")
+    heat = np.full((2, 17), -40.0)
+    heat[0, 0 * 4 + 3], heat[0, 16] = 40.0, 2.0  # point 0: bin (0, 3), logit 2
+    heat[1, [1 * 4 + 1, 2 * 4 + 2]], heat[1, 16] = 40.0, -1.0  # point 1: midpoint of (1,1), (2,2)
+    _set_cell_bias(detector, feature_map, heat.ravel())
+    cells = detector(feature_map, return_cells=True).numpy()[0, 0, 0]
+    np.testing.assert_allclose(cells, [[0.125, 0.875, 2.0], [0.5, 0.5, -1.0]], atol=1e-6)
+
+
+@pytest.mark.parametrize("mode", ["softmax", "dsnt"])
+def test_expectation_offsets_cannot_saturate(rng, mode):
+    detector = GridCoordinateRegressor(num_keypoints=4, cell_size=2, points_per_cell=2,
+                                       offset_mode=mode)
+    feature_map = (rng.normal(size=(2, 4, 6, 3)) * 1000).astype("float32")  # huge logits
+    cells = detector(feature_map, return_cells=True).numpy()
+    bins = detector.heatmap_size
+    assert cells.shape == (2, 2, 3, 2, 3)
+    assert cells[..., :2].min() >= 0.5 / bins - 1e-6 and cells[..., :2].max() <= 1 - 0.5 / bins + 1e-6
+
+
+@pytest.mark.parametrize("mode", ["sigmoid", "softmax", "dsnt"])
+def test_regressor_gradient_reaches_offset_channels(rng, mode):
+    feature_map = tf.constant(rng.normal(size=(1, 4, 4, 3)).astype("float32"))
+    detector = GridCoordinateRegressor(num_keypoints=4, cell_size=2, points_per_cell=1,
+                                       offset_mode=mode, dsnt_resolution=3)
+    detector(feature_map)
+    with tf.GradientTape() as tape:
+        positions, _, _ = detector(feature_map)
+        loss = tf.reduce_sum(positions * [[[1.0, 2.0]]])
+    gradient = tape.gradient(loss, detector.cell_conv.kernel).numpy()
+    offset_channels = {"sigmoid": slice(0, 2), "softmax": slice(0, 4), "dsnt": slice(0, 9)}[mode]
+    assert np.abs(gradient[..., offset_channels]).sum() > 0
+    if mode == "dsnt":  # the confidence channel does not move the positions
+        assert np.abs(gradient[..., 9]).sum() == 0
+
+
+def test_perturbed_top_k_at_inference_is_attention_top_k(rng):
+    feature_map = rng.normal(size=(2, 6, 6, 3)).astype("float32")
+    attention = AttentionTopK(num_keypoints=5, score_activation="sigmoid")
+    perturbed = PerturbedTopK(num_keypoints=5, score_activation="sigmoid", num_samples=4)
+    _set_score_conv(attention, feature_map)
+    _set_score_conv(perturbed, feature_map)
+    for expected, actual in zip(attention(feature_map), perturbed(feature_map, training=False)):
+        np.testing.assert_array_equal(actual.numpy(), expected.numpy())
+    assert np.array_equal(perturbed(feature_map)[0], attention(feature_map)[0])  # default: inference
+
+
+def test_perturbed_top_k_training_with_small_noise_selects_by_index(rng):
+    feature_map = rng.normal(size=(2, 6, 6, 3)).astype("float32")
+    detector = PerturbedTopK(num_keypoints=5, num_samples=3, sigma=1e-5)
+    _set_score_conv(detector, feature_map)
+    positions, scores, _ = detector(feature_map, training=True)
+    for b in range(2):
+        flat = feature_map[b, :, :, 0].ravel()
+        chosen = np.sort(np.argsort(-flat)[:5])
+        np.testing.assert_allclose(positions[b], np.stack([chosen // 6, chosen % 6], -1), atol=1e-6)
+        np.testing.assert_allclose(scores[b], flat[chosen], rtol=1e-5)
+
+
+def test_perturbed_top_k_training_gives_positions_a_gradient(rng):
+    feature_map = tf.constant(rng.normal(size=(2, 6, 6, 3)).astype("float32"))
+    for detector, expect_gradient in ((AttentionTopK(num_keypoints=5), False),
+                                      (PerturbedTopK(num_keypoints=5, num_samples=16, sigma=0.5), True)):
+        detector(feature_map)
+        with tf.GradientTape() as tape:
+            positions, _, _ = detector(feature_map, training=True)
+            loss = tf.reduce_sum(positions * [[[1.0, 2.0]]])
+        gradient = tape.gradient(loss, detector.score_conv.kernel)
+        assert (gradient is not None and np.abs(gradient.numpy()).sum() > 0) == expect_gradient
+    assert np.all((positions.numpy() >= 0) & (positions.numpy() <= 5))
+
+
+@pytest.mark.parametrize("layer", [
+    PerturbedTopK(num_keypoints=3, score_activation="sigmoid", num_samples=7, sigma=0.2),
+    GridCoordinateRegressor(num_keypoints=3, cell_size=2, offset_mode="softmax"),
+    GridCoordinateRegressor(num_keypoints=3, cell_size=2, offset_mode="dsnt", dsnt_resolution=5),
+])
+def test_new_detector_options_round_trip_config(layer):
+    config = layer.get_config()
+    restored = type(layer).from_config(config)
+    assert restored.get_config() == config

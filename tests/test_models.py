@@ -7,6 +7,7 @@ import pytest
 
 import keypoint_gnn as kg
 from keypoint_gnn._backend import keras, tf
+from keypoint_gnn.keypoint_targets import pretraining_loss
 
 TINY = dict(image_size=16, channels=3, num_classes=3, backbone_filters=(8,), detector_filters=(4,),
             num_keypoints=6, nms_pool_size=2, grid_cell_size=2, grid_points_per_cell=2,
@@ -39,6 +40,12 @@ def test_classifier_variant(tmp_path, rng, detector, gnn, activation):
         offset_channels = gradient.reshape(gradient.shape[:-1] + (-1, 3))[..., :2]
         assert np.abs(offset_channels).sum() > 0
 
+    _check_fit_and_round_trips(model, images, labels, tmp_path)
+
+
+def _check_fit_and_round_trips(model, images, labels, tmp_path):
+    """A training step under XLA, predictions with unknown batch, and identical outputs after
+    .keras and SavedModel round trips; returns the model loaded from .keras."""
     model.compile(optimizer="adam", loss=_loss(), jit_compile=True)
     history = model.fit(images, labels, batch_size=4, epochs=1, verbose=0)
     assert np.isfinite(history.history["loss"][0])
@@ -54,6 +61,60 @@ def test_classifier_variant(tmp_path, rng, detector, gnn, activation):
     serving = tf.saved_model.load(str(tmp_path / "savedmodel")).signatures["serving_default"]
     (served,) = serving(images=tf.constant(images)).values()
     np.testing.assert_allclose(served.numpy(), reference, rtol=1e-5, atol=1e-6)
+    return restored
+
+
+# Beyond the paper: the differentiable top-k and the regressor's expectation offsets.
+BEYOND_PAPER_VARIANTS = [
+    dict(detector="perturbed_topk", score_activation="sigmoid", perturbed_samples=8, perturbed_sigma=0.5),
+    dict(detector="perturbed_topk", score_activation="linear", gnn="diffpool"),
+    dict(detector="grid", offset_mode="softmax"),
+    dict(detector="grid", offset_mode="dsnt", dsnt_resolution=3, score_activation="linear"),
+]
+
+
+@pytest.mark.parametrize("changes", BEYOND_PAPER_VARIANTS,
+                         ids=lambda c: "-".join(str(v) for v in c.values()))
+def test_beyond_paper_variant(tmp_path, rng, changes):
+    config = kg.ModelConfig(**{**TINY, "gnn": "gcn", **changes})
+    assert kg.ModelConfig.from_json(config.to_json()) == config
+    model = kg.build_classifier(config)
+    detector_layer = model.get_layer("detector")
+    assert model.input_shape == (None, 16, 16, 3)
+    images = rng.uniform(size=(4, 16, 16, 3)).astype("float32")
+    labels = np.array([0, 1, 2, 1])
+
+    with tf.GradientTape() as tape:
+        loss = _loss()(labels, model(images, training=True))
+    if config.detector == "grid":
+        gradient = tape.gradient(loss, detector_layer.cell_conv.kernel).numpy()
+        per_point = gradient.reshape(gradient.shape[:-1] + (2, detector_layer.channels_per_point))
+        assert np.abs(per_point[..., :-1]).sum() > 0  # the heat-map bins that make the offsets
+    else:
+        # Training positions are fractional means of sampled selections.
+        positions, _, _ = detector_layer(model.get_layer("detector_backbone")(images), training=True)
+        assert positions.shape == (4, 6, 2)
+        gradient = tape.gradient(loss, detector_layer.score_conv.kernel).numpy()
+    assert np.all(np.isfinite(gradient)) and np.abs(gradient).sum() > 0
+
+    restored = _check_fit_and_round_trips(model, images, labels, tmp_path)
+    assert restored.get_layer("detector").get_config() == detector_layer.get_config()
+
+
+@pytest.mark.parametrize("offset_mode", ["softmax", "dsnt"])
+def test_pretrainer_with_expectation_offsets(rng, offset_mode):
+    config = kg.ModelConfig(detector="grid", offset_mode=offset_mode, **TINY)
+    pretrainer = kg.build_keypoint_pretrainer(config)
+    images = rng.uniform(size=(2, 16, 16, 3)).astype("float32")
+    targets = np.zeros((2, 4, 4, 2, 3), "float32")
+    targets[:, 1, 2, 0] = [0.2, 0.9, 1.0]
+    with tf.GradientTape() as tape:
+        cells = pretrainer(images, training=True)
+        loss = pretraining_loss(targets, cells)
+    assert cells.shape == (2, 4, 4, 2, 3)
+    assert np.all((cells[..., :2] > 0) & (cells[..., :2] < 1))
+    kernel = pretrainer.get_layer("detector").cell_conv.kernel
+    assert np.isfinite(float(loss)) and np.abs(tape.gradient(loss, kernel).numpy()).sum() > 0
 
 
 @pytest.mark.parametrize("loss", ["mse", "conf_mse"])
@@ -132,6 +193,12 @@ def test_pretrained_detector_weights_transfer(tmp_path, rng):
     (dict(gnn="diffpool", diffpool_clusters=64), "diffpool_clusters=64 exceeds num_keypoints=32"),
     (dict(num_keypoints=0), "num_keypoints=0 must be a positive integer"),
     (dict(reconstruction_loss="l1"), "reconstruction_loss='l1' is not one of"),
+    (dict(detector="grid", offset_mode="tanh"), "offset_mode='tanh' is not one of 'sigmoid', 'softmax', 'dsnt'"),
+    (dict(dsnt_resolution=1), "dsnt_resolution=1 must be None"),
+    (dict(perturbed_samples=0), "perturbed_samples=0 must be a positive integer"),
+    (dict(perturbed_sigma=0.0), "perturbed_sigma=0.0 must be a finite noise scale > 0"),
+    (dict(perturbed_sigma=-0.1), "perturbed_sigma=-0.1 must be a finite noise scale > 0"),
+    (dict(detector="perturbed_topk", num_keypoints=200), "num_keypoints=200 exceeds the 12x12=144"),
 ])
 def test_bad_configuration_names_the_value(changes, message):
     with pytest.raises(ValueError, match=message):

@@ -228,3 +228,108 @@ def test_cell_offsets_to_positions_hand_worked():
     assert positions.shape == (1, 6, 2)
     np.testing.assert_allclose(positions[0, 5], [(1 + 0.5) * 4 - 0.5, (2 + 0.25) * 4 - 0.5])
     np.testing.assert_allclose(positions[0, 0], [-0.5, -0.5])
+
+
+# --- beyond the paper: soft-argmax offsets, dustbin presence, perturbed top-k ---------------
+
+
+def numpy_soft_argmax(logits, size):
+    exp = np.exp(logits - logits.max(-1, keepdims=True))
+    probabilities = (exp / exp.sum(-1, keepdims=True)).reshape(logits.shape[:-1] + (size, size))
+    centres = (np.arange(size) + 0.5) / size
+    return np.stack([(probabilities.sum(-1) * centres).sum(-1),
+                     (probabilities.sum(-2) * centres).sum(-1)], axis=-1)
+
+
+def test_soft_argmax_all_mass_on_one_bin_gives_its_centre():
+    logits = np.full((4, 9), -1e4, "float32")
+    for row, (i, j) in enumerate([(0, 0), (0, 2), (2, 1), (1, 1)]):
+        logits[row, i * 3 + j] = 0.0
+    offsets = ops.soft_argmax_offsets(tf.constant(logits), 3).numpy()
+    np.testing.assert_allclose(offsets, [[1 / 6, 1 / 6], [1 / 6, 5 / 6], [5 / 6, 0.5], [0.5, 0.5]],
+                               atol=1e-6)
+
+
+def test_soft_argmax_two_equal_bins_give_their_midpoint():
+    logits = np.full((1, 16), -1e4, "float32")
+    logits[0, 0 * 4 + 0] = logits[0, 3 * 4 + 2] = 5.0  # bins (0, 0) and (3, 2) of a 4x4 map
+    offsets = ops.soft_argmax_offsets(tf.constant(logits), 4).numpy()
+    np.testing.assert_allclose(offsets, [[(0.125 + 0.875) / 2, (0.125 + 0.625) / 2]], atol=1e-6)
+
+
+def test_soft_argmax_matches_numpy_and_never_reaches_the_border(rng):
+    logits = (rng.normal(size=(2, 3, 5, 16)) * 30).astype("float32")
+    offsets = ops.soft_argmax_offsets(tf.constant(logits), 4).numpy()
+    np.testing.assert_allclose(offsets, numpy_soft_argmax(logits.astype("float64"), 4), atol=1e-5)
+    assert offsets.min() >= 0.125 - 1e-6 and offsets.max() <= 0.875 + 1e-6
+    with pytest.raises(ValueError, match="expects 3x3=9 logits per heat map, got last dimension 16"):
+        ops.soft_argmax_offsets(tf.constant(logits), 3)
+
+
+def test_presence_logit_is_the_logit_of_one_minus_the_dustbin(rng):
+    logits = rng.normal(size=(3, 4, 5)).astype("float64")
+    dustbin = np.exp(logits[..., -1]) / np.exp(logits).sum(-1)
+    expected = np.log((1 - dustbin) / dustbin)
+    np.testing.assert_allclose(ops.presence_logit(tf.constant(logits)), expected, rtol=1e-10)
+
+
+def numpy_perturbed_top_k(scores, k, sigma, noise):
+    """Reference: (B, S, k, n) sampled hard indicators, sorted by index, and their mean."""
+    batch, samples, num = noise.shape
+    sigma = np.broadcast_to(np.asarray(sigma, "float64").reshape(-1), (batch,))
+    hard = np.zeros((batch, samples, k, num))
+    for b in range(batch):
+        for s in range(samples):
+            chosen = np.sort(np.argsort(-(scores[b] + sigma[b] * noise[b, s]))[:k])
+            hard[b, s, np.arange(k), chosen] = 1.0
+    return hard, hard.mean(axis=1)
+
+
+def test_perturbed_top_k_forward_is_the_mean_of_sampled_hard_top_k(rng):
+    scores = rng.normal(size=(3, 10))
+    noise = rng.normal(size=(3, 7, 10))
+    indicators = ops.perturbed_top_k_indicators(tf.constant(scores), 4, 7, 0.5, noise=tf.constant(noise))
+    _, expected = numpy_perturbed_top_k(scores, 4, 0.5, noise)
+    np.testing.assert_allclose(indicators.numpy(), expected, atol=1e-12)
+    np.testing.assert_allclose(indicators.numpy().sum(-1), 1.0)
+
+
+@pytest.mark.parametrize("sigma", [0.3, np.array([0.2, 1.0, 3.0])])
+def test_perturbed_top_k_gradient_matches_numpy_estimator(rng, sigma):
+    scores = rng.normal(size=(3, 8))
+    noise = rng.normal(size=(3, 5, 8))
+    upstream = rng.normal(size=(3, 2, 8))
+    scores_t = tf.constant(scores)
+    with tf.GradientTape() as tape:
+        tape.watch(scores_t)
+        indicators = ops.perturbed_top_k_indicators(scores_t, 2, 5, tf.constant(sigma, tf.float64),
+                                                    noise=tf.constant(noise))
+        loss = tf.reduce_sum(indicators * upstream)
+    gradient = tape.gradient(loss, scores_t).numpy()
+    hard, _ = numpy_perturbed_top_k(scores, 2, sigma, noise)
+    # dY/ds = E[Y_s Z_s^T] / sigma, contracted with the upstream gradient, per image.
+    sigma_b = np.broadcast_to(np.asarray(sigma).reshape(-1), (3,))
+    expected = np.zeros_like(scores)
+    for b in range(3):
+        jacobian = np.einsum("skn,sm->knm", hard[b], noise[b]) / (5 * sigma_b[b])
+        expected[b] = np.einsum("kn,knm->m", upstream[b], jacobian)
+    np.testing.assert_allclose(gradient, expected, rtol=1e-10, atol=1e-12)
+
+
+def test_perturbed_top_k_with_small_noise_is_hard_top_k_by_index(rng):
+    scores = rng.normal(size=(2, 12)).astype("float32")
+    indicators = ops.perturbed_top_k_indicators(tf.constant(scores), 5, 3, 1e-6).numpy()
+    for b in range(2):
+        chosen = np.sort(np.argsort(-scores[b])[:5])
+        np.testing.assert_array_equal(indicators[b].argmax(-1), chosen)
+        np.testing.assert_allclose(indicators[b].max(-1), 1.0)
+
+
+@pytest.mark.parametrize("kwargs, message", [
+    (dict(k=3, num_samples=0, sigma=0.1), "num_samples=0 must be a positive integer"),
+    (dict(k=3, num_samples=2, sigma=0.0), "sigma=0.0 must be a positive noise scale"),
+    (dict(k=9, num_samples=2, sigma=0.1), "k=9 exceeds the 8 scores"),
+])
+def test_perturbed_top_k_errors(kwargs, message):
+    with pytest.raises(ValueError, match=message):
+        ops.perturbed_top_k_indicators(tf.zeros([1, 8]), **kwargs)

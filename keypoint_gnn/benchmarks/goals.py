@@ -1,0 +1,98 @@
+"""The issue's performance goals, judged on one run's numbers: PASS / MISS / N/A lines."""
+from keypoint_gnn.benchmarks.interconnect import AUTHORS_PYTORCH_MS
+
+INTERCONNECT_TARGET_MS = AUTHORS_PYTORCH_MS / 100.0
+TRAINING_RATIO_LIMIT = 1.3
+# "Memory growing linearly": fitted exponent of the peak-memory increase per node between
+# the two largest sizes that ran (1 linear, 2 quadratic).
+LINEAR_EXPONENT_LIMIT = 1.25
+
+
+def _goal(name, passed, detail):
+    status = "N/A" if passed is None else ("PASS" if passed else "MISS")
+    return {"goal": name, "status": status, "detail": detail}
+
+
+def interconnect_goals(result):
+    variants = result["variants"]
+    tf_variants = {k: v for k, v in variants.items() if k.startswith("tf_")}
+    best = min(tf_variants, key=lambda k: tf_variants[k]["median_ms"])
+    ms = tf_variants[best]["median_ms"]
+    goals = [_goal(
+        "interconnects under 1/100 of the authors' 182 ms",
+        ms < INTERCONNECT_TARGET_MS,
+        f"{best} {ms:.3f} ms vs target {INTERCONNECT_TARGET_MS:.2f} ms "
+        f"({ms / AUTHORS_PYTORCH_MS:.4f} x 182 ms; tf_function {variants['tf_function']['median_ms']:.3f} ms, "
+        f"NumPy loop {variants['numpy_loop']['median_ms']:.1f} ms)")]
+    xla, plain = variants["tf_function_xla"]["median_ms"], variants["tf_function"]["median_ms"]
+    goals.append(_goal("XLA no slower than without: interconnects", xla <= plain,
+                       f"{xla:.3f} ms with XLA vs {plain:.3f} ms without ({xla / plain:.2f}x)"))
+    return goals
+
+
+def training_goals(result):
+    goals = []
+    cases = result["cases"]
+    for case in cases.values():
+        if case["model"].endswith("/gcn"):
+            xla = "XLA" if case["xla"] else "no XLA"
+            goals.append(_goal(
+                f"training step of {case['model']} <= 1.3x matched plain CNN ({xla}, "
+                f"{case['precision']})",
+                case["ratio_to_plain_cnn"] <= TRAINING_RATIO_LIMIT,
+                f"{case['median_ms']:.1f} ms vs plain CNN "
+                f"{case['median_ms'] / case['ratio_to_plain_cnn']:.1f} ms "
+                f"= {case['ratio_to_plain_cnn']:.2f}x"))
+    for case in cases.values():
+        if case["xla"]:
+            ratio = case["ratio_xla_to_no_xla"]
+            goals.append(_goal(
+                f"XLA no slower than without: training {case['model']} ({case['precision']})",
+                ratio <= 1.0,
+                f"{case['median_ms']:.1f} ms with XLA vs {case['median_ms'] / ratio:.1f} ms "
+                f"without ({ratio:.2f}x)"))
+    return goals
+
+
+def scale_goals(result):
+    grid = result.get("grid_graphs")
+    if grid is None:
+        return []
+    largest = max(row["size"] for row in grid["sparse"]["rows"])
+    sparse_row = next(row for row in grid["sparse"]["rows"] if row["size"] == largest)
+    dense_row = next(row for row in grid["dense"]["rows"] if row["size"] == largest)
+    handles = sparse_row["status"] == "ok" and dense_row["status"] != "ok"
+    goals = [_goal(
+        f"sparse grid graph handles {largest}x{largest} where the dense one cannot",
+        handles,
+        f"sparse: {sparse_row['status']}; dense: {dense_row['status']}"
+        + (f" ({dense_row['reason']})" if dense_row.get("reason") else ""))]
+    steps = [s for s in grid["sparse"]["growth_per_node"]["memory_delta"] if s["exponent"] is not None]
+    if steps:
+        last = steps[-1]
+        goals.append(_goal(
+            "sparse grid graph memory grows linearly",
+            last["exponent"] <= LINEAR_EXPONENT_LIMIT,
+            f"peak-memory increase x{last['ratio']:.2f} from {last['from']} to {last['to']} nodes: "
+            f"exponent {last['exponent']:.2f} per node (limit {LINEAR_EXPONENT_LIMIT}; "
+            "1 linear, 2 quadratic)"))
+    else:
+        goals.append(_goal("sparse grid graph memory grows linearly", None,
+                           "fewer than two sizes ran"))
+    return goals
+
+
+def evaluate_goals(parts):
+    """[{"goal", "status", "detail"}] for every goal whose part ran."""
+    goals = []
+    if "interconnects" in parts:
+        goals += interconnect_goals(parts["interconnects"])
+    if "training" in parts:
+        goals += training_goals(parts["training"])
+    if "scale" in parts:
+        goals += scale_goals(parts["scale"])
+    return goals
+
+
+def format_goals(goals):
+    return "\n".join(f"{g['status']:<5} {g['goal']}: {g['detail']}" for g in goals)

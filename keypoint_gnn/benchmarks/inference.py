@@ -1,0 +1,148 @@
+"""Inference latency at batch 1 and batch 64: Keras, SavedModel and TFLite, side by side.
+
+  keras_function     `model(x, training=False)` inside a `tf.function`, float32 input
+  keras_predict      `model.predict_on_batch(x)`
+  savedmodel         `tf.saved_model.load(...).signatures["serving_default"]` on uint8 pixels
+                     (its in-graph preprocessing included), as TF Serving runs it
+  tflite             the `ai_edge_litert` interpreter; batch 1 from `benchmark_inference`
+                     (every quantisation); batch 64 as 64 batch-1 invocations, because the
+                     exported TFLite model has batch 1 baked in (see `tflite_batch_support`)
+"""
+import os
+import pathlib
+import tempfile
+
+import numpy as np
+
+from keypoint_gnn._backend import tf
+from keypoint_gnn.benchmark_inference import benchmark_inference
+from keypoint_gnn.benchmarks import isolation, measure
+from keypoint_gnn.export import QUANTIZATIONS, TFLiteClassifier, export_saved_model, export_tflite
+from keypoint_gnn.models import ModelConfig, build_classifier
+
+BATCHES = (1, 64)
+FORMATS = ("keras_function", "keras_predict", "savedmodel", "tflite")
+
+
+def _images(config, batch, seed=0):
+    rng = np.random.default_rng(seed)
+    pixels = rng.integers(0, 256, (batch, config.image_size, config.image_size, config.channels),
+                          dtype=np.uint8)
+    return pixels, pixels.astype(np.float32) / 255.0
+
+
+def setup_inference(format, batch, config, path=None, num_threads=None, model=None, seed=0):
+    """(call, info) for one format at one batch size.
+
+    Args:
+      format: one of FORMATS.
+      config: ModelConfig as a dict.
+      path: the SavedModel version directory or .tflite file (for those formats).
+      num_threads: TFLite interpreter threads (default: all cores).
+      model: the Keras classifier (default: built from `config`, random weights).
+    """
+    config = ModelConfig.from_dict(config)
+    pixels, floats = _images(config, batch, seed)
+    if format in ("keras_function", "keras_predict"):
+        model = model if model is not None else build_classifier(config)
+        if format == "keras_predict":
+            return (lambda: model.predict_on_batch(floats)), {}
+        forward = tf.function(lambda x: model(x, training=False))
+        inputs = tf.constant(floats)
+        return (lambda: forward(inputs).numpy()), {}
+    if format == "savedmodel":
+        signature = tf.saved_model.load(str(path)).signatures["serving_default"]
+        inputs = tf.constant(pixels)
+        return (lambda: {k: v.numpy() for k, v in signature(images=inputs).items()}), {}
+    if format == "tflite":
+        classifier = TFLiteClassifier(path, config, num_threads=num_threads or os.cpu_count())
+        return (lambda: classifier.run(floats)), {}
+    raise ValueError(f"format={format!r} is not one of {FORMATS}")
+
+
+def tflite_batch_support(path, config, batch):
+    """Whether the TFLite model at `path` runs `batch` images in one invocation.
+
+    Resizes the input tensor and checks the outputs' batch dimension and values against
+    batch-1 runs. Returns (True, "") or (False, reason).
+    """
+    from ai_edge_litert.interpreter import Interpreter
+
+    _, floats = _images(config, batch)
+    interpreter = Interpreter(model_path=str(path))
+    index = interpreter.get_input_details()[0]["index"]
+    try:
+        interpreter.resize_tensor_input(index, [batch, *floats.shape[1:]])
+        interpreter.allocate_tensors()
+        interpreter.set_tensor(index, floats)
+        interpreter.invoke()
+    except (RuntimeError, ValueError) as error:
+        return False, f"resizing the input to batch {batch} fails: {error}"
+    shapes = [tuple(interpreter.get_tensor(d["index"]).shape)
+              for d in interpreter.get_output_details()]
+    if any(shape[0] != batch for shape in shapes):
+        return False, (f"resizing the input to batch {batch} runs but the outputs keep batch "
+                       f"{shapes[0][0]} ({shapes}): export_tflite traces a (1, S, S, C) "
+                       "signature, so the converter bakes batch 1 into the reshapes")
+    return True, ""
+
+
+def benchmark_inference_formats(*, warmup, repeats, memory=True, memory_limit_bytes=None,
+                                jobs=1, config=None, quantizations=QUANTIZATIONS,
+                                work_dir=None):
+    """Exports one classifier, then times every (format, batch) in this process.
+
+    TFLite batch 1 comes from `benchmark_inference` (each quantisation, all cores); the other
+    cells are timed interleaved. Returns {"config", "rows": [...], "tflite_batch64", "notes"}.
+    """
+    config = config or ModelConfig()
+    model = build_classifier(config)
+    threads = os.cpu_count()
+    with tempfile.TemporaryDirectory(prefix="benchmark-inference-") as scratch:
+        root = pathlib.Path(work_dir or scratch)
+        saved = export_saved_model(model, config, base_dir=root / "saved_models", name="bench")
+        tflite_path = export_tflite(model, config, root / "tflite" / "float32.tflite")
+        supported, reason = tflite_batch_support(tflite_path, config, max(BATCHES))
+        calls, cells = {}, {}
+        for batch in BATCHES:
+            for format in FORMATS:
+                path = {"savedmodel": saved, "tflite": tflite_path}.get(format)
+                if format == "tflite" and batch == 1:
+                    continue  # from benchmark_inference below, with every quantisation
+                key = f"{format} | batch={batch}"
+                calls[key], _ = setup_inference(format, batch, config.to_dict(), path,
+                                                threads, model=model)
+                cells[key] = {"format": format, "quantize": "none", "batch": batch,
+                              "path": str(path) if path else None}
+                if format == "tflite":
+                    cells[key]["note"] = f"{batch} batch-1 invocations ({reason})"
+        timings = measure.time_interleaved(calls, warmup, repeats)
+        rows = [{**cells[key], **timings[key]} for key in cells]
+        exported = benchmark_inference(model, config, root / "benchmark_inference",
+                                       quantizations=quantizations, warmup=warmup,
+                                       repeats=repeats, num_threads=threads)
+        for timing in exported:
+            if timing.format == "tflite":
+                path = root / "benchmark_inference" / "tflite" / f"benchmark-{timing.quantize}.tflite"
+                rows.append({"format": "tflite", "quantize": timing.quantize, "batch": 1,
+                             "path": str(path), "median_ms": timing.median_ms,
+                             "p90_ms": timing.p90_ms, "repeats": timing.repeats,
+                             "size_bytes": timing.size_bytes})
+        for row in rows:
+            row["ms_per_image"] = row["median_ms"] / row["batch"]
+        if memory:
+            jobs_list = [dict(setup="keypoint_gnn.benchmarks.inference:setup_inference",
+                              params=dict(format=row["format"], batch=row["batch"],
+                                          config=config.to_dict(), path=row["path"],
+                                          num_threads=threads),
+                              calls=3, memory_limit_bytes=memory_limit_bytes) for row in rows]
+            for row, record in zip(rows, isolation.run_isolated_many(jobs_list, jobs)):
+                row["memory"] = isolation.memory_summary(record)
+    for row in rows:
+        row.pop("path", None)
+    notes = [f"TFLite uses {threads} interpreter threads; TensorFlow uses its default pools",
+             "savedmodel input is uint8 and includes the in-graph preprocessing"]
+    if not supported:
+        notes.append(f"TFLite batch 64 in one invocation: n/a, {reason}")
+    return {"config": config.to_dict(), "rows": rows,
+            "tflite_batch64": {"supported": supported, "reason": reason}, "notes": notes}

@@ -1,0 +1,146 @@
+"""How cost grows with the graph: dense vs sparse grid graphs, and the number of keypoints.
+
+Every size runs in its own worker (`isolation.run_isolated`, mode "time"), so each gets its own
+peak memory, and a size that would not fit under the memory limit is skipped, not attempted.
+"""
+from keypoint_gnn._backend import tf
+from keypoint_gnn.benchmarks import isolation, measure
+from keypoint_gnn.gnn import GCNStack
+from keypoint_gnn.interconnects import CNNToGraph, GridToGraph
+from keypoint_gnn.keypoints import AttentionTopK
+
+GRID_SIZES = (16, 32, 64, 128)
+KEYPOINT_COUNTS = (16, 64, 256, 1024)
+GRID_WORKLOAD = {"batch": 4, "channels": 32, "units": 32}
+KEYPOINT_WORKLOAD = {"batch": 8, "map_size": 64, "channels": 32, "units": 32, "num_layers": 4}
+SPARSE_NEIGHBOURS = 8
+# Peak float32 (n, n) matrices alive at once while the dense adjacency is built and normalised
+# (pairwise differences (n, n, 2) count as two), and copies of the node features: calibrated
+# against measured peaks at 32x32 and 64x64 (see `grid_graph_bytes`).
+DENSE_PEAK_MATRICES = 6
+FEATURE_COPIES = 4
+SPARSE_BYTES_PER_EDGE = 64  # int64 (row, col) + value, plus reorder / normalise copies
+KEYPOINT_PEAK_MATRICES = 8
+
+
+def grid_graph_bytes(size, neighbours, batch, channels, units):
+    """Estimated peak resident bytes of `setup_grid_graph` (process baseline included).
+
+    Dense: DENSE_PEAK_MATRICES float32 (n, n) matrices, n = size^2; sparse: (k + 1) n edges.
+    """
+    nodes = size * size
+    features = FEATURE_COPIES * batch * nodes * (channels + units) * 4
+    if neighbours is None:
+        graph = DENSE_PEAK_MATRICES * nodes * nodes * 4
+    else:
+        graph = (neighbours + 1) * nodes * SPARSE_BYTES_PER_EDGE
+    return isolation.PROCESS_BASELINE_BYTES + features + graph
+
+
+def keypoint_graph_bytes(keypoints, batch, map_size, channels, units, num_layers):
+    """Estimated peak resident bytes of `setup_keypoint_graph` (process baseline included)."""
+    adjacency = KEYPOINT_PEAK_MATRICES * batch * keypoints * keypoints * 4
+    features = FEATURE_COPIES * batch * (map_size * map_size * channels + keypoints * units) * 4
+    return isolation.PROCESS_BASELINE_BYTES + adjacency + features
+
+
+def setup_grid_graph(size, neighbours, batch, channels, units, seed=0):
+    """GridToGraph (dense when neighbours is None, else k-nearest sparse) + GCNStack(units, 1).
+
+    The adjacency is built on every call, as the layer does inside a model."""
+    to_graph = GridToGraph(neighbours=neighbours)
+    gcn = GCNStack(units, 1)
+    feature_map = tf.random.stateless_normal([batch, size, size, channels], seed=[seed, 0])
+
+    @tf.function
+    def forward(features):
+        return gcn(list(to_graph(features)))
+
+    def call():
+        return forward(feature_map).numpy()
+
+    edges = size**4 if neighbours is None else int(
+        tf.shape(to_graph_adjacency(size, neighbours).indices)[0])
+    return call, {"nodes": size * size, "adjacency_entries": edges}
+
+
+def to_graph_adjacency(size, neighbours):
+    layer = GridToGraph(neighbours=neighbours)
+    layer.build((None, size, size, 1))
+    return layer.adjacency()
+
+
+def setup_keypoint_graph(keypoints, batch, map_size, channels, units, num_layers, seed=0):
+    """AttentionTopK(N) + CNNToGraph + GCNStack(units, num_layers) on a (map_size)^2 map."""
+    detector = AttentionTopK(num_keypoints=keypoints)
+    to_graph = CNNToGraph(sampling="gather", normalize=True)
+    gcn = GCNStack(units, num_layers)
+    feature_map = tf.random.stateless_normal([batch, map_size, map_size, channels], seed=[seed, 0])
+
+    @tf.function
+    def forward(features):
+        positions, scores, _ = detector(features)
+        return gcn(list(to_graph([features, positions, scores])))
+
+    def call():
+        return forward(feature_map).numpy()
+
+    return call, {"keypoints": keypoints, "adjacency_entries": batch * keypoints * keypoints}
+
+
+def _row(record, size_key, size):
+    row = {size_key: size, "status": record["status"], "estimated_bytes": record["estimated_bytes"]}
+    if record["status"] == "ok":
+        row.update(record["timing"], **record["info"],
+                   peak_rss_bytes=record["peak_rss_bytes"],
+                   peak_rss_delta_bytes=record["peak_rss_delta_bytes"],
+                   gpu_peak_bytes=record.get("gpu_peak_bytes"))
+    else:
+        row["reason"] = record["reason"]
+    return row
+
+
+def _growth(rows, size_key, size_of):
+    ok = [row for row in rows if row["status"] == "ok"]
+    sizes = [size_of(row[size_key]) for row in ok]
+    return {
+        "time": measure.growth(sizes, [row["median_ms"] for row in ok]),
+        "memory_delta": measure.growth(sizes, [row["peak_rss_delta_bytes"] for row in ok]),
+    }
+
+
+def benchmark_grid_graphs(*, sizes=GRID_SIZES, warmup, repeats, memory_limit_bytes,
+                          workload=None, timeout_s=600):
+    """Dense and sparse grid graph + one GCN layer at each feature-map size, one worker each.
+
+    Growth exponents are per node (size^2): 1 is linear in the nodes, 2 quadratic."""
+    workload = dict(workload or GRID_WORKLOAD)
+    results = {}
+    for name, neighbours in (("dense", None), ("sparse", SPARSE_NEIGHBOURS)):
+        rows = []
+        for size in sizes:
+            params = dict(size=size, neighbours=neighbours, **workload)
+            record = isolation.run_isolated(
+                "keypoint_gnn.benchmarks.scale:setup_grid_graph", params, mode="time",
+                warmup=warmup, repeats=repeats, memory_limit_bytes=memory_limit_bytes,
+                estimated_bytes=grid_graph_bytes(**params), timeout_s=timeout_s)
+            rows.append(_row(record, "size", size))
+        results[name] = {"neighbours": neighbours, "rows": rows,
+                         "growth_per_node": _growth(rows, "size", lambda s: s * s)}
+    return {"workload": workload, **results}
+
+
+def benchmark_keypoint_counts(*, counts=KEYPOINT_COUNTS, warmup, repeats, memory_limit_bytes,
+                              workload=None, timeout_s=600):
+    """Keypoint selection + CNN->graph + GCN stack as N grows, one worker each."""
+    workload = dict(workload or KEYPOINT_WORKLOAD)
+    rows = []
+    for count in counts:
+        params = dict(keypoints=count, **workload)
+        record = isolation.run_isolated(
+            "keypoint_gnn.benchmarks.scale:setup_keypoint_graph", params, mode="time",
+            warmup=warmup, repeats=repeats, memory_limit_bytes=memory_limit_bytes,
+            estimated_bytes=keypoint_graph_bytes(**params), timeout_s=timeout_s)
+        rows.append(_row(record, "keypoints", count))
+    return {"workload": workload, "rows": rows,
+            "growth_per_keypoint": _growth(rows, "keypoints", float)}

@@ -1,0 +1,108 @@
+"""Seconds per training step: each keypoint model vs a plain CNN with as many parameters.
+
+All models train on the same batch, in one process, their steps interleaved (see `measure`),
+with and without XLA (`compile(jit_compile=...)`); `train_on_batch` returns host values, so
+every timed step has finished. Mixed precision runs only on a GPU (on a CPU, float16 is
+emulated and bfloat16 matmuls are slow, so its timings would mislead).
+"""
+import numpy as np
+
+from keypoint_gnn._backend import keras, tf
+from keypoint_gnn.benchmarks import isolation, machine, measure
+from keypoint_gnn.models import ModelConfig, build_classifier, build_plain_cnn
+
+DETECTORS = ("maxpool_nms", "attention", "grid")
+GNNS = ("gcn", "diffpool")
+PLAIN = "plain_cnn"
+# The plain CNN is matched to this keypoint model's parameter count (the default config's).
+REFERENCE_MODEL = "maxpool_nms/gcn"
+WORKLOAD = {"batch": 64, "image_size": 48}
+
+
+def model_names(detectors=DETECTORS, gnns=GNNS):
+    return [f"{detector}/{gnn}" for detector in detectors for gnn in gnns] + [PLAIN]
+
+
+def build_model(name, image_size, target_params=None, precision="float32"):
+    """A classifier by benchmark name: "<detector>/<gnn>" or "plain_cnn" (matched to
+    `target_params`)."""
+    policy = "mixed_float16" if precision == "mixed_float16" else "float32"
+    previous = keras.mixed_precision.global_policy()
+    keras.mixed_precision.set_global_policy(policy)
+    try:
+        if name == PLAIN:
+            return build_plain_cnn(ModelConfig(image_size=image_size), target_params=target_params)
+        detector, gnn = name.split("/")
+        return build_classifier(ModelConfig(image_size=image_size, detector=detector, gnn=gnn))
+    finally:
+        keras.mixed_precision.set_global_policy(previous)
+
+
+def setup_training(name, batch, image_size, jit_compile, target_params=None,
+                   precision="float32", seed=0):
+    """(call, info): one `train_on_batch` step of the named model on a fixed random batch."""
+    keras.utils.set_random_seed(seed)
+    model = build_model(name, image_size, target_params, precision)
+    model.compile(optimizer=keras.optimizers.Adam(1e-3),
+                  loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+                  jit_compile=jit_compile)
+    rng = np.random.default_rng(seed)
+    images = tf.constant(rng.random((batch, image_size, image_size, 3), dtype=np.float32))
+    labels = tf.constant(rng.integers(0, model.output_shape[-1], batch))
+    return (lambda: model.train_on_batch(images, labels)), {"parameters": model.count_params()}
+
+
+def benchmark_training(*, warmup, repeats, memory=True, memory_limit_bytes=None, jobs=1,
+                       workload=None, detectors=DETECTORS, gnns=GNNS):
+    """Every model x {no XLA, XLA} (x mixed precision on a GPU), steps interleaved.
+
+    Returns:
+      {"workload", "plain_cnn_target_params", "precisions", "notes", "cases": {key: {...}}},
+      key "<model> | xla=<bool> | <precision>"; each case has the timing, "images_per_second",
+      "parameters", "ratio_to_plain_cnn" (same XLA and precision) and "memory".
+    """
+    workload = dict(workload or WORKLOAD)
+    reference = REFERENCE_MODEL if REFERENCE_MODEL in model_names(detectors, gnns) \
+        else model_names(detectors, gnns)[0]
+    target_params = build_model(reference, workload["image_size"]).count_params()
+    precisions = ["float32"]
+    notes = []
+    if machine.has_gpu():
+        precisions.append("mixed_float16")
+    else:
+        notes.append("mixed precision skipped: no GPU (float16 is emulated on a CPU)")
+    cases, calls = {}, {}
+    for precision in precisions:
+        for jit_compile in (False, True):
+            for name in model_names(detectors, gnns):
+                key = case_key(name, jit_compile, precision)
+                params = dict(name=name, jit_compile=jit_compile, precision=precision,
+                              target_params=target_params if name == PLAIN else None, **workload)
+                calls[key], info = setup_training(**params)
+                cases[key] = {"model": name, "xla": jit_compile, "precision": precision,
+                              "params": params, **info}
+    timings = measure.time_interleaved(calls, warmup, repeats)
+    for key, case in cases.items():
+        case.update(timings[key])
+        case["seconds_per_step"] = case["median_ms"] / 1000.0
+        case["images_per_second"] = workload["batch"] / case["seconds_per_step"]
+    for case in cases.values():
+        plain = cases[case_key(PLAIN, case["xla"], case["precision"])]
+        case["ratio_to_plain_cnn"] = case["median_ms"] / plain["median_ms"]
+        if case["xla"]:
+            case["ratio_xla_to_no_xla"] = (
+                case["median_ms"] / cases[case_key(case["model"], False, case["precision"])]["median_ms"])
+    if memory:
+        keys = list(cases)
+        jobs_list = [dict(setup="keypoint_gnn.benchmarks.training:setup_training",
+                          params=cases[key]["params"], calls=3,
+                          memory_limit_bytes=memory_limit_bytes) for key in keys]
+        for key, record in zip(keys, isolation.run_isolated_many(jobs_list, jobs)):
+            cases[key]["memory"] = isolation.memory_summary(record)
+    return {"workload": workload, "reference_model": reference,
+            "plain_cnn_target_params": target_params, "precisions": precisions,
+            "notes": notes, "cases": cases}
+
+
+def case_key(name, jit_compile, precision="float32"):
+    return f"{name} | xla={jit_compile} | {precision}"

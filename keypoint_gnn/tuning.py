@@ -1,0 +1,96 @@
+"""KerasTuner search spaces over keypoint-gnn models.
+
+KerasTuner 1.4 imports Keras 3 and rejects tf_keras models (keras-tuner issue #1039); binding
+the module name `keras` to tf_keras before `keras_tuner` is first imported makes it build and
+train tf_keras models. Trials that fail (for example without TensorBoard installed) still let
+`search()` return normally, so `check_trials` verifies that every trial COMPLETED.
+"""
+import sys
+
+from keypoint_gnn._backend import keras
+
+_previous_keras = sys.modules.get("keras")
+if "keras_tuner" not in sys.modules:
+    sys.modules["keras"] = keras
+import keras_tuner  # noqa: E402
+
+if _previous_keras is not None:  # leave `import keras` as it was for everyone else
+    sys.modules["keras"] = _previous_keras
+else:
+    sys.modules.pop("keras", None)
+
+from keypoint_gnn.models import ModelConfig, build_classifier  # noqa: E402
+
+TUNERS = ("hyperband", "bayesian")
+
+
+class KeypointHyperModel(keras_tuner.HyperModel):
+    """Searches detector, GNN, graph layers, keypoints, score activation and learning rate.
+
+    Choices that the feature map cannot hold (more keypoints than locations or windows) are
+    left out of the space for the given `base` config.
+    """
+
+    def __init__(self, base: ModelConfig, keypoint_choices=(16, 32, 64), max_graph_layers=9):
+        super().__init__()
+        self.base = base
+        self.keypoint_choices = [k for k in keypoint_choices if self._fits(k)]
+        if not self.keypoint_choices:
+            raise ValueError(
+                f"none of the keypoint counts {list(keypoint_choices)} fits every detector on the "
+                f"{base.feature_size}x{base.feature_size} feature map of image_size={base.image_size}"
+            )
+        self.max_graph_layers = max_graph_layers
+
+    def _fits(self, keypoints):
+        try:
+            for detector in ("attention", "maxpool_nms", "grid"):
+                self.base.replace(detector=detector, num_keypoints=keypoints,
+                                  diffpool_clusters=min(self.base.diffpool_clusters, keypoints))
+        except ValueError:
+            return False
+        return True
+
+    def config(self, hp):
+        gnn = hp.Choice("gnn", ["gcn", "diffpool", "none"])
+        return self.base.replace(
+            detector=hp.Choice("detector", ["attention", "maxpool_nms", "grid"]),
+            gnn=gnn,
+            graph_layers=hp.Int("graph_layers", 2, self.max_graph_layers),
+            num_keypoints=hp.Choice("num_keypoints", self.keypoint_choices),
+            score_activation=hp.Choice("score_activation", ["linear", "sigmoid"]),
+        )
+
+    def build(self, hp):
+        model = build_classifier(self.config(hp))
+        model.compile(
+            optimizer=keras.optimizers.Adam(hp.Float("learning_rate", 3e-4, 5e-3, sampling="log")),
+            loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+            metrics=["accuracy"],
+        )
+        return model
+
+
+def make_tuner(name, hypermodel, directory, project_name, max_trials, max_epochs, seed=0):
+    """A KerasTuner tuner maximising validation accuracy."""
+    objective = keras_tuner.Objective("val_accuracy", direction="max")
+    common = dict(objective=objective, directory=str(directory), project_name=project_name, seed=seed,
+                  overwrite=False)
+    if name == "hyperband":
+        return keras_tuner.Hyperband(hypermodel, max_epochs=max_epochs, factor=3,
+                                     hyperband_iterations=1, max_consecutive_failed_trials=1, **common)
+    if name == "bayesian":
+        return keras_tuner.BayesianOptimization(hypermodel, max_trials=max_trials,
+                                                max_consecutive_failed_trials=1, **common)
+    raise ValueError(f"tuner={name!r} is not one of {', '.join(TUNERS)}")
+
+
+def check_trials(tuner):
+    """Returns {trial_id: status}; raises RuntimeError if any trial did not COMPLETE."""
+    statuses = {trial_id: trial.status for trial_id, trial in tuner.oracle.trials.items()}
+    failed = {trial_id: status for trial_id, status in statuses.items() if status != "COMPLETED"}
+    if not statuses:
+        raise RuntimeError("the search ran no trial")
+    if failed:
+        raise RuntimeError(f"{len(failed)} of {len(statuses)} trials did not complete: {failed}")
+    return statuses

@@ -1,0 +1,71 @@
+"""Border fraction of the grid regressor's selected keypoints, per pre-training run.
+
+  python -m trainers.pretrain_keypoints --offset-mode MODE --epochs 3 --max-examples 1500 \
+      --out runs/pre_MODE
+  python scripts/measure_border_fraction.py runs/pre_sigmoid runs/pre_softmax runs/pre_dsnt \
+      --max-examples 1500
+
+For each run directory (config.json + detector.weights.h5 from trainers.pretrain_keypoints)
+it rebuilds the pre-trainer, predicts the cells of the same test split, keeps the N most
+confident points per image (as the detector does) and reports, over those keypoints:
+`border_fraction` (margin 0.1 of the cell side; SIFT targets give about 0.4, uniform offsets
+0.36), the same at margin 0.02, the offsets' standard deviation, and the mean Euclidean error
+(cell units) of every slot that holds a SIFT target.
+"""
+import argparse
+import json
+import pathlib
+
+import numpy as np
+
+import keypoint_gnn as kg
+from keypoint_gnn import metrics, models
+from keypoint_gnn.data import load_dataset
+from keypoint_gnn.keypoint_targets import cell_targets, pretraining_cell_size
+
+
+def selected_offsets(cells, num_keypoints):
+    """(B, L, M, h, 3) cell predictions -> (B, N, 2) offsets of the N most confident points."""
+    flat = cells.reshape(len(cells), -1, 3)
+    order = np.argsort(-flat[..., 2], axis=1)[:, :num_keypoints]
+    return np.take_along_axis(flat[..., :2], order[..., None], axis=1)
+
+
+def measure(run, images, method):
+    config = kg.ModelConfig.from_json((run / "config.json").read_text())
+    pretrainer = kg.build_keypoint_pretrainer(config)
+    models.detector_model(pretrainer).load_weights(run / "detector.weights.h5")
+    cells = pretrainer.predict(images, batch_size=128, verbose=0)
+    offsets = selected_offsets(cells, config.num_keypoints)
+    targets = cell_targets(images, pretraining_cell_size(config), config.grid_points_per_cell, method)
+    present = targets[..., 2] > 0
+    error = np.linalg.norm(cells[..., :2][present] - targets[..., :2][present], axis=-1)
+    return {
+        "offset_mode": config.offset_mode,
+        "border_fraction": metrics.border_fraction(offsets, margin=0.1),
+        "border_fraction_margin_0.02": metrics.border_fraction(offsets, margin=0.02),
+        "offset_std": float(offsets.std()),
+        "target_offset_error": float(error.mean()),
+        "target_border_fraction": metrics.border_fraction(targets[..., :2][present], margin=0.1),
+    }
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("runs", nargs="+", type=pathlib.Path)
+    parser.add_argument("--dataset", default="builtin")
+    parser.add_argument("--max-examples", type=int, default=None)
+    parser.add_argument("--method", default="sift")
+    parser.add_argument("--seed", type=int, default=0)
+    args = parser.parse_args()
+    image_size = kg.ModelConfig.from_json((args.runs[0] / "config.json").read_text()).image_size
+    data = load_dataset(args.dataset, image_size=image_size, seed=args.seed, augment=False,
+                        max_examples=args.max_examples)
+    images = np.concatenate([x.numpy() for x, _ in data.test])
+    report = {str(run): measure(run, images, args.method) for run in args.runs}
+    print(json.dumps(report, indent=2))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,65 @@
+"""KerasTuner search and the paper-table runner on tiny built-in data."""
+import json
+
+import pytest
+
+import keypoint_gnn as kg
+from trainers import classify, common, experiments, tune
+
+TINY = ["--dataset", "builtin", "--image-size", "32", "--max-examples", "32", "--batch-size", "16"]
+
+
+def test_tuner_trials_all_complete_and_best_config_feeds_classify(tmp_path):
+    result = tune.main(TINY + ["--tuner", "bayesian", "--max-trials", "2", "--epochs", "1",
+                               "--keypoints", "8,16", "--max-graph-layers", "3", "--verbose", "0",
+                               "--out", str(tmp_path / "tune")])
+    assert set(result["statuses"].values()) == {"COMPLETED"} and len(result["statuses"]) == 2
+    trials = json.loads((tmp_path / "tune" / "trials.json").read_text())
+    assert all(t["status"] == "COMPLETED" for t in trials.values())
+    config_path = tmp_path / "tune" / "best_config.json"
+    config = common.model_config(classify.parse_args(["--config", str(config_path)]))
+    assert config == kg.ModelConfig.from_json(config_path.read_text()) == result["best_config"]
+
+
+def test_check_trials_reports_failures():
+    from keypoint_gnn import tuning
+
+    class Trial:
+        def __init__(self, status):
+            self.status = status
+
+    class Oracle:
+        trials = {"0": Trial("COMPLETED"), "1": Trial("FAILED")}
+
+    class Tuner:
+        oracle = Oracle()
+
+    with pytest.raises(RuntimeError, match=r"1 of 2 trials did not complete: \{'1': 'FAILED'\}"):
+        tuning.check_trials(Tuner())
+
+
+def test_keras_tuner_binding_leaves_keras_module_alone():
+    import sys
+
+    from keypoint_gnn import tuning  # noqa: F401
+
+    assert "keras" not in sys.modules or sys.modules["keras"].__name__ != "tf_keras"
+
+
+def test_table_rows_resume(tmp_path, capsys):
+    flags = TINY + ["--table", "1", "--epochs", "1", "--keypoints", "8", "--rows", "1,8",
+                    "--out", str(tmp_path / "t1")]
+    first = experiments.main(flags)
+    assert list(first) == ["CNN only (no GNN)", "Plain CNN, matched parameters"]
+    table = (tmp_path / "t1" / "results.md").read_text()
+    assert "| CNN only (no GNN) | - | 8 | linear |" in table and "Plain CNN, matched parameters" in table
+    assert (tmp_path / "t1" / "results.png").is_file()
+    capsys.readouterr()
+    second = experiments.main(flags)
+    assert "[done before] CNN only (no GNN)" in capsys.readouterr().out
+    assert second == first
+
+
+def test_table_bad_rows():
+    with pytest.raises(common.UserError, match=r"--rows \[9\] out of range: the table has rows 1..8"):
+        experiments.main(["--table", "1", "--rows", "9", "--out", "/tmp/never"])

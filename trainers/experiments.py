@@ -1,0 +1,235 @@
+"""Reproduce the paper's Table 1 (classification) or Table 2 (reconstruction):
+`python -m trainers.experiments --table 1 --dataset folder:../shared/data/imagenette2 --image-size 64 --epochs 10`.
+
+Every row trains with the same data, seed, epochs and image size through `trainers.classify` or
+`trainers.reconstruct`, in its own run directory under --out/rows/. Rows already finished are
+not run again, and a row cut short resumes from its last finished epoch, so a long table can be
+run in pieces. After each row: results.json, results.md (the paper's layout) and results.png.
+"""
+import argparse
+import dataclasses
+import json
+import pathlib
+import re
+
+from trainers import classify, common, reconstruct
+from keypoint_gnn import training
+from keypoint_gnn._backend import keras
+
+PAPER_TABLE_1 = {  # "10 classes of ImageNet", test accuracy (%), as the paper reports it
+    "CNN only (no GNN)": 51.60,
+    "GCN, 4 layers": 78.15,
+    "DiffPool": 98.10,
+    "GCN, 5 layers, sigmoid scores": 98.40,
+}
+
+
+@dataclasses.dataclass(frozen=True)
+class Row:
+    """One row of a table: a label and the trainer flags that differ from the table's base."""
+
+    label: str
+    flags: tuple
+
+    @property
+    def slug(self):
+        return re.sub(r"[^a-z0-9]+", "_", self.label.lower()).strip("_")
+
+
+def table_1_rows(keypoints):
+    k = ("--keypoints", str(keypoints))
+    gcn = ("--gnn", "gcn")
+    return [
+        Row("CNN only (no GNN)", k + ("--gnn", "none", "--score-activation", "linear")),
+        Row("GCN, 4 layers", k + gcn + ("--graph-layers", "4", "--score-activation", "linear")),
+        Row("GCN, 4 layers, sigmoid scores", k + gcn + ("--graph-layers", "4", "--score-activation", "sigmoid")),
+        Row("GCN, 5 layers", k + gcn + ("--graph-layers", "5", "--score-activation", "linear")),
+        Row("GCN, 5 layers, sigmoid scores", k + gcn + ("--graph-layers", "5", "--score-activation", "sigmoid")),
+        Row("DiffPool", k + ("--gnn", "diffpool", "--graph-layers", "2", "--score-activation", "linear")),
+        Row("DiffPool, sigmoid scores", k + ("--gnn", "diffpool", "--graph-layers", "2",
+                                             "--score-activation", "sigmoid")),
+        Row("Plain CNN, matched parameters", k + gcn + ("--plain-cnn",)),
+    ]
+
+
+def detector_rows(best, keypoints):
+    """Each detector with the best GNN row's settings."""
+    base = [flag for flag in best.flags]
+    rows = []
+    for detector in ("attention", "maxpool_nms", "grid"):
+        rows.append(Row(f"{best.label}; {detector} keypoints", tuple(base) + ("--detector", detector)))
+    return rows
+
+
+def table_2_rows():
+    def row(label, layers, keypoints, activation, gnn="gcn", loss="mse"):
+        return Row(label, ("--gnn", gnn, "--graph-layers", str(layers), "--keypoints", str(keypoints),
+                           "--score-activation", activation, "--loss", loss))
+
+    return [
+        row("GCN, 5 layers, 48 keypoints", 5, 48, "linear"),
+        row("GCN, 5 layers, 64 keypoints", 5, 64, "linear"),
+        row("GCN, 9 layers, 64 keypoints", 9, 64, "linear"),
+        row("GCN, 5 layers, 64 keypoints, sigmoid scores", 5, 64, "sigmoid"),
+        row("DiffPool, 64 keypoints", 2, 64, "linear", gnn="diffpool"),
+        row("GCN, 5 layers, 64 keypoints, conf-MSE", 5, 64, "linear", loss="conf_mse"),
+        row("GCN, 5 layers, 64 keypoints, sigmoid scores, conf-MSE", 5, 64, "sigmoid", loss="conf_mse"),
+    ]
+
+
+def parse_args(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--table", type=int, choices=(1, 2), required=True)
+    parser.add_argument("--dataset", default="builtin")
+    parser.add_argument("--data-dir", default=None)
+    parser.add_argument("--image-size", type=int, default=64)
+    parser.add_argument("--channels", type=int, choices=(1, 3), default=None)
+    parser.add_argument("--max-examples", type=int, default=None)
+    parser.add_argument("--epochs", type=int, default=10)
+    parser.add_argument("--batch-size", type=int, default=64)
+    parser.add_argument("--learning-rate", type=float, default=2e-3)
+    parser.add_argument("--keypoints", type=int, default=64, help="keypoints of the table 1 rows")
+    parser.add_argument("--detector", default="maxpool_nms", help="detector of the GNN rows")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--xla", action="store_true")
+    parser.add_argument("--rows", default=None,
+                        help="comma-separated row numbers (1-based) to run, default all")
+    parser.add_argument("--extra", default="", help="more trainer flags for every row, quoted")
+    parser.add_argument("--out", default=None, help="default runs/table<N>_<dataset>")
+    args = parser.parse_args(argv)
+    if args.epochs < 1:
+        raise common.UserError(f"--epochs={args.epochs} must be at least 1")
+    if args.out is None:
+        args.out = f"runs/table{args.table}_{re.sub(r'[^A-Za-z0-9]+', '_', args.dataset).strip('_')}"
+    return args
+
+
+def _selected(rows, spec):
+    if not spec:
+        return rows
+    try:
+        numbers = [int(n) for n in spec.split(",")]
+    except ValueError:
+        raise common.UserError(f"--rows={spec!r} must be comma-separated row numbers") from None
+    bad = [n for n in numbers if not 1 <= n <= len(rows)]
+    if bad:
+        raise common.UserError(f"--rows {bad} out of range: the table has rows 1..{len(rows)}")
+    return [rows[n - 1] for n in numbers]
+
+
+def base_flags(args):
+    flags = ["--dataset", args.dataset, "--image-size", str(args.image_size), "--epochs", str(args.epochs),
+             "--batch-size", str(args.batch_size), "--learning-rate", str(args.learning_rate),
+             "--seed", str(args.seed), "--verbose", "2"]
+    for name, value in (("--data-dir", args.data_dir), ("--channels", args.channels),
+                        ("--max-examples", args.max_examples)):
+        if value is not None:
+            flags += [name, str(value)]
+    if args.xla:
+        flags.append("--xla")
+    if args.table == 1:
+        flags += ["--detector", args.detector, "--no-export"]
+    return flags + args.extra.split()
+
+
+def run_row(args, row, out):
+    """Trains one row unless its metrics.json exists; returns its metrics."""
+    run_dir = out / "rows" / row.slug
+    metrics_path = run_dir / "metrics.json"
+    if metrics_path.is_file():
+        print(f"[done before] {row.label}")
+        return json.loads(metrics_path.read_text())
+    print(f"[running] {row.label}")
+    trainer = classify if args.table == 1 else reconstruct
+    keras.backend.clear_session()
+    flags = base_flags(args) + list(row.flags) + ["--out", str(run_dir)]
+    if args.table == 1 and "--detector" in row.flags:  # the row's own detector wins
+        index = flags.index("--detector")
+        del flags[index:index + 2]
+    return trainer.main(flags)
+
+
+def summarise(args, results):
+    """results.md (the paper's layout), results.json and a bar chart."""
+    out = pathlib.Path(args.out)
+    metric, unit = ("test_accuracy", "test accuracy (%)") if args.table == 1 else ("test_mse", "test MSE")
+    lines = [
+        f"| architecture | graph layers | keypoints | score activation | parameters | {unit} | s/epoch |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for label, result in results.items():
+        config = result["config"]
+        plain = result.get("architecture") == "plain_cnn"
+        layers = "-" if plain or config["gnn"] == "none" else config["graph_layers"]
+        keypoints = "-" if plain else config["num_keypoints"]
+        activation = "-" if plain else config["score_activation"]
+        if args.table == 1:
+            value = f"{100 * result[metric]:.2f}"
+        else:
+            value = f"{result[metric]:.4f} ({result.get('loss', 'mse')})"
+        lines.append(f"| {label} | {layers} | {keypoints} | {activation} | {result['parameters']:,} | "
+                     f"{value} | {result['seconds_per_epoch']:.1f} |")
+    header = (f"Table {args.table} on `{args.dataset}`, {args.image_size} px, {args.epochs} epochs, "
+              f"seed {args.seed}.\n\nCommand: `python -m trainers.experiments "
+              f"{' '.join(_argv_of(args))}`\n\n")
+    (out / "results.md").write_text(header + "\n".join(lines) + "\n")
+    training.write_json(out / "results.json", {"table": args.table, "dataset": args.dataset,
+                                               "image_size": args.image_size, "epochs": args.epochs,
+                                               "rows": results})
+    _plot(results, metric, unit, out / "results.png", scale=100 if args.table == 1 else 1)
+
+
+def _argv_of(args):
+    flags = [f"--table {args.table}", f"--dataset {args.dataset}", f"--image-size {args.image_size}",
+             f"--epochs {args.epochs}"]
+    if args.max_examples:
+        flags.append(f"--max-examples {args.max_examples}")
+    if args.keypoints != 64:
+        flags.append(f"--keypoints {args.keypoints}")
+    return flags
+
+
+def _plot(results, metric, unit, path, scale):
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    labels = list(results)
+    values = [scale * results[label][metric] for label in labels]
+    figure, axes = plt.subplots(figsize=(8, 0.45 * len(labels) + 1.2))
+    axes.barh(range(len(labels)), values, color="tab:blue")
+    axes.set_yticks(range(len(labels)), labels, fontsize=8)
+    axes.invert_yaxis()
+    axes.set_xlabel(unit)
+    figure.tight_layout()
+    figure.savefig(path, dpi=100)
+    plt.close(figure)
+
+
+def main(argv=None):
+    args = parse_args(argv)
+    out = pathlib.Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    results = {}
+    if args.table == 1:
+        rows = _selected(table_1_rows(args.keypoints), args.rows)
+        for row in rows:
+            results[row.label] = run_row(args, row, out)
+            summarise(args, results)
+        gnn_rows = [row for row in rows if "--plain-cnn" not in row.flags and "none" not in row.flags]
+        if not args.rows and gnn_rows:
+            best = max(gnn_rows, key=lambda row: results[row.label]["test_accuracy"])
+            for row in detector_rows(best, args.keypoints):
+                results[row.label] = run_row(args, row, out)
+                summarise(args, results)
+    else:
+        for row in _selected(table_2_rows(), args.rows):
+            results[row.label] = run_row(args, row, out)
+            summarise(args, results)
+    print((out / "results.md").read_text())
+    return results
+
+
+if __name__ == "__main__":
+    common.run_main(main)
