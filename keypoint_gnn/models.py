@@ -12,7 +12,6 @@ Every keypoint model has the same skeleton (layer names in quotes):
 import dataclasses
 import json
 import math
-import typing
 
 from keypoint_gnn import gnn as gnn_lib
 from keypoint_gnn import interconnects, keypoints
@@ -54,7 +53,7 @@ class ModelConfig:
     grid_cell_size: int = 2
     grid_points_per_cell: int = 2
     offset_mode: str = "sigmoid"
-    dsnt_resolution: typing.Optional[int] = None
+    dsnt_resolution: int | None = None
     perturbed_samples: int = 20
     perturbed_sigma: float = 0.05
     gnn: str = "gcn"
@@ -383,8 +382,12 @@ def custom_objects():
     """Objects to pass to `keras.models.load_model` (they are also registered by name)."""
     from keypoint_gnn import gnn as gnn_module
     from keypoint_gnn.interconnects import CNNToGraph, GraphToCNN, GridToGraph
-    from keypoint_gnn.keypoints import (AttentionTopK, GridCoordinateRegressor, MaxPoolNMS,
-                                        PerturbedTopK)
+    from keypoint_gnn.keypoints import (
+        AttentionTopK,
+        GridCoordinateRegressor,
+        MaxPoolNMS,
+        PerturbedTopK,
+    )
 
     return {
         cls.__name__: cls

@@ -101,7 +101,7 @@ def test_scale_goals_judge_the_largest_size():
     result = {"grid_graphs": {
         "dense": {"rows": rows([(64, "ok"), (128, "skipped")]), "growth_per_node": {}},
         "sparse": {"rows": rows([(64, "ok"), (128, "ok")]), "growth_per_node": {
-            "memory_delta": [{"from": 4096, "to": 16384, "ratio": 4.2, "exponent": 1.03}]}},
+            "memory_excess": [{"from": 4096, "to": 16384, "ratio": 4.2, "exponent": 1.03}]}},
     }}
     statuses = [g["status"] for g in goals.scale_goals(result)]
     assert statuses == ["PASS", "PASS"]

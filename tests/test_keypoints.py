@@ -3,7 +3,12 @@ import numpy as np
 import pytest
 
 from keypoint_gnn._backend import tf
-from keypoint_gnn.keypoints import AttentionTopK, GridCoordinateRegressor, MaxPoolNMS, PerturbedTopK
+from keypoint_gnn.keypoints import (
+    AttentionTopK,
+    GridCoordinateRegressor,
+    MaxPoolNMS,
+    PerturbedTopK,
+)
 
 
 def _set_score_conv(detector, feature_map):
@@ -127,7 +132,7 @@ def test_softmax_offsets_hand_set_kernel():
     cells = detector(feature_map, return_cells=True).numpy()[0, 0, 0, 0]
     np.testing.assert_allclose(cells[:2], [0.75, 0.25], atol=1e-6)
     np.testing.assert_allclose(cells[2], np.log(np.exp(-30) * 3 + np.exp(30)) - 1.0, rtol=1e-6)
-    positions, scores, _ = detector(feature_map)
+    positions, _, _ = detector(feature_map)
     np.testing.assert_allclose(positions[0], [[1.0, 0.0]], atol=1e-5)  # the pixel of that bin
 
     bias = np.array([0.5, -1.0, 2.0, 0.0, 0.3])

@@ -22,6 +22,9 @@ MODEL_FLAGS = {
     "points_per_cell": "grid_points_per_cell",
     "offset_mode": "offset_mode",
     "diffpool_clusters": "diffpool_clusters",
+    "dsnt_resolution": "dsnt_resolution",
+    "perturbed_samples": "perturbed_samples",
+    "perturbed_sigma": "perturbed_sigma",
     "image_size": "image_size",
 }
 
@@ -46,7 +49,7 @@ def add_data_flags(parser):
 def add_model_flags(parser):
     group = parser.add_argument_group("model (override --config)")
     group.add_argument("--config", default=None, help="JSON ModelConfig, as written by trainers.tune")
-    group.add_argument("--detector", choices=("attention", "maxpool_nms", "grid"), default=None)
+    group.add_argument("--detector", choices=("attention", "maxpool_nms", "grid", "perturbed_topk"), default=None)
     group.add_argument("--gnn", choices=("gcn", "diffpool", "none"), default=None)
     group.add_argument("--graph-layers", type=int, default=None)
     group.add_argument("--graph-units", type=int, default=None)
@@ -55,7 +58,11 @@ def add_model_flags(parser):
     group.add_argument("--nms-pool-size", type=int, default=None, help="feature-map pixels")
     group.add_argument("--grid-cell-size", type=int, default=None, help="feature-map pixels")
     group.add_argument("--points-per-cell", type=int, default=None)
-    group.add_argument("--offset-mode", default=None, help="grid regressor offsets (sigmoid)")
+    group.add_argument("--offset-mode", default=None,
+                       help="grid regressor offsets: sigmoid (paper), softmax (SuperPoint), dsnt")
+    group.add_argument("--dsnt-resolution", type=int, default=None, help="DSNT heat-map side per cell")
+    group.add_argument("--perturbed-samples", type=int, default=None, help="perturbed top-k noise samples")
+    group.add_argument("--perturbed-sigma", type=float, default=None, help="perturbed top-k noise scale")
     group.add_argument("--diffpool-clusters", type=int, default=None)
     group.add_argument("--detector-weights", default=None,
                        help="pre-trained detector weights from trainers.pretrain_keypoints")

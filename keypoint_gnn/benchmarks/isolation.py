@@ -1,7 +1,8 @@
 """One measurement per subprocess: its own peak resident memory, under a memory cap.
 
-`ru_maxrss` only ever grows, so the honest per-measurement peak is that of a fresh process that
-makes just that measurement (`keypoint_gnn.benchmarks.worker`). The cap protects a shared machine
+A process's peak resident memory only ever grows, so the honest per-measurement peak is that of
+a fresh process that makes just that measurement (`keypoint_gnn.benchmarks.worker`, which reads
+the kernel's VmHWM after resetting it past the imports). The cap protects a shared machine
 three ways: a measurement whose estimated peak exceeds the limit is not started ("skipped:
 needs X GiB"); inside the worker, RLIMIT_AS stops address-space growth beyond the limit (an
 allocation then fails); and the parent kills a worker whose resident memory passes the limit.
@@ -54,7 +55,7 @@ def run_isolated(setup, params, *, mode="memory", calls=3, warmup=1, repeats=5,
 
     Returns:
       dict with "status": "ok" | "skipped" | "out of memory" | "timeout" | "error"; with "ok":
-      "peak_rss_bytes" (the worker's ru_maxrss), "baseline_rss_bytes" (after imports),
+      "peak_rss_bytes" (the worker's peak resident memory), "baseline_rss_bytes" (after imports),
       "peak_rss_delta_bytes", "gpu_peak_bytes" (None without GPU), "info" and, in "time" mode,
       "timing"; otherwise "reason".
     """

@@ -28,7 +28,10 @@ def _forward_backward(layer, inputs):
 def layer_parts(model, images):
     """{layer name: call} timing each top-level layer's forward + backward on its real inputs."""
     layers = [layer for layer in model.layers if not isinstance(layer, keras.layers.InputLayer)]
-    probe = keras.Model(model.inputs, [layer.input for layer in layers])
+    # The last inbound node is the call inside `model` (a nested Sequential's first node is its
+    # own Input).
+    probe = keras.Model(model.inputs,
+                        [layer.get_input_at(len(layer.inbound_nodes) - 1) for layer in layers])
     layer_inputs = probe(images, training=False)
     parts = {}
     for layer, inputs in zip(layers, layer_inputs):

@@ -128,7 +128,9 @@ def scale_section(result):
                              _scale_rows(part["rows"], "size", lambda s: f"{s}x{s}")), "",
                       f"- time growth per node: {_growth_text(part['growth_per_node']['time'])}",
                       f"- memory-increase growth per node: "
-                      f"{_growth_text(part['growth_per_node']['memory_delta'])}", ""]
+                      f"{_growth_text(part['growth_per_node']['memory_delta'])}",
+                      f"- growth per node of the increase above the smallest size's: "
+                      f"{_growth_text(part['growth_per_node']['memory_excess'])}", ""]
     keypoint = result.get("keypoint_counts")
     if keypoint:
         w = keypoint["workload"]
@@ -139,7 +141,9 @@ def scale_section(result):
                          _scale_rows(keypoint["rows"], "keypoints", str)), "",
                   f"- time growth per keypoint: {_growth_text(keypoint['growth_per_keypoint']['time'])}",
                   f"- memory-increase growth per keypoint: "
-                  f"{_growth_text(keypoint['growth_per_keypoint']['memory_delta'])}", ""]
+                  f"{_growth_text(keypoint['growth_per_keypoint']['memory_delta'])}",
+                  f"- growth per keypoint of the increase above the smallest count's: "
+                  f"{_growth_text(keypoint['growth_per_keypoint']['memory_excess'])}", ""]
     return "\n".join(lines)
 
 
@@ -148,6 +152,18 @@ def goals_section(goals):
         return ""
     return "\n".join(["## Goals", ""] + [f"- **{g['status']}** {g['goal']}: {g['detail']}"
                                          for g in goals])
+
+
+def _step_rows(profile, settings):
+    steps = profile.get("train_step_ms")
+    if not steps:
+        return []
+    return [["whole train_on_batch step (training table)"] + [_num(steps.get(s)) for s in settings]
+            + ["" for _ in settings],
+            ["rest: loss, optimizer update, Keras step"]
+            + [_num(steps[s] - profile["total_ms"][s]) if s in steps else "" for s in settings]
+            + [f"{(steps[s] - profile['total_ms'][s]) / steps[s]:.0%}" if s in steps else ""
+               for s in settings]]
 
 
 def profile_section(profiles):
@@ -163,8 +179,9 @@ def profile_section(profiles):
                              [[r["layer"]] + [_num(r["ms"][s]) for s in settings]
                               + [f"{r['share'][s]:.0%}" for s in settings]
                               for r in profile["rows"]]
-                             + [["total"] + [_num(profile["total_ms"][s]) for s in settings]
-                                + ["" for _ in settings]]), ""]
+                             + [["sum of layers"] + [_num(profile["total_ms"][s]) for s in settings]
+                                + ["" for _ in settings]]
+                             + _step_rows(profile, settings)), ""]
         else:
             settings = list(profile["rows"][0]["ms"]) if profile["rows"] else []
             lines += [f"**{profile['name']}**", "",

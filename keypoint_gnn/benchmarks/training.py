@@ -59,7 +59,8 @@ def benchmark_training(*, warmup, repeats, memory=True, memory_limit_bytes=None,
     Returns:
       {"workload", "plain_cnn_target_params", "precisions", "notes", "cases": {key: {...}}},
       key "<model> | xla=<bool> | <precision>"; each case has the timing, "images_per_second",
-      "parameters", "ratio_to_plain_cnn" (same XLA and precision) and "memory".
+      "parameters", "ratio_to_plain_cnn" (same XLA and precision) and "memory" (with XLA: reference and
+      plain CNN only).
     """
     workload = dict(workload or WORKLOAD)
     reference = REFERENCE_MODEL if REFERENCE_MODEL in model_names(detectors, gnns) \
@@ -93,7 +94,10 @@ def benchmark_training(*, warmup, repeats, memory=True, memory_limit_bytes=None,
             case["ratio_xla_to_no_xla"] = (
                 case["median_ms"] / cases[case_key(case["model"], False, case["precision"])]["median_ms"])
     if memory:
-        keys = list(cases)
+        # Without XLA for every model; with XLA for the reference and the plain CNN only
+        # (each worker costs a TensorFlow import and a compilation).
+        keys = [key for key, case in cases.items()
+                if not case["xla"] or case["model"] in (reference, PLAIN)]
         jobs_list = [dict(setup="keypoint_gnn.benchmarks.training:setup_training",
                           params=cases[key]["params"], calls=3,
                           memory_limit_bytes=memory_limit_bytes) for key in keys]

@@ -50,6 +50,21 @@ def _reset_peak_rss():
         return False
 
 
+def _peak_rss_bytes():
+    """The kernel's peak-RSS mark of this process (VmHWM), else ru_maxrss.
+
+    Not ru_maxrss first: a child's ru_maxrss starts at its parent's resident size at fork
+    time, so it would report the benchmark process's memory, not the worker's."""
+    try:
+        with open("/proc/self/status") as status:
+            for line in status:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024  # KiB on Linux
+
+
 def _gpu_peak(reset=False):
     if not tf.config.list_physical_devices("GPU"):
         return None
@@ -66,8 +81,7 @@ def main(argv):
     setup = _resolve(spec["setup"])
     gc.collect()
     peak_reset = _reset_peak_rss()
-    baseline = (psutil.Process().memory_info().rss if peak_reset
-                else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024)
+    baseline = psutil.Process().memory_info().rss if peak_reset else _peak_rss_bytes()
     if spec.get("memory_limit_bytes"):
         _cap_address_space(spec["memory_limit_bytes"])
     _gpu_peak(reset=True)
@@ -78,7 +92,7 @@ def main(argv):
     else:
         for _ in range(spec["calls"]):
             call()
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024  # KiB on Linux
+    peak = _peak_rss_bytes()
     result.update(peak_rss_bytes=peak, baseline_rss_bytes=baseline, peak_reset=peak_reset,
                   peak_rss_delta_bytes=peak - baseline, gpu_peak_bytes=_gpu_peak())
     with open(result_path, "w") as result_file:
