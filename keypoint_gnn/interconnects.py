@@ -18,7 +18,7 @@ class CNNToGraph(keras.layers.Layer):
     that the task loss reaches the detector; the edges carry the inverse Euclidean distance
     between keypoints, as in the authors' code:
 
-        X_i = s_i * F[p_i]
+        X_i = s_i * F[p_i]      ([s_i * F[p_i], p_i / (h-1, w-1)] with `position_features`)
         A_ij = (1 / (1 + |p_i - p_j|)) / max_{k != l} (1 / (1 + |p_k - p_l|)),   A_ii = 1
 
     and, with `normalize=True`, A <- D^-1/2 A D^-1/2 (the GCN filter, computed in TensorFlow).

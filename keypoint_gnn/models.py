@@ -258,7 +258,8 @@ def _classifier_head(config, grid):
         strides = 2 if i == len(config.head_filters) - 1 and config.feature_size >= 4 else 1
         x = keras.layers.Conv2D(width, 3, strides=strides, padding="same", activation="relu",
                                 name=f"head_conv{i}")(x)
-    x = keras.layers.GlobalAveragePooling2D(name="head_pool")(x)
+    # Flatten, not global pooling: the class can depend on where things are in the map.
+    x = keras.layers.Flatten(name="head_flatten")(x)
     if config.dropout:
         x = keras.layers.Dropout(config.dropout, name="head_dropout")(x)
     return keras.layers.Dense(config.num_classes, name="logits", dtype="float32")(x)

@@ -8,7 +8,6 @@ the goals as PASS/MISS lines; where a goal is missed it profiles what dominates.
 """
 import argparse
 import json
-import os
 import pathlib
 import sys
 import time

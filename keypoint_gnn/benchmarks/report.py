@@ -107,8 +107,9 @@ def _scale_rows(rows, size_key, label):
                           _num(row["median_ms"], 2), _mib(row["peak_rss_bytes"]),
                           _mib(row["peak_rss_delta_bytes"]), _mib(row["estimated_bytes"])])
         else:
-            table.append([label(row[size_key]), f"{row['status']}: {row['reason']}", "", "", "",
-                          "", _mib(row["estimated_bytes"])])
+            reason = row["reason"]
+            status = reason if reason.startswith(row["status"]) else f"{row['status']}: {reason}"
+            table.append([label(row[size_key]), status, "", "", "", "", _mib(row["estimated_bytes"])])
     return table
 
 
@@ -169,7 +170,10 @@ def _step_rows(profile, settings):
 def profile_section(profiles):
     if not profiles:
         return ""
-    lines = ["## Profile (forward + backward of each layer alone, ms)", ""]
+    lines = ["## Profile (forward + backward of each layer alone, ms)", "",
+             "Each layer runs alone in its own tf.function on the inputs it sees in the model; "
+             "a negative rest means the isolated calls overcount (per-call overhead, input "
+             "gradients the real step does not need).", ""]
     for profile in profiles:
         if "rows" in profile and profile["rows"] and "layer" in profile["rows"][0]:
             settings = list(profile["total_ms"])
