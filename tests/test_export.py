@@ -246,7 +246,7 @@ def test_int8_accuracy_within_one_point_of_float32(tmp_path):
     model.compile(keras.optimizers.Adam(1e-2),
                   keras.losses.SparseCategoricalCrossentropy(from_logits=True))
     train_images, train_labels = _colour_set(600, seed=0)
-    model.fit(train_images, train_labels, epochs=4, batch_size=32, verbose=0)
+    model.fit(train_images, train_labels, epochs=10, batch_size=32, verbose=0)
     test_images, test_labels = _colour_set(300, seed=1)
     float_path = export.export_tflite(model, config, tmp_path / "f.tflite")
     int8_path = export.export_tflite(model, config, tmp_path / "q.tflite", quantize="int8",

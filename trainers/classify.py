@@ -22,7 +22,7 @@ def parse_args(argv=None):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     common.add_data_flags(parser)
     common.add_model_flags(parser)
-    common.add_training_flags(parser, default_out="runs/classify", default_epochs=12)
+    common.add_training_flags(parser, default_out="runs/classify", default_epochs=8)
     parser.add_argument("--plain-cnn", action="store_true",
                         help="train the plain CNN whose parameter count matches the keypoint model")
     parser.add_argument("--name", default=None, help="export name (default: from the run)")
