@@ -2,7 +2,7 @@
 
   python -m trainers.pretrain_keypoints --offset-mode MODE --epochs 3 --max-examples 1500 \
       --out runs/pre_MODE
-  python scripts/measure_border_fraction.py runs/pre_sigmoid runs/pre_softmax runs/pre_dsnt \
+  python -m trainers.border_fraction runs/pre_sigmoid runs/pre_softmax runs/pre_dsnt \
       --max-examples 1500
 
 For each run directory (config.json + detector.weights.h5 from trainers.pretrain_keypoints)
