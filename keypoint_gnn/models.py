@@ -15,7 +15,7 @@ import math
 
 from keypoint_gnn import gnn as gnn_lib
 from keypoint_gnn import interconnects, keypoints
-from keypoint_gnn._backend import keras, tf
+from keypoint_gnn._backend import keras
 from keypoint_gnn.losses import ConfidenceWeightedMSE
 
 RECONSTRUCTION_LOSSES = ("mse", "conf_mse")

@@ -172,6 +172,21 @@ def keypoint_quality(model, config, images, parts=None):
     return report, pixels
 
 
+def selected_cell_offsets(model, config, images, batch_size=128):
+    """In-cell offsets (y, x) in [0, 1] of the keypoints the grid regressor selects (its N
+    most confident points per image), as numpy (B, N, 2)."""
+    backbone = model.get_layer("detector_backbone")
+    detector = model.get_layer("detector")
+    offsets = []
+    for start in range(0, len(images), batch_size):
+        cells = detector(backbone(images[start:start + batch_size], training=False),
+                         return_cells=True).numpy()
+        flat = cells.reshape(len(cells), -1, 3)
+        order = np.argsort(-flat[..., 2], axis=1)[:, :config.num_keypoints]
+        offsets.append(np.take_along_axis(flat[..., :2], order[..., None], axis=1))
+    return np.concatenate(offsets)
+
+
 def write_json(path, payload):
     """Writes JSON atomically (temporary file, then rename)."""
     path = pathlib.Path(path)

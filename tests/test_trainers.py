@@ -77,6 +77,8 @@ def test_pretrained_detector_weights_load_into_classify(tmp_path):
                                                       "--out", str(tmp_path / "cls"),
                                                       "--detector-weights", str(weights)])
     assert 0 <= result["test_accuracy"] <= 1
+    assert 0 <= result["keypoints"]["border_fraction"] <= 1
+    assert (tmp_path / "cls" / "offsets.png").is_file()
 
 
 def _run_cli(module, *flags):

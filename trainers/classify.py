@@ -9,12 +9,11 @@ import argparse
 import pathlib
 import time
 
-import numpy as np
 
 from trainers import common
-from keypoint_gnn import build_classifier, build_plain_cnn, models, viz
+from keypoint_gnn import build_classifier, build_plain_cnn, metrics, models, viz
 from keypoint_gnn import training
-from keypoint_gnn._backend import keras, tf
+from keypoint_gnn._backend import keras
 from keypoint_gnn.data import load_dataset
 
 
@@ -106,6 +105,10 @@ def main(argv=None):
     if not args.plain_cnn:
         quality, pixels = training.keypoint_quality(model, config, test_images, data.test_parts)
         result["keypoints"] = quality
+        if config.detector == "grid":
+            offsets = training.selected_cell_offsets(model, config, test_images)
+            quality["border_fraction"] = metrics.border_fraction(offsets)
+            viz.plot_offset_histogram(offsets.reshape(-1, 2), out / "offsets.png")
         viz.draw_keypoints(test_images[:16], pixels[:16], out / "keypoints.png",
                            parts=None if data.test_parts is None else data.test_parts[:16],
                            title=f"{config.detector} keypoints (red) and true parts (green)"

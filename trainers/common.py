@@ -1,6 +1,4 @@
 """Flags and run-directory plumbing shared by the trainers. Model code lives in keypoint_gnn."""
-import argparse
-import dataclasses
 import json
 import pathlib
 import sys
@@ -120,10 +118,6 @@ def model_config(args, **data_fields):
         return ModelConfig.from_dict(values)
     except (TypeError, ValueError) as error:
         raise UserError(str(error)) from None
-
-
-def config_fields():
-    return {f.name for f in dataclasses.fields(ModelConfig)}
 
 
 def run_main(main):
