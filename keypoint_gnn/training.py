@@ -218,6 +218,26 @@ def _module_name():
     return spec.name if spec is not None else sys.argv[0]
 
 
+def run_summary(*, args, strategy, precision, info, config, history, epoch_seconds, train_seconds):
+    """What every trainer records about a run besides its task metrics."""
+    return {
+        **speed_summary(epoch_seconds, info.num_examples["train"]),
+        "epochs_run_this_session": len(epoch_seconds),
+        "train_seconds_this_session": train_seconds,
+        "precision": precision,
+        "xla": args.xla,
+        "strategy": args.strategy,
+        "strategy_class": type(strategy).__name__,
+        "replicas": strategy.num_replicas_in_sync,
+        "dataset": info.name,
+        "num_examples": info.num_examples,
+        "skipped_files": info.skipped_files,
+        "config": config.to_dict(),
+        "command": command_line(),
+        "history": {key: [float(v) for v in values] for key, values in history.history.items()},
+    }
+
+
 def speed_summary(epoch_seconds, num_train_examples):
     """Seconds per epoch (mean over epochs after the first, which includes tracing and XLA
     compilation, when there are several) and training images per second."""

@@ -87,20 +87,9 @@ def main(argv=None):
         "test_loss": float(test_loss),
         "parameters": int(model.count_params()),
         "architecture": "plain_cnn" if args.plain_cnn else "keypoint_gnn",
-        **training.speed_summary(timer.seconds, info.num_examples["train"]),
-        "epochs_run_this_session": len(timer.seconds),
-        "train_seconds_this_session": train_seconds,
-        "precision": precision,
-        "xla": args.xla,
-        "strategy": args.strategy,
-        "strategy_class": type(strategy).__name__,
-        "replicas": strategy.num_replicas_in_sync,
-        "dataset": info.name,
-        "num_examples": info.num_examples,
-        "skipped_files": info.skipped_files,
-        "config": config.to_dict(),
-        "command": training.command_line(),
-        "history": {key: [float(v) for v in values] for key, values in history.history.items()},
+        **training.run_summary(args=args, strategy=strategy, precision=precision, info=info,
+                               config=config, history=history, epoch_seconds=timer.seconds,
+                               train_seconds=train_seconds),
     }
     if not args.plain_cnn:
         quality, pixels = training.keypoint_quality(model, config, test_images, data.test_parts)

@@ -76,19 +76,9 @@ def main(argv=None):
         "loss": args.loss,
         "parameters": int(model.count_params()),
         "keypoints": quality,
-        **training.speed_summary(timer.seconds, info.num_examples["train"]),
-        "train_seconds_this_session": train_seconds,
-        "precision": precision,
-        "xla": args.xla,
-        "strategy": args.strategy,
-        "strategy_class": type(strategy).__name__,
-        "replicas": strategy.num_replicas_in_sync,
-        "dataset": info.name,
-        "num_examples": info.num_examples,
-        "skipped_files": info.skipped_files,
-        "config": config.to_dict(),
-        "command": training.command_line(),
-        "history": {key: [float(v) for v in values] for key, values in history.history.items()},
+        **training.run_summary(args=args, strategy=strategy, precision=precision, info=info,
+                               config=config, history=history, epoch_seconds=timer.seconds,
+                               train_seconds=train_seconds),
     }
     viz.draw_reconstructions(test_images[:8], pixels[:8], reconstructions[:8], out / "reconstructions.png")
     viz.plot_curves(history.history, out / "curves.png")
