@@ -182,10 +182,15 @@ def summarise(args, results):
 def _argv_of(args):
     flags = [f"--table {args.table}", f"--dataset {args.dataset}", f"--image-size {args.image_size}",
              f"--epochs {args.epochs}"]
-    if args.max_examples:
-        flags.append(f"--max-examples {args.max_examples}")
+    for name in ("max_examples", "rows", "data_dir", "channels"):
+        if getattr(args, name):
+            flags.append(f"--{name.replace('_', '-')} {getattr(args, name)}")
     if args.keypoints != 64:
         flags.append(f"--keypoints {args.keypoints}")
+    if args.batch_size != 64:
+        flags.append(f"--batch-size {args.batch_size}")
+    if args.extra:
+        flags.append(f"--extra '{args.extra}'")
     return flags
 
 
