@@ -161,14 +161,16 @@ def predict_keypoints(model, images, batch_size=128):
 
 
 def keypoint_quality(model, config, images, parts=None):
-    """Keypoint metrics in image pixels: redundancy (pairs closer than one feature-map cell,
-    i.e. `feature_stride` image pixels), mean nearest-neighbour distance and, with true
-    `parts`, hit rate and coverage within a radius of `feature_stride` pixels."""
+    """Keypoint metrics in image pixels: redundancy (share of keypoint pairs closer than 1.5
+    feature-map cells, so that keypoints in neighbouring cells, diagonals included, count as
+    redundant), mean nearest-neighbour distance and, with true `parts`, hit rate and coverage
+    within a radius of one cell (`feature_stride` pixels)."""
     positions, _ = predict_keypoints(model, images)
     pixels = keypoint_metrics.feature_to_image_pixels(positions, config.feature_stride)
     radius = float(config.feature_stride)
-    report = keypoint_metrics.keypoint_report(pixels, parts, radius=radius, min_distance=radius)
-    report.update(radius_pixels=radius, min_distance_pixels=radius)
+    min_distance = 1.5 * radius
+    report = keypoint_metrics.keypoint_report(pixels, parts, radius=radius, min_distance=min_distance)
+    report.update(radius_pixels=radius, min_distance_pixels=min_distance)
     return report, pixels
 
 
