@@ -257,3 +257,28 @@ def test_int8_accuracy_within_one_point_of_float32(tmp_path):
                             == test_labels)
     assert float_accuracy > 0.9, "the model did not learn the easy set"
     assert abs(float_accuracy - int8_accuracy) <= 0.01, (float_accuracy, int8_accuracy)
+
+
+@pytest.mark.slow
+def test_int8_accuracy_within_one_point_of_float32_on_the_builtin_test_set(tmp_path):
+    """The issue's check on the built-in data: a briefly trained default-size model."""
+    from keypoint_gnn import training
+    from keypoint_gnn.data import load_dataset
+
+    keras.utils.set_random_seed(0)
+    data = load_dataset("builtin", image_size=48, batch_size=64, max_examples=2400)
+    config = kg.ModelConfig(num_classes=data.info.num_classes)
+    model = kg.build_classifier(config)
+    model.compile(keras.optimizers.Adam(2e-3),
+                  keras.losses.SparseCategoricalCrossentropy(from_logits=True), metrics=["accuracy"])
+    model.fit(data.train, epochs=6, verbose=0)
+    test_images, test_labels = training.dataset_arrays(data.test)
+    train_images, _ = training.dataset_arrays(data.train, max_batches=4)
+    float_path = export.export_tflite(model, config, tmp_path / "f.tflite")
+    int8_path = export.export_tflite(model, config, tmp_path / "q.tflite", quantize="int8",
+                                     representative_images=train_images[:200])
+    float_accuracy = np.mean(export.run_tflite(float_path, test_images)["logits"].argmax(-1) == test_labels)
+    int8_accuracy = np.mean(export.run_tflite(int8_path, test_images)["logits"].argmax(-1) == test_labels)
+    print(f"built-in test set: float32 {float_accuracy:.4f}, int8 {int8_accuracy:.4f}")
+    assert float_accuracy > 0.5, f"the model did not learn the built-in set ({float_accuracy:.3f})"
+    assert abs(float_accuracy - int8_accuracy) <= 0.01, (float_accuracy, int8_accuracy)
