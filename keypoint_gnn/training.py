@@ -92,9 +92,12 @@ class KeypointImages(keras.callbacks.Callback):
         self.writer = tf.summary.create_file_writer(str(pathlib.Path(log_dir) / "keypoints"))
         self.images = np.asarray(images[:max_images])
         self.stride = stride
+        self._detector = None
 
     def on_epoch_end(self, epoch, logs=None):
-        positions, _, _ = keypoint_model(self.model)(self.images, training=False)
+        if self._detector is None:  # shares the model's layers: build it once
+            self._detector = keypoint_model(self.model)
+        positions, _, _ = self._detector(self.images, training=False)
         pixels = keypoint_metrics.feature_to_image_pixels(positions.numpy(), self.stride)
         drawn = viz.keypoints_image_summary(self.images, pixels)
         with self.writer.as_default():

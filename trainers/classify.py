@@ -14,7 +14,6 @@ from trainers import common
 from keypoint_gnn import build_classifier, build_plain_cnn, metrics, models, viz
 from keypoint_gnn import training
 from keypoint_gnn._backend import keras
-from keypoint_gnn.data import load_dataset
 
 
 def parse_args(argv=None):
@@ -41,20 +40,11 @@ def build_model(config, plain_cnn):
 
 def main(argv=None):
     args = parse_args(argv)
-    # The strategy first: MultiWorkerMirroredStrategy must configure collectives before any op.
-    strategy = training.make_strategy(args.strategy, args.devices.split(",") if args.devices else None)
-    keras.utils.set_random_seed(args.seed)
+    strategy, data, config = common.start_run(args)
+    info = data.info
     chief = training.is_chief(strategy)
     precision = training.set_precision(args.mixed_precision)
     out = pathlib.Path(args.out)
-
-    image_size = common.model_config(args).image_size  # flags and --config, before the data
-    data = load_dataset(args.dataset, image_size=image_size, batch_size=args.batch_size,
-                        seed=args.seed, data_dir=args.data_dir, channels=args.channels,
-                        augment=args.augment, max_examples=args.max_examples)
-    info = data.info
-    config = common.model_config(args, num_classes=info.num_classes, channels=info.channels,
-                                 image_size=info.image_size)
 
     with strategy.scope():
         model = build_model(config, args.plain_cnn)

@@ -5,6 +5,9 @@ import sys
 
 import keypoint_gnn  # noqa: F401  (selects tf_keras before anything else touches tf.keras)
 from keypoint_gnn import ModelConfig
+from keypoint_gnn import training
+from keypoint_gnn._backend import keras
+from keypoint_gnn.data import load_dataset
 from keypoint_gnn.training import STRATEGIES
 
 # Flag name -> ModelConfig field, for the model flags every trainer shares.
@@ -118,6 +121,25 @@ def model_config(args, **data_fields):
         return ModelConfig.from_dict(values)
     except (TypeError, ValueError) as error:
         raise UserError(str(error)) from None
+
+
+def start_run(args, *, task="classify", augment=None, **config_fields):
+    """What every trainer does first: the strategy, the seed, the data and the ModelConfig.
+
+    The strategy comes before anything else, because MultiWorkerMirroredStrategy must configure
+    its collectives before the first op runs. Returns (strategy, data splits, config).
+    """
+    strategy = training.make_strategy(args.strategy, args.devices.split(",") if args.devices else None)
+    keras.utils.set_random_seed(args.seed)
+    image_size = model_config(args).image_size  # flags and --config, checked before the data
+    data = load_dataset(args.dataset, image_size=image_size, batch_size=args.batch_size,
+                        seed=args.seed, data_dir=args.data_dir, channels=args.channels,
+                        augment=args.augment if augment is None else augment,
+                        max_examples=args.max_examples, task=task)
+    info = data.info
+    config = model_config(args, num_classes=info.num_classes, channels=info.channels,
+                          image_size=info.image_size, **config_fields)
+    return strategy, data, config
 
 
 def run_main(main):

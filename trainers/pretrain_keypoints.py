@@ -13,7 +13,6 @@ import numpy as np
 from trainers import common
 from keypoint_gnn import build_keypoint_pretrainer, metrics, models, training, viz
 from keypoint_gnn._backend import keras
-from keypoint_gnn.data import load_dataset
 from keypoint_gnn.keypoint_targets import (METHODS, pretraining_cell_size, pretraining_loss,
                                            targets_dataset)
 
@@ -33,19 +32,10 @@ def parse_args(argv=None):
 
 def main(argv=None):
     args = parse_args(argv)
-    # The strategy first: MultiWorkerMirroredStrategy must configure collectives before any op.
-    strategy = training.make_strategy(args.strategy, args.devices.split(",") if args.devices else None)
-    keras.utils.set_random_seed(args.seed)
-    out = pathlib.Path(args.out)
     args.detector = "grid"
-
-    image_size = common.model_config(args).image_size
-    data = load_dataset(args.dataset, image_size=image_size, batch_size=args.batch_size,
-                        seed=args.seed, data_dir=args.data_dir, channels=args.channels,
-                        augment=False, max_examples=args.max_examples)
+    strategy, data, config = common.start_run(args, augment=False)
     info = data.info
-    config = common.model_config(args, num_classes=info.num_classes, channels=info.channels,
-                                 image_size=info.image_size)
+    out = pathlib.Path(args.out)
     cell_px = pretraining_cell_size(config)
     splits = {name: targets_dataset(getattr(data, name), cell_px, config.grid_points_per_cell,
                                     args.method).cache()
