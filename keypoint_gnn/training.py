@@ -231,6 +231,7 @@ def run_summary(*, args, strategy, precision, info, config, history, epoch_secon
         "train_seconds_this_session": train_seconds,
         "precision": precision,
         "xla": args.xla,
+        "xla_mode": getattr(args, "xla_mode", args.xla),
         "strategy": args.strategy,
         "strategy_class": type(strategy).__name__,
         "replicas": strategy.num_replicas_in_sync,

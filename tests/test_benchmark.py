@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 
 from keypoint_gnn.benchmarks import goals, interconnect, isolation, measure, scale
+from keypoint_gnn.benchmarks import training as training_bench
 from trainers import benchmark
 
 
@@ -119,3 +120,42 @@ def test_bad_arguments_give_clear_errors(argv, message, capsys):
         benchmark.parse_args(argv)
     assert exit_info.value.code == 2
     assert message in capsys.readouterr().err
+
+
+def _training_case(model, mode, ms, plain_ms, off_ms):
+    case = {"model": model, "xla": mode, "precision": "float32", "median_ms": ms,
+            "ratio_to_plain_cnn": ms / plain_ms}
+    if mode != "off":
+        case["ratio_xla_to_no_xla"] = ms / off_ms
+    return case
+
+
+def test_xla_goal_judges_the_mode_that_xla_auto_picks():
+    cases = {
+        "off": _training_case("maxpool_nms/gcn", "off", 100.0, 100.0, 100.0),
+        "graph": _training_case("maxpool_nms/gcn", "graph", 98.0, 100.0, 100.0),
+        "step": _training_case("maxpool_nms/gcn", "step", 150.0, 200.0, 100.0),
+    }
+    judged = {g["goal"]: g for g in goals.training_goals({"cases": cases, "xla_auto": "graph"})}
+    xla_goals = [g for name, g in judged.items() if "XLA no slower" in name]
+    assert [g["status"] for g in xla_goals] == ["PASS"]
+    assert "--xla = graph mode" in next(iter(n for n in judged if "XLA no slower" in n))
+    step_line = next(g for name, g in judged.items() if name.startswith("not a goal: XLA step"))
+    assert step_line["status"] == "N/A" and "1.50x" in step_line["detail"]
+    cases["graph"] = _training_case("maxpool_nms/gcn", "graph", 101.0, 100.0, 100.0)
+    judged = goals.training_goals({"cases": cases, "xla_auto": "graph"})
+    assert [g["status"] for g in judged if "XLA no slower" in g["goal"]] == ["MISS"]
+
+
+@pytest.mark.slow  # compiles 6 models (about 1-2 minutes on 2 cores)
+def test_training_part_runs_every_xla_mode(tmp_path):
+    result = training_bench.benchmark_training(
+        warmup=1, repeats=1, memory=False, workload={"batch": 2, "image_size": 48},
+        detectors=("maxpool_nms",), gnns=("gcn",))
+    assert {case["xla"] for case in result["cases"].values()} == {"off", "graph", "step"}
+    assert result["xla_auto"] == "graph"  # no GPU in the tests
+    for case in result["cases"].values():
+        assert case["median_ms"] > 0
+        assert (case["xla"] == "off") == ("ratio_xla_to_no_xla" not in case)
+    plain = result["cases"][training_bench.case_key("plain_cnn", "off")]
+    assert plain["ratio_to_plain_cnn"] == 1.0

@@ -12,7 +12,7 @@ import time
 
 from trainers import common
 from keypoint_gnn import build_classifier, build_plain_cnn, metrics, models, viz
-from keypoint_gnn import training
+from keypoint_gnn import training, xla
 from keypoint_gnn._backend import keras
 
 
@@ -54,7 +54,7 @@ def main(argv=None):
             optimizer=keras.optimizers.Adam(args.learning_rate),
             loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
             metrics=["accuracy"],
-            jit_compile=args.xla,
+            **xla.compile_kwargs(args.xla_mode),
         )
 
     timer = training.EpochTimer()
@@ -62,10 +62,11 @@ def main(argv=None):
     callbacks = training.standard_callbacks(out, "val_accuracy", "max", chief, validation_images,
                                             config.feature_stride) + [timer]
     start = time.perf_counter()
-    history = model.fit(data.train, validation_data=data.validation, epochs=args.epochs,
-                        callbacks=callbacks, verbose=common.verbosity(args))
-    train_seconds = time.perf_counter() - start
-    test_loss, test_accuracy = model.evaluate(data.test, verbose=0)
+    with xla.jit_graph_section(model, args.xla_mode):
+        history = model.fit(data.train, validation_data=data.validation, epochs=args.epochs,
+                            callbacks=callbacks, verbose=common.verbosity(args))
+        train_seconds = time.perf_counter() - start
+        test_loss, test_accuracy = model.evaluate(data.test, verbose=0)
     # Every worker takes part in reading the weights (batch-norm statistics are all-reduced).
     model = training.unreplicated(model, strategy, lambda: build_model(config, args.plain_cnn))
     if not chief:

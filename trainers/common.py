@@ -5,7 +5,7 @@ import sys
 
 import keypoint_gnn  # noqa: F401  (selects tf_keras before anything else touches tf.keras)
 from keypoint_gnn import ModelConfig
-from keypoint_gnn import training
+from keypoint_gnn import training, xla
 from keypoint_gnn._backend import keras
 from keypoint_gnn.data import load_dataset
 from keypoint_gnn.training import STRATEGIES
@@ -56,7 +56,9 @@ def add_model_flags(parser):
     group.add_argument("--graph-units", type=int, default=None)
     group.add_argument("--keypoints", type=int, default=None, help="keypoints per image (N)")
     group.add_argument("--score-activation", choices=("linear", "sigmoid"), default=None)
-    group.add_argument("--nms-pool-size", type=int, default=None, help="feature-map pixels")
+    group.add_argument("--nms-pool-size", type=int, default=None,
+                       help="NMS window side in feature-map pixels, for maxpool_nms and "
+                            "perturbed_topk (1: perturbed top-k over all locations)")
     group.add_argument("--grid-cell-size", type=int, default=None, help="feature-map pixels")
     group.add_argument("--points-per-cell", type=int, default=None)
     group.add_argument("--offset-mode", default=None,
@@ -75,7 +77,9 @@ def add_training_flags(parser, default_out, default_epochs):
     group.add_argument("--batch-size", type=int, default=64, help="global batch size")
     group.add_argument("--learning-rate", type=float, default=2e-3)
     group.add_argument("--seed", type=int, default=0)
-    group.add_argument("--xla", action="store_true", help="compile train and predict steps with XLA")
+    group.add_argument("--xla", nargs="?", const="auto", default="off", choices=xla.XLA_MODES,
+                       help="XLA: --xla alone = auto (whole step on a GPU, only the graph layers on a "
+                            "CPU, where XLA's convolutions are slower); graph | step | off (default)")
     group.add_argument("--mixed-precision", action="store_true",
                        help="mixed float16 on GPU (bfloat16 on CPU)")
     group.add_argument("--strategy", choices=STRATEGIES, default="auto")
@@ -131,6 +135,7 @@ def start_run(args, *, task="classify", augment=None, **config_fields):
     """
     strategy = training.make_strategy(args.strategy, args.devices.split(",") if args.devices else None)
     keras.utils.set_random_seed(args.seed)
+    args.xla_mode = xla.resolve_mode(args.xla)
     image_size = model_config(args).image_size  # flags and --config, checked before the data
     data = load_dataset(args.dataset, image_size=image_size, batch_size=args.batch_size,
                         seed=args.seed, data_dir=args.data_dir, channels=args.channels,

@@ -13,7 +13,7 @@ import pathlib
 import re
 
 from trainers import classify, common, reconstruct
-from keypoint_gnn import training
+from keypoint_gnn import training, xla
 from keypoint_gnn._backend import keras
 
 PAPER_TABLE_1 = {  # "10 classes of ImageNet", test accuracy (%), as the paper reports it
@@ -91,7 +91,8 @@ def parse_args(argv=None):
     parser.add_argument("--keypoints", type=int, default=64, help="keypoints of the table 1 rows")
     parser.add_argument("--detector", default="maxpool_nms", help="detector of the GNN rows")
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--xla", action="store_true")
+    parser.add_argument("--xla", nargs="?", const="auto", default="off", choices=xla.XLA_MODES,
+                        help="passed to every row (see trainers.classify --help)")
     parser.add_argument("--rows", default=None,
                         help="comma-separated row numbers (1-based) to run, default all")
     parser.add_argument("--extra", default="", help="more trainer flags for every row, quoted")
@@ -125,8 +126,8 @@ def base_flags(args):
                         ("--max-examples", args.max_examples)):
         if value is not None:
             flags += [name, str(value)]
-    if args.xla:
-        flags.append("--xla")
+    if args.xla != "off":
+        flags += ["--xla", args.xla]
     if args.table == 1:
         flags += ["--detector", args.detector, "--no-export"]
     return flags + args.extra.split()

@@ -11,7 +11,7 @@ import pathlib
 import numpy as np
 
 from trainers import common
-from keypoint_gnn import build_keypoint_pretrainer, metrics, models, training, viz
+from keypoint_gnn import build_keypoint_pretrainer, metrics, models, training, viz, xla
 from keypoint_gnn._backend import keras
 from keypoint_gnn.keypoint_targets import (METHODS, pretraining_cell_size, pretraining_loss,
                                            targets_dataset)
@@ -44,12 +44,14 @@ def main(argv=None):
     with strategy.scope():
         model = build_keypoint_pretrainer(config)
         model.compile(optimizer=keras.optimizers.Adam(args.learning_rate), loss=pretraining_loss,
-                      jit_compile=args.xla)
+                      **xla.compile_kwargs(args.xla_mode))
     timer = training.EpochTimer()
-    history = model.fit(splits["train"], validation_data=splits["validation"], epochs=args.epochs,
-                        callbacks=training.standard_callbacks(out, "val_loss", "min") + [timer],
-                        verbose=common.verbosity(args))
-    test_loss = model.evaluate(splits["test"], verbose=0)
+    with xla.jit_graph_section(model, args.xla_mode):
+        history = model.fit(splits["train"], validation_data=splits["validation"],
+                            epochs=args.epochs,
+                            callbacks=training.standard_callbacks(out, "val_loss", "min") + [timer],
+                            verbose=common.verbosity(args))
+        test_loss = model.evaluate(splits["test"], verbose=0)
 
     test_images, test_targets = training.dataset_arrays(splits["test"])
     predicted = model.predict(test_images, verbose=0)

@@ -10,7 +10,7 @@ import time
 import numpy as np
 
 from trainers import common
-from keypoint_gnn import build_autoencoder, metrics, models, training, viz
+from keypoint_gnn import build_autoencoder, metrics, models, training, viz, xla
 from keypoint_gnn._backend import keras
 
 
@@ -41,15 +41,16 @@ def main(argv=None):
         model.compile(optimizer=keras.optimizers.Adam(args.learning_rate),
                       loss=models.reconstruction_loss_for(config),
                       metrics=[keras.metrics.MeanSquaredError(name="mse")],
-                      jit_compile=args.xla)
+                      **xla.compile_kwargs(args.xla_mode))
 
     timer = training.EpochTimer()
     callbacks = training.standard_callbacks(out, "val_mse", "min", chief) + [timer]
     start = time.perf_counter()
-    history = model.fit(data.train, validation_data=data.validation, epochs=args.epochs,
-                        callbacks=callbacks, verbose=common.verbosity(args))
-    train_seconds = time.perf_counter() - start
-    evaluation = model.evaluate(data.test, verbose=0, return_dict=True)
+    with xla.jit_graph_section(model, args.xla_mode):
+        history = model.fit(data.train, validation_data=data.validation, epochs=args.epochs,
+                            callbacks=callbacks, verbose=common.verbosity(args))
+        train_seconds = time.perf_counter() - start
+        evaluation = model.evaluate(data.test, verbose=0, return_dict=True)
     # Every worker takes part in reading the weights (batch-norm statistics are all-reduced).
     model = training.unreplicated(model, strategy, lambda: build_autoencoder(config))
     if not chief:

@@ -63,7 +63,7 @@ def training_section(result):
     rows = []
     for case in result["cases"].values():
         peak, delta = _memory_cells(case.get("memory"))
-        rows.append([case["model"], "yes" if case["xla"] else "no", case["precision"],
+        rows.append([case["model"], case["xla"], case["precision"],
                      f"{case['parameters']:,}", _num(case["median_ms"], 1),
                      _num(case["images_per_second"], 0), _num(case["ratio_to_plain_cnn"]),
                      _num(case.get("ratio_xla_to_no_xla")), peak, delta])

@@ -1,12 +1,14 @@
 """Seconds per training step: each keypoint model vs a plain CNN with as many parameters.
 
 All models train on the same batch, in one process, their steps interleaved (see `measure`),
-with and without XLA (`compile(jit_compile=...)`); `train_on_batch` returns host values, so
-every timed step has finished. Mixed precision runs only on a GPU (on a CPU, float16 is
+under each XLA mode of `keypoint_gnn.xla` ("off"; "graph": only the keypoint and graph layers
+compiled; "step": `compile(jit_compile=True)`); `train_on_batch` returns host values, so every
+timed step has finished. Mixed precision runs only on a GPU (on a CPU, float16 is
 emulated and bfloat16 matmuls are slow, so its timings would mislead).
 """
 import numpy as np
 
+from keypoint_gnn import xla
 from keypoint_gnn._backend import keras, tf
 from keypoint_gnn.benchmarks import isolation, machine, measure
 from keypoint_gnn.models import ModelConfig, build_classifier, build_plain_cnn
@@ -17,6 +19,7 @@ PLAIN = "plain_cnn"
 # The plain CNN is matched to this keypoint model's parameter count (the default config's).
 REFERENCE_MODEL = "maxpool_nms/gcn"
 WORKLOAD = {"batch": 64, "image_size": 48}
+XLA_MODES = ("off", "graph", "step")
 
 
 def model_names(detectors=DETECTORS, gnns=GNNS):
@@ -38,14 +41,18 @@ def build_model(name, image_size, target_params=None, precision="float32"):
         keras.mixed_precision.set_global_policy(previous)
 
 
-def setup_training(name, batch, image_size, jit_compile, target_params=None,
+def setup_training(name, batch, image_size, xla_mode="off", target_params=None,
                    precision="float32", seed=0):
-    """(call, info): one `train_on_batch` step of the named model on a fixed random batch."""
+    """(call, info): one `train_on_batch` step of the named model on a fixed random batch,
+    compiled under `xla_mode` ("off", "graph" or "step", see `keypoint_gnn.xla`)."""
     keras.utils.set_random_seed(seed)
     model = build_model(name, image_size, target_params, precision)
     model.compile(optimizer=keras.optimizers.Adam(1e-3),
                   loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
-                  jit_compile=jit_compile)
+                  **xla.compile_kwargs(xla_mode))
+    if xla_mode == "graph":
+        # The model lives only for this benchmark: the wrappers are never released.
+        xla.compile_graph_section(model)
     rng = np.random.default_rng(seed)
     images = tf.constant(rng.random((batch, image_size, image_size, 3), dtype=np.float32))
     labels = tf.constant(rng.integers(0, model.output_shape[-1], batch))
@@ -54,13 +61,14 @@ def setup_training(name, batch, image_size, jit_compile, target_params=None,
 
 def benchmark_training(*, warmup, repeats, memory=True, memory_limit_bytes=None, jobs=1,
                        workload=None, detectors=DETECTORS, gnns=GNNS):
-    """Every model x {no XLA, XLA} (x mixed precision on a GPU), steps interleaved.
+    """Every model x XLA mode (x mixed precision on a GPU), steps interleaved.
 
     Returns:
-      {"workload", "plain_cnn_target_params", "precisions", "notes", "cases": {key: {...}}},
-      key "<model> | xla=<bool> | <precision>"; each case has the timing, "images_per_second",
-      "parameters", "ratio_to_plain_cnn" (same XLA and precision) and "memory" (with XLA: reference and
-      plain CNN only).
+      {"workload", "plain_cnn_target_params", "precisions", "xla_auto", "notes",
+      "cases": {key: {...}}}, key "<model> | xla=<mode> | <precision>"; each case has the timing,
+      "images_per_second", "parameters", "ratio_to_plain_cnn" (same XLA mode and precision),
+      "ratio_xla_to_no_xla" (XLA modes) and "memory" (with XLA: reference and plain CNN only).
+      "xla_auto" is the mode that `--xla` (auto) picks on this machine.
     """
     workload = dict(workload or WORKLOAD)
     reference = REFERENCE_MODEL if REFERENCE_MODEL in model_names(detectors, gnns) \
@@ -72,15 +80,18 @@ def benchmark_training(*, warmup, repeats, memory=True, memory_limit_bytes=None,
         precisions.append("mixed_float16")
     else:
         notes.append("mixed precision skipped: no GPU (float16 is emulated on a CPU)")
+    notes.append("XLA modes (keypoint_gnn.xla): off; graph = only the keypoint and graph layers "
+                 "XLA-compiled; step = compile(jit_compile=True). --xla picks "
+                 f"{xla.resolve_mode('auto', machine.has_gpu())} here")
     cases, calls = {}, {}
     for precision in precisions:
-        for jit_compile in (False, True):
+        for mode in XLA_MODES:
             for name in model_names(detectors, gnns):
-                key = case_key(name, jit_compile, precision)
-                params = dict(name=name, jit_compile=jit_compile, precision=precision,
+                key = case_key(name, mode, precision)
+                params = dict(name=name, xla_mode=mode, precision=precision,
                               target_params=target_params if name == PLAIN else None, **workload)
                 calls[key], info = setup_training(**params)
-                cases[key] = {"model": name, "xla": jit_compile, "precision": precision,
+                cases[key] = {"model": name, "xla": mode, "precision": precision,
                               "params": params, **info}
     timings = measure.time_interleaved(calls, warmup, repeats)
     for key, case in cases.items():
@@ -90,14 +101,14 @@ def benchmark_training(*, warmup, repeats, memory=True, memory_limit_bytes=None,
     for case in cases.values():
         plain = cases[case_key(PLAIN, case["xla"], case["precision"])]
         case["ratio_to_plain_cnn"] = case["median_ms"] / plain["median_ms"]
-        if case["xla"]:
+        if case["xla"] != "off":
             case["ratio_xla_to_no_xla"] = (
-                case["median_ms"] / cases[case_key(case["model"], False, case["precision"])]["median_ms"])
+                case["median_ms"] / cases[case_key(case["model"], "off", case["precision"])]["median_ms"])
     if memory:
         # Without XLA for every model; with XLA for the reference and the plain CNN only
         # (each worker costs a TensorFlow import and a compilation).
         keys = [key for key, case in cases.items()
-                if not case["xla"] or case["model"] in (reference, PLAIN)]
+                if case["xla"] == "off" or case["model"] in (reference, PLAIN)]
         jobs_list = [dict(setup="keypoint_gnn.benchmarks.training:setup_training",
                           params=cases[key]["params"], calls=3,
                           memory_limit_bytes=memory_limit_bytes) for key in keys]
@@ -105,8 +116,8 @@ def benchmark_training(*, warmup, repeats, memory=True, memory_limit_bytes=None,
             cases[key]["memory"] = isolation.memory_summary(record)
     return {"workload": workload, "reference_model": reference,
             "plain_cnn_target_params": target_params, "precisions": precisions,
-            "notes": notes, "cases": cases}
+            "xla_auto": xla.resolve_mode("auto", machine.has_gpu()), "notes": notes, "cases": cases}
 
 
-def case_key(name, jit_compile, precision="float32"):
-    return f"{name} | xla={jit_compile} | {precision}"
+def case_key(name, xla_mode, precision="float32"):
+    return f"{name} | xla={xla_mode} | {precision}"
