@@ -19,11 +19,13 @@ The export goes through a `tf.Module` whose `tf.function`s close over the Keras 
 tracks only `model.variables`: tf_keras's own SavedModel serialisation fails on Spektral's layers
 (see shared DESIGN notes).
 
-TFLite (`export_tflite`): one image per call, input float32 (1, S, S, C) in [0, 1] (the Keras
-model's input: resizing happens outside, in `preprocess_images`), outputs `logits`,
-`probabilities`, `keypoints` (y, x) in model-input pixels and `keypoint_scores`. Quantised
-variants keep float32 inputs and outputs, int8 included, so callers feed the same arrays to every
-variant; int8 quantises the convolutions and dense layers only (see `export_tflite`).
+TFLite (`export_tflite`): input float32 (B, S, S, C) in [0, 1] with a dynamic batch B (the
+Keras model's input: resizing happens outside, in `preprocess_images`; resize the interpreter's
+input to the batch and allocate tensors, as `TFLiteClassifier` does), outputs `logits`,
+`probabilities`, `keypoints` (y, x) in model-input pixels and `keypoint_scores`, each with batch
+B. Quantised variants keep float32 inputs and outputs, int8 included, so callers feed the same
+arrays to every variant; int8 quantises the convolutions and dense layers only (see
+`export_tflite`).
 """
 from __future__ import annotations
 
@@ -374,7 +376,11 @@ def read_export_info(version_dir):
 
 
 class _TFLiteModule(tf.Module):
-    """Batch-1 float32 (1, S, S, C) in [0, 1] -> logits, probabilities, keypoints, scores."""
+    """float32 (B, S, S, C) in [0, 1], B dynamic -> logits, probabilities, keypoints, scores.
+
+    The signature is traced with batch None, so the converter keeps the batch dynamic (-1 in the
+    input's `shape_signature`) instead of folding batch 1 into the reshapes.
+    """
 
     def __init__(self, model, config):
         super().__init__(name="keypoint_gnn_tflite")
@@ -382,7 +388,7 @@ class _TFLiteModule(tf.Module):
         self.model_variables = list(model.variables)
         network = inference_model(model)
         stride = config.feature_stride
-        spec = tf.TensorSpec([1, config.image_size, config.image_size, config.channels],
+        spec = tf.TensorSpec([None, config.image_size, config.image_size, config.channels],
                              tf.float32, name="images")
 
         @tf.function(input_signature=[spec])
@@ -464,7 +470,7 @@ def convert_tflite(model, config, quantize="none", representative_images=None):
 
 
 def export_tflite(model, config, path, quantize="none", representative_images=None):
-    """Writes `model` as a TFLite model (batch 1), and class names/config next to it.
+    """Writes `model` as a TFLite model (dynamic batch), and class names/config next to it.
 
     Args:
       model: classifier from `keypoint_gnn.build_classifier(config)`.
@@ -481,9 +487,11 @@ def export_tflite(model, config, path, quantize="none", representative_images=No
 
     Returns:
       pathlib.Path of the written file. The model's signature `serving_default` takes
-      `images` float32 (1, S, S, C) in [0, 1] and returns `logits` (1, classes),
-      `probabilities` (1, classes), `keypoints` (1, N, 2) (y, x) in model-input pixels and
-      `keypoint_scores` (1, N).
+      `images` float32 (B, S, S, C) in [0, 1], any batch B (every quantisation; the input's
+      `shape_signature` is (-1, S, S, C): resize the input tensor to (B, S, S, C) and allocate
+      tensors before setting it, or call the signature runner, which does both) and returns
+      `logits` (B, classes), `probabilities` (B, classes), `keypoints` (B, N, 2) (y, x) in
+      model-input pixels and `keypoint_scores` (B, N).
     """
     flat_buffer = convert_tflite(model, config, quantize, representative_images)
     path = pathlib.Path(path)
@@ -512,7 +520,12 @@ def write_tflite_info(path, config, *, quantize="none", class_names=None):
 
 
 class TFLiteClassifier:
-    """Runs an exported TFLite model with `ai_edge_litert`, one image at a time.
+    """Runs an exported TFLite model with `ai_edge_litert`, a whole batch per invocation.
+
+    The interpreter's input is resized to the caller's batch when it differs from the last one
+    (`export_tflite` models have a dynamic batch). A model with a fixed batch of 1 (exported
+    before the batch became dynamic) is run one image at a time instead; any other mismatch
+    between the input batch and the output batch raises rather than return wrong outputs.
 
     Args:
       path: the `.tflite` file from `export_tflite`.
@@ -520,7 +533,7 @@ class TFLiteClassifier:
       num_threads: interpreter threads.
 
     Attributes:
-      config, class_names (list or None).
+      config, class_names (list or None), dynamic_batch (bool: one invocation per batch).
     """
 
     def __init__(self, path, config=None, num_threads=1):
@@ -538,40 +551,85 @@ class TFLiteClassifier:
             config = ModelConfig.from_dict(info["config"])
         self.config = config
         self.class_names = info.get("class_names")
+        self._path = path
         try:
             self._interpreter = Interpreter(model_path=str(path), num_threads=num_threads)
         except ValueError as error:
             raise ValueError(f"{str(path)!r} is not a readable TFLite model: {error}") from None
         self._runner = self._interpreter.get_signature_runner(SERVING_DEFAULT)
+        shape = self._runner.get_input_details()["images"]["shape_signature"]
+        self.dynamic_batch = int(shape[0]) == -1
+        if not self.dynamic_batch and int(shape[0]) != 1:
+            raise ValueError(f"{str(path)!r} has a fixed input batch of {int(shape[0])}: "
+                             "re-export it with export_tflite (dynamic batch)")
 
-    def run(self, images):
+    def _invoke(self, images):
+        outputs = self._runner(images=images)  # resizes the input and allocates when B changes
+        batches = {key: value.shape[0] for key, value in outputs.items()}
+        if any(batch != len(images) for batch in batches.values()):
+            raise RuntimeError(f"{str(self._path)!r} returned batches {batches} for an input "
+                               f"batch of {len(images)}: re-export it with export_tflite")
+        return outputs
+
+    def run(self, images, batch_size=None):
         """float32 (B, S, S, C) in [0, 1] -> dict of numpy arrays: `logits`, `probabilities`
-        (B, classes), `keypoints` (B, N, 2) model-input pixels, `keypoint_scores` (B, N)."""
+        (B, classes), `keypoints` (B, N, 2) model-input pixels, `keypoint_scores` (B, N).
+
+        Args:
+          images: float32 (B, S, S, C) in [0, 1], B >= 1.
+          batch_size: images per invocation; None runs all B in one invocation (1 for a model
+            with a fixed batch of 1).
+        """
         size, channels = self.config.image_size, self.config.channels
-        images = np.asarray(images, dtype=np.float32)
-        if images.ndim != 4 or images.shape[1:] != (size, size, channels):
+        images = np.ascontiguousarray(images, dtype=np.float32)
+        if images.ndim != 4 or images.shape[1:] != (size, size, channels) or not len(images):
             raise ValueError(f"images must have shape (B, {size}, {size}, {channels}) float32 "
-                             f"in [0, 1], got {images.shape}")
-        rows = [self._runner(images=image[None]) for image in images]
+                             f"in [0, 1] with B >= 1, got {images.shape}")
+        if batch_size is not None and (not isinstance(batch_size, int) or batch_size < 1):
+            raise ValueError(f"batch_size={batch_size!r} must be None or a positive integer")
+        if not self.dynamic_batch:
+            batch_size = 1
+        if batch_size is None or batch_size >= len(images):
+            return self._invoke(images)
+        rows = [self._invoke(images[start:start + batch_size])
+                for start in range(0, len(images), batch_size)]
         return {key: np.concatenate([row[key] for row in rows]) for key in rows[0]}
 
-    def predict(self, images):
-        """uint8 (B, H, W, C_in), any size, -> the SavedModel's output dict (keypoints in
-        input-image pixels, top_classes), computed with the same preprocessing."""
-        images = np.asarray(images)
-        pixels = preprocess_images(images, self.config.image_size, self.config.channels).numpy()
-        outputs = self.run(pixels)
-        keypoints = model_to_input_pixels(outputs["keypoints"], self.config.image_size,
-                                          images.shape[1], images.shape[2]).numpy()
+    def predict(self, images, batch_size=None):
+        """uint8 images, any size -> the SavedModel's output dict (keypoints in input-image
+        pixels, top_classes), computed with the same preprocessing, in one invocation.
+
+        Args:
+          images: uint8 (B, H, W, C_in), or a list of uint8 (H, W, C_in) images whose sizes and
+            channels (1..4) may differ; each is preprocessed on its own, then all run together.
+          batch_size: as in `run`.
+        """
+        size, channels = self.config.image_size, self.config.channels
+        if isinstance(images, (list, tuple)):
+            images = [np.asarray(image) for image in images]
+            if not images or any(image.ndim != 3 for image in images):
+                raise ValueError("images must be a non-empty list of uint8 (H, W, C) arrays, got "
+                                 f"shapes {[image.shape for image in images]}")
+            pixels = np.concatenate([preprocess_images(image[None], size, channels).numpy()
+                                     for image in images])
+            heights = np.array([image.shape[0] for image in images], np.int32)
+            widths = np.array([image.shape[1] for image in images], np.int32)
+        else:
+            images = np.asarray(images)
+            pixels = preprocess_images(images, size, channels).numpy()
+            heights, widths = images.shape[1], images.shape[2]
+        outputs = self.run(pixels, batch_size)
+        keypoints = model_to_input_pixels(outputs["keypoints"], size, heights, widths).numpy()
         k = top_k_count(self.config.num_classes)
         top = np.argsort(-outputs["probabilities"], axis=-1, kind="stable")[:, :k]
         return {"probabilities": outputs["probabilities"], "top_classes": top.astype(np.int32),
                 "keypoints": keypoints, "keypoint_scores": outputs["keypoint_scores"]}
 
 
-def run_tflite(path, images, config=None):
-    """`TFLiteClassifier(path, config).run(images)`: float32 (B, S, S, C) in [0, 1] in."""
-    return TFLiteClassifier(path, config).run(images)
+def run_tflite(path, images, config=None, batch_size=None):
+    """`TFLiteClassifier(path, config).run(images, batch_size)`: float32 (B, S, S, C) in [0, 1]
+    in, all B in one invocation unless `batch_size` is given."""
+    return TFLiteClassifier(path, config).run(images, batch_size)
 
 
 __all__ = [

@@ -194,7 +194,10 @@ def _scatter_normalised(values, weights, cell_index, height, width):
     batch = tf.shape(values)[0]
     channels = tf.shape(values)[-1]
     weights = tf.cast(weights, values.dtype)
-    total = tf.scatter_nd(indices, values * weights[..., None], [batch, height, width, channels])
+    # expand_dims, not weights[..., None]: with batch and node count both dynamic (a TFLite export
+    # with a dynamic batch) the converter cannot lower a new-axis strided slice to a builtin op.
+    total = tf.scatter_nd(indices, values * tf.expand_dims(weights, -1),
+                          [batch, height, width, channels])
     weight_sum = tf.scatter_nd(indices, weights, [batch, height, width])
     return total / tf.maximum(weight_sum, 1.0)[..., None]
 

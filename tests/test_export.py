@@ -208,6 +208,109 @@ def test_tflite_quantized_variants_run(tiny, tmp_path, rng, quantize):
     assert json.loads((tmp_path / f"{quantize}.tflite.json").read_text())["quantize"] == quantize
 
 
+def _resized_outputs(path, images):
+    """The raw interpreter: input resized to images' batch, then named outputs."""
+    from ai_edge_litert.interpreter import Interpreter
+
+    interpreter = Interpreter(model_path=str(path))
+    input_details = interpreter.get_input_details()[0]
+    assert list(input_details["shape_signature"]) == [-1, *images.shape[1:]]
+    interpreter.resize_tensor_input(input_details["index"], list(images.shape))
+    interpreter.allocate_tensors()
+    interpreter.set_tensor(input_details["index"], images)
+    interpreter.invoke()
+    names = interpreter.get_signature_runner(export.SERVING_DEFAULT).get_output_details()
+    return {name: interpreter.get_tensor(detail["index"]) for name, detail in names.items()}
+
+
+def test_tflite_float32_dynamic_batch_matches_keras_per_image(tiny, tmp_path, rng):
+    model, config = tiny
+    path = export.export_tflite(model, config, tmp_path / "tiny.tflite")
+    pixels = rng.integers(0, 256, (3, 16, 16, 3), dtype=np.uint8)
+    images = pixels.astype(np.float32) / 255.0
+    outputs = _resized_outputs(path, images)
+    assert {key: value.shape for key, value in outputs.items()} == {
+        "logits": (3, 3), "probabilities": (3, 3), "keypoints": (3, 6, 2),
+        "keypoint_scores": (3, 6)}
+    logits = model(images, training=False).numpy()
+    probabilities, keypoints, scores = _reference(model, config, pixels)
+    for i in range(3):  # every image, not the first one repeated
+        np.testing.assert_allclose(outputs["logits"][i], logits[i], atol=1e-4, err_msg=str(i))
+        np.testing.assert_allclose(outputs["probabilities"][i], probabilities[i], atol=1e-4)
+        np.testing.assert_allclose(outputs["keypoints"][i], keypoints[i], atol=1e-4)
+        np.testing.assert_allclose(outputs["keypoint_scores"][i], scores[i], atol=1e-4)
+    assert not np.allclose(outputs["logits"][1:], outputs["logits"][:1])
+    # TFLiteClassifier: one invocation of the whole batch, then a smaller one on the same
+    # interpreter (resized back), and in chunks.
+    classifier = export.TFLiteClassifier(path)
+    assert classifier.dynamic_batch
+    np.testing.assert_allclose(classifier.run(images)["logits"], logits, atol=1e-4)
+    np.testing.assert_allclose(classifier.run(images[1:2])["logits"], logits[1:2], atol=1e-4)
+    np.testing.assert_allclose(classifier.run(images, batch_size=2)["logits"], logits, atol=1e-4)
+
+
+@pytest.mark.parametrize("quantize", ["float16", "dynamic", "int8"])
+def test_tflite_quantized_variants_have_a_dynamic_batch(tiny, tmp_path, rng, quantize):
+    model, config = tiny
+    images = rng.random((3, 16, 16, 3), dtype=np.float32)
+    path = export.export_tflite(model, config, tmp_path / f"{quantize}.tflite", quantize=quantize,
+                                representative_images=images)
+    outputs = _resized_outputs(path, images)
+    assert outputs["logits"].shape == (3, 3) and outputs["keypoints"].shape == (3, 6, 2)
+    singles = [_resized_outputs(path, images[i:i + 1]) for i in range(3)]
+    for key, value in outputs.items():
+        np.testing.assert_allclose(value, np.concatenate([single[key] for single in singles]),
+                                   atol=1e-5, err_msg=key)
+
+
+def _fixed_batch_tflite(model, config, path):
+    """A TFLite model traced at batch 1, as export_tflite wrote them before the dynamic batch."""
+    network = export.inference_model(model)
+    spec = tf.TensorSpec([1, 16, 16, 3], tf.float32, name="images")
+    module = tf.Module()
+    module.model_variables = list(model.variables)
+    module.serve = tf.function(
+        lambda images: dict(zip(("logits", "keypoints", "keypoint_scores"),
+                                network(images, training=False))), input_signature=[spec])
+    tf.saved_model.save(module, str(path.parent / "fixed"),
+                        signatures={"serving_default": module.serve.get_concrete_function()})
+    path.write_bytes(tf.lite.TFLiteConverter.from_saved_model(str(path.parent / "fixed")).convert())
+    export.write_tflite_info(path, config)
+    return path
+
+
+def test_tflite_fixed_batch_models_run_one_image_at_a_time(tiny, tmp_path, rng):
+    from keypoint_gnn.benchmarks.inference import tflite_batch_support
+
+    model, config = tiny
+    fixed = _fixed_batch_tflite(model, config, tmp_path / "fixed.tflite")
+    images = rng.random((3, 16, 16, 3), dtype=np.float32)
+    classifier = export.TFLiteClassifier(fixed)
+    assert not classifier.dynamic_batch
+    np.testing.assert_allclose(classifier.run(images)["logits"],
+                               model(images, training=False).numpy(), atol=1e-4)
+    supported, reason = tflite_batch_support(fixed, config, 3)
+    assert not supported and "fixed batch" in reason
+    dynamic = export.export_tflite(model, config, tmp_path / "dynamic.tflite")
+    assert tflite_batch_support(dynamic, config, 3) == (True, "")
+
+
+def test_tflite_predict_batches_images_of_different_sizes(tiny, tmp_path, rng):
+    model, config = tiny
+    path = export.export_tflite(model, config, tmp_path / "tiny.tflite")
+    classifier = export.TFLiteClassifier(path)
+    images = [rng.integers(0, 256, shape, dtype=np.uint8)
+              for shape in ((16, 16, 3), (20, 30, 1), (32, 24, 4))]
+    together = classifier.predict(images)
+    assert together["keypoints"].shape == (3, 6, 2)
+    for i, image in enumerate(images):
+        alone = classifier.predict(image[None])
+        for key, value in alone.items():
+            np.testing.assert_allclose(together[key][i], value[0], atol=1e-5, err_msg=key)
+    with pytest.raises(ValueError, match="B >= 1"):
+        classifier.run(np.zeros((0, 16, 16, 3), np.float32))
+
+
 def test_tflite_argument_errors(tiny, tmp_path):
     model, config = tiny
     with pytest.raises(ValueError, match="quantize='int4' is not one of"):

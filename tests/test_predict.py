@@ -217,10 +217,10 @@ def tiny_export(tmp_path_factory):
     return base / "tiny", model, config
 
 
-def _png(tmp_path, rng, shape=(20, 24, 3)):
+def _png(tmp_path, rng, shape=(20, 24, 3), name="image.png"):
     from PIL import Image
 
-    path = tmp_path / "image.png"
+    path = tmp_path / name
     Image.fromarray(rng.integers(0, 256, shape, dtype=np.uint8)).save(path)
     return path
 
@@ -241,12 +241,16 @@ def test_predict_cli_local_saved_model_and_draw(tiny_export, tmp_path, rng, caps
 def test_predict_cli_tflite_matches_saved_model(tiny_export, tmp_path, rng):
     model_dir, model, config = tiny_export
     tflite = export.export_tflite(model, config, tmp_path / "tiny.tflite")
-    image = _png(tmp_path, rng)
-    from_tflite = predict.main([str(image), "--tflite", str(tflite), "--json"])[0]
-    from_saved = predict.main([str(image), "--model", str(model_dir / "1"), "--json"])[0]
-    np.testing.assert_allclose(from_tflite["keypoints"], from_saved["keypoints"], atol=0.02)
-    assert [c["class"] for c in from_tflite["top_classes"]] == \
-        [c["class"] for c in from_saved["top_classes"]]
+    # Two images of different sizes and channels: the TFLite backend runs them as one batch.
+    images = [str(_png(tmp_path, rng)), str(_png(tmp_path, rng, (12, 30), name="grey.png"))]
+    from_tflite = predict.main([*images, "--tflite", str(tflite), "--json"])
+    from_saved = predict.main([*images, "--model", str(model_dir / "1"), "--json"])
+    assert len(from_tflite) == 2
+    for tflite_result, saved_result in zip(from_tflite, from_saved):
+        np.testing.assert_allclose(tflite_result["keypoints"], saved_result["keypoints"],
+                                   atol=0.02)
+        assert [c["class"] for c in tflite_result["top_classes"]] == \
+            [c["class"] for c in saved_result["top_classes"]]
 
 
 @pytest.mark.parametrize("case, message", [

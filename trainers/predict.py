@@ -160,11 +160,12 @@ class LocalTFLite:
         self.class_names = self._classifier.class_names
 
     def predict(self, pixels_list, encoded_list):
-        rows = []
-        for pixels in pixels_list:
-            outputs = self._classifier.predict(pixels[None])
-            rows.append({key: value[0] for key, value in outputs.items()})
-        return rows
+        # All images in one invocation: each is preprocessed at its own size, then batched.
+        if not pixels_list:
+            return []
+        outputs = self._classifier.predict(list(pixels_list))
+        return [{key: value[i] for key, value in outputs.items()}
+                for i in range(len(pixels_list))]
 
 
 class RemoteServer:
