@@ -39,6 +39,27 @@ def check_dsnt_resolution(value):
         )
 
 
+def check_pool_windows(num_keypoints, pool_size, height, width, pool_name="pool_size",
+                       map_name="feature map"):
+    """Checks that p x p windows tile an (height, width) map and hold N keypoints, one each.
+
+    `pool_name` and `map_name` are how the caller calls the pool size and the map.
+    """
+    if height % pool_size or width % pool_size:
+        divisors = [d for d in range(1, min(height, width) + 1) if height % d == 0 and width % d == 0]
+        raise ValueError(
+            f"{pool_name}={pool_size} does not divide the {height}x{width} {map_name}; "
+            f"valid: {', '.join(map(str, divisors))}"
+        )
+    windows = (height // pool_size) * (width // pool_size)
+    if num_keypoints > windows:
+        raise ValueError(
+            f"num_keypoints={num_keypoints} exceeds the {windows} pooling windows of "
+            f"{pool_size}x{pool_size} on the {height}x{width} {map_name}; use num_keypoints <= "
+            f"{windows} or a smaller {pool_name}"
+        )
+
+
 def check_perturbation(num_samples, sigma, names=("num_samples", "sigma")):
     """Checks PerturbedTopK's options; `names` are how the caller calls them."""
     if not isinstance(num_samples, int) or isinstance(num_samples, bool) or num_samples < 1:
@@ -138,60 +159,93 @@ class AttentionTopK(_ScoreMapDetector):
 
 @keras.saving.register_keras_serializable(package="keypoint_gnn")
 class PerturbedTopK(AttentionTopK):
-    """Attention top-N with a differentiable selection (beyond the paper).
+    """Attention top-N with a differentiable selection, optionally after max-pool NMS (beyond
+    the paper).
 
     Hard top-N passes no gradient to where the keypoints are. Perturbed optimisers (Berthet et
     al. 2020) make it differentiable, as Cordonnier et al. (CVPR 2021, §3) do for patch
-    selection. In training, over the n = h*w locations with raw scores r and per-image noise
-    scale sigma_b = sigma * std_b(r) (the spread is not differentiated):
+    selection. The candidates are the maxima of the non-overlapping p x p windows of the raw
+    score map (p = `pool_size`; p = 1: every location), n = (h/p)(w/p) of them, with raw scores
+    r (each window's maximum) at positions c (where it lies, in unpooled pixels; for p = 1 the
+    pixel grid). In training, with per-image noise scale sigma_b = sigma * std_b(r) (the spread
+    is not differentiated):
 
       Y = 1/S sum_s topN(r + sigma_b Z_s)                       (B, N, n), Z_s ~ N(0, I)
-      positions = Y . grid                                       (B, N, 2) fractional
+      positions = Y . c                                          (B, N, 2) fractional
       scores = Y . act(r)                                        (B, N)
 
-    topN(.) holds one-hot rows of the selected locations sorted by location index, so slot j
-    is "the j-th selected location from the top-left"; its gradient is the perturbed-optimiser
+    topN(.) holds one-hot rows of the selected candidates sorted by index, so slot j is "the
+    j-th selected candidate from the top-left"; its gradient is the perturbed-optimiser
     estimator `ops.perturbed_top_k_indicators`. Positions are fractional in training: build the
     interconnects with `sampling="bilinear"` (ModelConfig does). At inference (training=False)
-    the selection is exactly `AttentionTopK`'s: hard top-N, integer positions, highest score
-    first. The slot order differs between the two modes; the GNN and the graph->CNN scatter do
-    not depend on it.
+    the selection is hard: `AttentionTopK`'s for p = 1, `MaxPoolNMS`'s for p > 1 (integer
+    positions, highest score first). The slot order differs between the two modes; the GNN and
+    the graph->CNN scatter do not depend on it.
 
-    **Input**: feature map `(B, h, w, C)`.
+    Why windows: neighbouring locations score alike, so a top-N over all locations picks
+    clusters of them (13.6% of keypoint pairs closer than 1.5 cells against max-pool NMS's
+    4.2%, docs/RESULTS.md). With p > 1 each sampled selection holds at most one keypoint per
+    window, and the model trains on the selection it will use at inference.
+
+    **Input**: feature map `(B, h, w, C)`, h and w divisible by `pool_size`.
     **Output**: `[positions (B, N, 2), scores (B, N), score_map (B, h, w, 1)]`.
 
     Arguments:
-      num_keypoints: N <= h * w.
+      num_keypoints: N <= (h/p)(w/p).
       score_activation: `"linear"` or `"sigmoid"`.
-      num_samples: S, noise draws per image and training step (memory grows as B*S*N*h*w).
-      sigma: noise scale relative to each image's standard deviation of raw scores (floored at
-        1e-3), so that it means the same for linear and sigmoid scores and as the scores grow
-        in training. Small sigma: nearly hard selections, sparse and noisy gradients; large
-        sigma: smooth, blurred positions. 0.05 follows Cordonnier et al.
+      num_samples: S, noise draws per image and training step (memory grows as B*S*N*n).
+      sigma: noise scale relative to each image's standard deviation of the candidates' raw
+        scores (floored at 1e-3), so that it means the same for linear and sigmoid scores and
+        as the scores grow in training. Small sigma: nearly hard selections, sparse and noisy
+        gradients; large sigma: smooth, blurred positions. 0.05 follows Cordonnier et al.
+      pool_size: p, NMS window side in feature-map pixels; 1 selects among all locations.
 
     Example:
-      >>> detector = PerturbedTopK(num_keypoints=8, num_samples=10)
+      >>> detector = PerturbedTopK(num_keypoints=8, num_samples=10, pool_size=2)
       >>> positions, scores, _ = detector(tf.zeros([2, 6, 6, 4]), training=True)
       >>> positions.shape
       TensorShape([2, 8, 2])
     """
 
     def __init__(self, num_keypoints, score_activation="linear", num_samples=20, sigma=0.05,
-                 **kwargs):
+                 pool_size=1, **kwargs):
         super().__init__(num_keypoints, score_activation, **kwargs)
         check_perturbation(num_samples, sigma)
+        _check_positive_int("pool_size", pool_size)
         self.num_samples = num_samples
         self.sigma = float(sigma)
+        self.pool_size = pool_size
 
-    def perturbed_select(self, raw_score_map):
-        """Training-mode selection: (B, h, w, 1) raw scores -> positions (B, N, 2), scores (B, N)."""
+    def _check_map_size(self, height, width):
+        super()._check_map_size(height, width)
+        check_pool_windows(self.num_keypoints, self.pool_size, height, width)
+
+    def select(self, raw_score_map):
+        if self.pool_size == 1:
+            return super().select(raw_score_map)
+        return ops.max_pool_nms(raw_score_map, self.pool_size, self.num_keypoints)
+
+    def perturbed_select(self, raw_score_map, noise=None):
+        """Training-mode selection: (B, h, w, 1) raw scores -> positions (B, N, 2), scores (B, N).
+
+        `noise`: optional (B, S, n) standard normal draws, n candidates (for deterministic tests).
+        """
         height, width = raw_score_map.shape[1], raw_score_map.shape[2]
-        raw = tf.reshape(raw_score_map, [-1, height * width])
+        if self.pool_size == 1:
+            raw = tf.reshape(raw_score_map, [-1, height * width])
+        else:
+            window_max, window_positions = ops.window_argmax(raw_score_map, self.pool_size)
+            windows = window_max.shape[1] * window_max.shape[2]
+            raw = tf.reshape(window_max, [-1, windows])
+            candidates = tf.reshape(window_positions, [-1, windows, 2])
         spread = tf.stop_gradient(tf.maximum(tf.math.reduce_std(raw, axis=1), _MIN_SCORE_SPREAD))
         indicators = ops.perturbed_top_k_indicators(
-            raw, self.num_keypoints, self.num_samples, self.sigma * spread
+            raw, self.num_keypoints, self.num_samples, self.sigma * spread, noise=noise
         )
-        positions = tf.einsum("bkn,nc->bkc", indicators, ops.grid_positions(height, width))
+        if self.pool_size == 1:
+            positions = tf.einsum("bkn,nc->bkc", indicators, ops.grid_positions(height, width))
+        else:
+            positions = tf.einsum("bkn,bnc->bkc", indicators, candidates)
         scores = tf.einsum("bkn,bn->bk", indicators, self.activate(raw))
         return positions, scores
 
@@ -214,7 +268,7 @@ class PerturbedTopK(AttentionTopK):
 
     def get_config(self):
         config = super().get_config()
-        config.update(num_samples=self.num_samples, sigma=self.sigma)
+        config.update(num_samples=self.num_samples, sigma=self.sigma, pool_size=self.pool_size)
         return config
 
 
@@ -241,17 +295,7 @@ class MaxPoolNMS(_ScoreMapDetector):
         self.pool_size = pool_size
 
     def _check_map_size(self, height, width):
-        for name, size in (("height", height), ("width", width)):
-            if size % self.pool_size:
-                raise ValueError(
-                    f"pool_size={self.pool_size} does not divide the feature map {name} {size}"
-                )
-        windows = (height // self.pool_size) * (width // self.pool_size)
-        if self.num_keypoints > windows:
-            raise ValueError(
-                f"num_keypoints={self.num_keypoints} exceeds the {windows} pooling windows of "
-                f"{self.pool_size}x{self.pool_size} on a {height}x{width} feature map"
-            )
+        check_pool_windows(self.num_keypoints, self.pool_size, height, width)
 
     def select(self, raw_score_map):
         return ops.max_pool_nms(raw_score_map, self.pool_size, self.num_keypoints)

@@ -33,9 +33,10 @@ class ModelConfig:
     - `offset_mode` ("sigmoid" | "softmax" | "dsnt", with `dsnt_resolution`, None meaning
       max(grid_cell_size, 4)): how the grid regressor bounds its in-cell offsets; see
       `keypoints.GridCoordinateRegressor`.
-    - `detector="perturbed_topk"`: attention top-N made differentiable by perturbed optimisers
-      in training (`perturbed_samples` noise draws, noise scale `perturbed_sigma` relative to
-      each image's score spread); see `keypoints.PerturbedTopK`.
+    - `detector="perturbed_topk"`: top-N made differentiable by perturbed optimisers in
+      training (`perturbed_samples` noise draws, noise scale `perturbed_sigma` relative to each
+      image's score spread), over the maxima of `nms_pool_size` windows as in max-pool NMS
+      (`nms_pool_size=1`: over every location, attention top-N); see `keypoints.PerturbedTopK`.
 
     Units: `image_size` in image pixels; `nms_pool_size` and `grid_cell_size` in feature-map
     pixels (image pixels divided by `feature_stride`).
@@ -130,18 +131,11 @@ class ModelConfig:
                 f"num_keypoints={self.num_keypoints} exceeds the {size}x{size}={locations} "
                 "locations of the feature map"
             )
-        if self.detector == "maxpool_nms":
-            if size % self.nms_pool_size:
-                raise ValueError(
-                    f"nms_pool_size={self.nms_pool_size} does not divide the {size}x{size} "
-                    f"feature map (image_size {self.image_size} / stride {self.feature_stride})"
-                )
-            windows = (size // self.nms_pool_size) ** 2
-            if self.num_keypoints > windows:
-                raise ValueError(
-                    f"num_keypoints={self.num_keypoints} exceeds the {windows} pooling windows "
-                    f"of {self.nms_pool_size}x{self.nms_pool_size} on the {size}x{size} feature map"
-                )
+        if self.detector in ("maxpool_nms", "perturbed_topk"):
+            keypoints.check_pool_windows(
+                self.num_keypoints, self.nms_pool_size, size, size, pool_name="nms_pool_size",
+                map_name=f"feature map (image_size {self.image_size} / stride {self.feature_stride})",
+            )
         if self.detector == "grid":
             if size % self.grid_cell_size:
                 raise ValueError(
@@ -214,7 +208,8 @@ def _make_detector(config):
         return keypoints.AttentionTopK(**common)
     if config.detector == "perturbed_topk":
         return keypoints.PerturbedTopK(num_samples=config.perturbed_samples,
-                                       sigma=config.perturbed_sigma, **common)
+                                       sigma=config.perturbed_sigma,
+                                       pool_size=config.nms_pool_size, **common)
     if config.detector == "maxpool_nms":
         return keypoints.MaxPoolNMS(pool_size=config.nms_pool_size, **common)
     return keypoints.GridCoordinateRegressor(

@@ -2,7 +2,7 @@
 import numpy as np
 import pytest
 
-from keypoint_gnn._backend import tf
+from keypoint_gnn._backend import keras, tf
 from keypoint_gnn.keypoints import (
     AttentionTopK,
     GridCoordinateRegressor,
@@ -79,8 +79,15 @@ def test_grid_regressor_gradient_reaches_coordinates(rng):
 
 @pytest.mark.parametrize("make, message", [
     (lambda: AttentionTopK(num_keypoints=65), "num_keypoints=65 exceeds the 8x8=64 locations"),
-    (lambda: MaxPoolNMS(num_keypoints=2, pool_size=3), "pool_size=3 does not divide the feature map height 8"),
-    (lambda: MaxPoolNMS(num_keypoints=5, pool_size=4), "num_keypoints=5 exceeds the 4 pooling windows"),
+    (lambda: MaxPoolNMS(num_keypoints=2, pool_size=3),
+     "pool_size=3 does not divide the 8x8 feature map; valid: 1, 2, 4, 8"),
+    (lambda: MaxPoolNMS(num_keypoints=5, pool_size=4),
+     "num_keypoints=5 exceeds the 4 pooling windows .* use num_keypoints <= 4 or a smaller pool_size"),
+    (lambda: PerturbedTopK(num_keypoints=2, pool_size=3),
+     "pool_size=3 does not divide the 8x8 feature map; valid: 1, 2, 4, 8"),
+    (lambda: PerturbedTopK(num_keypoints=5, pool_size=4),
+     "num_keypoints=5 exceeds the 4 pooling windows .* use num_keypoints <= 4 or a smaller pool_size"),
+    (lambda: PerturbedTopK(num_keypoints=65), "num_keypoints=65 exceeds the 8x8=64 locations"),
     (lambda: GridCoordinateRegressor(num_keypoints=9, cell_size=4, points_per_cell=2),
      "num_keypoints=9 exceeds the 8 candidate points"),
     (lambda: GridCoordinateRegressor(num_keypoints=1, cell_size=3), "cell_size=3 does not divide"),
@@ -102,6 +109,8 @@ def test_detector_configuration_errors(make, message):
     (lambda: PerturbedTopK(num_keypoints=4, sigma=0.0), "sigma=0.0 must be a finite noise scale > 0"),
     (lambda: PerturbedTopK(num_keypoints=4, sigma=-1), "sigma=-1 must be a finite noise scale > 0"),
     (lambda: PerturbedTopK(num_keypoints=4, sigma=float("nan")), "sigma=nan must be a finite"),
+    (lambda: PerturbedTopK(num_keypoints=4, pool_size=0), "pool_size=0 must be a positive integer"),
+    (lambda: PerturbedTopK(num_keypoints=4, pool_size=2.0), "pool_size=2.0 must be a positive integer"),
 ])
 def test_detector_argument_errors(make, message):
     with pytest.raises(ValueError, match=message):
@@ -224,8 +233,85 @@ def test_perturbed_top_k_training_gives_positions_a_gradient(rng):
     assert np.all((positions.numpy() >= 0) & (positions.numpy() <= 5))
 
 
+def _window_maxima(score_map, pool_size):
+    """NumPy reference: (h, w) -> maxima (n,) and their (y, x) positions (n, 2), windows row-major."""
+    maxima, positions = [], []
+    for r in range(0, score_map.shape[0], pool_size):
+        for c in range(0, score_map.shape[1], pool_size):
+            window = score_map[r:r + pool_size, c:c + pool_size]
+            y, x = np.unravel_index(np.argmax(window), window.shape)
+            maxima.append(window[y, x])
+            positions.append((r + y, c + x))
+    return np.array(maxima), np.array(positions, "float32")
+
+
+def test_perturbed_top_k_over_windows_matches_numpy(rng):
+    # Training selection = the mean over noise draws of the hard top-k of the window maxima.
+    feature_map = rng.normal(size=(2, 6, 8, 3)).astype("float32")
+    detector = PerturbedTopK(num_keypoints=4, score_activation="sigmoid", num_samples=5, sigma=0.5,
+                             pool_size=2)
+    _set_score_conv(detector, feature_map)
+    noise = rng.normal(size=(2, 5, 12)).astype("float32")
+    positions, scores = detector.perturbed_select(detector.score_conv(feature_map), noise=noise)
+    for b in range(2):
+        maxima, candidates = _window_maxima(feature_map[b, :, :, 0], 2)
+        scale = 0.5 * max(maxima.std(), 1e-3)
+        indicators = np.zeros((4, 12))
+        for draw in noise[b]:
+            chosen = np.sort(np.argsort(-(maxima + scale * draw))[:4])
+            indicators[np.arange(4), chosen] += 1 / 5
+        np.testing.assert_allclose(positions[b], indicators @ candidates, rtol=1e-5, atol=1e-6)
+        np.testing.assert_allclose(scores[b], indicators @ (1 / (1 + np.exp(-maxima))), rtol=1e-5)
+
+
+def test_perturbed_top_k_over_windows_at_inference_is_max_pool_nms(rng):
+    feature_map = rng.normal(size=(2, 8, 8, 3)).astype("float32")
+    nms = MaxPoolNMS(num_keypoints=6, pool_size=2, score_activation="sigmoid")
+    perturbed = PerturbedTopK(num_keypoints=6, score_activation="sigmoid", num_samples=4, pool_size=2)
+    _set_score_conv(nms, feature_map)
+    _set_score_conv(perturbed, feature_map)
+    for expected, actual in zip(nms(feature_map), perturbed(feature_map, training=False)):
+        np.testing.assert_array_equal(actual.numpy(), expected.numpy())
+    for image_positions in perturbed(feature_map)[0].numpy():  # default: inference
+        windows = {tuple(window) for window in (image_positions // 2).astype(int)}
+        assert len(windows) == 6
+
+
+def test_perturbed_top_k_over_windows_gives_positions_a_gradient(rng):
+    feature_map = tf.constant(rng.normal(size=(2, 8, 8, 3)).astype("float32"))
+    detector = PerturbedTopK(num_keypoints=5, num_samples=16, sigma=0.5, pool_size=2)
+    detector(feature_map)
+    with tf.GradientTape() as tape:
+        positions, _, _ = detector(feature_map, training=True)
+        loss = tf.reduce_sum(positions * [[[1.0, 2.0]]])
+    gradient = tape.gradient(loss, detector.score_conv.kernel).numpy()
+    assert np.all(np.isfinite(gradient)) and np.abs(gradient).sum() > 0
+    assert np.all((positions.numpy() >= 0) & (positions.numpy() <= 7))
+
+
+def test_perturbed_top_k_over_windows_saves_and_loads(tmp_path, rng):
+    feature_map = rng.normal(size=(2, 8, 8, 3)).astype("float32")
+    inputs = keras.Input((8, 8, 3))
+    detector = PerturbedTopK(num_keypoints=5, num_samples=4, pool_size=2, name="detector")
+    model = keras.Model(inputs, detector(inputs))
+    reference = [output.numpy() for output in model(feature_map, training=False)]
+
+    model.save(tmp_path / "model.keras")
+    restored = keras.models.load_model(tmp_path / "model.keras")
+    assert restored.get_layer("detector").pool_size == 2
+    assert restored.get_layer("detector").get_config() == detector.get_config()
+    for expected, actual in zip(reference, restored(feature_map, training=False)):
+        np.testing.assert_array_equal(actual.numpy(), expected)
+
+    model.save(tmp_path / "savedmodel", save_format="tf")
+    loaded = tf.saved_model.load(str(tmp_path / "savedmodel"))
+    for expected, actual in zip(reference, loaded(tf.constant(feature_map), training=False)):
+        np.testing.assert_array_equal(actual.numpy(), expected)
+
+
 @pytest.mark.parametrize("layer", [
     PerturbedTopK(num_keypoints=3, score_activation="sigmoid", num_samples=7, sigma=0.2),
+    PerturbedTopK(num_keypoints=3, num_samples=5, pool_size=2),
     GridCoordinateRegressor(num_keypoints=3, cell_size=2, offset_mode="softmax"),
     GridCoordinateRegressor(num_keypoints=3, cell_size=2, offset_mode="dsnt", dsnt_resolution=5),
 ])

@@ -67,7 +67,7 @@ def _check_fit_and_round_trips(model, images, labels, tmp_path):
 # Beyond the paper: the differentiable top-k and the regressor's expectation offsets.
 BEYOND_PAPER_VARIANTS = [
     dict(detector="perturbed_topk", score_activation="sigmoid", perturbed_samples=8, perturbed_sigma=0.5),
-    dict(detector="perturbed_topk", score_activation="linear", gnn="diffpool"),
+    dict(detector="perturbed_topk", score_activation="linear", gnn="diffpool", nms_pool_size=1),
     dict(detector="grid", offset_mode="softmax"),
     dict(detector="grid", offset_mode="dsnt", dsnt_resolution=3, score_activation="linear"),
 ]
@@ -91,6 +91,7 @@ def test_beyond_paper_variant(tmp_path, rng, changes):
         per_point = gradient.reshape(gradient.shape[:-1] + (2, detector_layer.channels_per_point))
         assert np.abs(per_point[..., :-1]).sum() > 0  # the heat-map bins that make the offsets
     else:
+        assert detector_layer.pool_size == config.nms_pool_size
         # Training positions are fractional means of sampled selections.
         positions, _, _ = detector_layer(model.get_layer("detector_backbone")(images), training=True)
         assert positions.shape == (4, 6, 2)
@@ -199,6 +200,9 @@ def test_pretrained_detector_weights_transfer(tmp_path, rng):
     (dict(perturbed_sigma=0.0), "perturbed_sigma=0.0 must be a finite noise scale > 0"),
     (dict(perturbed_sigma=-0.1), "perturbed_sigma=-0.1 must be a finite noise scale > 0"),
     (dict(detector="perturbed_topk", num_keypoints=200), "num_keypoints=200 exceeds the 12x12=144"),
+    (dict(detector="perturbed_topk", num_keypoints=40), "num_keypoints=40 exceeds the 36 pooling windows"),
+    (dict(detector="perturbed_topk", nms_pool_size=5),
+     r"nms_pool_size=5 does not divide the 12x12 feature map \(image_size 48 / stride 4\); valid: 1, 2, 3, 4, 6, 12"),
 ])
 def test_bad_configuration_names_the_value(changes, message):
     with pytest.raises(ValueError, match=message):
