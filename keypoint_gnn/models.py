@@ -27,7 +27,10 @@ class ModelConfig:
 
     Beyond the paper (False reproduces it): `position_features=True` appends each keypoint's
     normalised position to its node features; `graph_residual=True` adds skip connections
-    around the graph layers (see `keypoint_gnn.gnn.GCNStack` for why).
+    around the graph layers (see `keypoint_gnn.gnn.GCNStack` for why). `head_skip=True`
+    (classifier only, default False) concatenates the feature extractor's map to the
+    graph->CNN grid before the head, so that the head sees every location and the graph adds
+    keypoint context on top instead of being the only path.
 
     Beyond the paper, against its weak spots (defaults reproduce the paper):
     - `offset_mode` ("sigmoid" | "softmax" | "dsnt", with `dsnt_resolution`, None meaning
@@ -63,6 +66,7 @@ class ModelConfig:
     diffpool_clusters: int = 8
     position_features: bool = True
     graph_residual: bool = True
+    head_skip: bool = False
     head_filters: tuple = (64, 64)
     dropout: float = 0.2
     reconstruction_loss: str = "mse"
@@ -149,6 +153,8 @@ class ModelConfig:
                     f"of the grid ({size // self.grid_cell_size}^2 cells x "
                     f"{self.grid_points_per_cell} per cell)"
                 )
+        if not isinstance(self.head_skip, bool):
+            raise ValueError(f"head_skip={self.head_skip!r} must be True or False")
         if self.gnn == "diffpool" and self.diffpool_clusters > self.num_keypoints:
             raise ValueError(
                 f"diffpool_clusters={self.diffpool_clusters} exceeds num_keypoints={self.num_keypoints}"
@@ -226,7 +232,8 @@ def _image_input(config):
 
 
 def _keypoint_graph(config, images):
-    """The shared trunk: both CNNs, the detector, the interconnects and the GNN -> G, score map."""
+    """The shared trunk: both CNNs, the detector, the interconnects and the GNN
+    -> G (graph->CNN grid), score map, feature map."""
     features = _conv_blocks(config.backbone_filters, "feature_extractor")(images)
     detector_features = _conv_blocks(config.detector_filters, "detector_backbone", None)(images)
     positions, scores, score_map = _make_detector(config)(detector_features)
@@ -246,7 +253,7 @@ def _keypoint_graph(config, images):
     grid = interconnects.GraphToCNN(size, size, sampling=config.sampling, name="graph_to_cnn")(
         [nodes, positions]
     )
-    return grid, score_map
+    return grid, score_map, features
 
 
 def _classifier_head(config, grid):
@@ -268,7 +275,9 @@ def build_classifier(config):
     `config.gnn="none"` gives the paper's "CNN only" row: keypoints, no graph network.
     """
     images = _image_input(config)
-    grid, _ = _keypoint_graph(config, images)
+    grid, _, features = _keypoint_graph(config, images)
+    if config.head_skip:
+        grid = keras.layers.Concatenate(name="head_skip")([grid, features])
     logits = _classifier_head(config, grid)
     return keras.Model(images, logits, name=f"keypoint_{config.detector}_{config.gnn}_classifier")
 
@@ -290,7 +299,10 @@ def build_autoencoder(config):
     gives the right argument.
     """
     images = _image_input(config)
-    grid, score_map = _keypoint_graph(config, images)
+    if config.head_skip:
+        raise ValueError("head_skip=True applies to classifiers only: an autoencoder whose "
+                         "decoder saw the feature map could skip the keypoints altogether")
+    grid, score_map, _ = _keypoint_graph(config, images)
     reconstructions = _decoder(config, grid)
     if config.reconstruction_loss == "conf_mse":
         reconstructions = ConfidenceWeightedMSE(name="conf_mse")([images, reconstructions, score_map])

@@ -197,6 +197,7 @@ def test_pretrained_detector_weights_transfer(tmp_path, rng):
     (dict(detector="grid", offset_mode="tanh"), "offset_mode='tanh' is not one of 'sigmoid', 'softmax', 'dsnt'"),
     (dict(dsnt_resolution=1), "dsnt_resolution=1 must be None"),
     (dict(perturbed_samples=0), "perturbed_samples=0 must be a positive integer"),
+    (dict(head_skip="yes"), "head_skip='yes' must be True or False"),
     (dict(perturbed_sigma=0.0), "perturbed_sigma=0.0 must be a finite noise scale > 0"),
     (dict(perturbed_sigma=-0.1), "perturbed_sigma=-0.1 must be a finite noise scale > 0"),
     (dict(detector="perturbed_topk", num_keypoints=200), "num_keypoints=200 exceeds the 12x12=144"),
@@ -239,3 +240,30 @@ def test_keras3_already_loaded_gives_clear_error():
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120,
                             env={k: v for k, v in __import__("os").environ.items() if k != "TF_USE_LEGACY_KERAS"})
     assert "needs tf_keras" in result.stdout and "Keras 3" in result.stdout
+
+
+def test_head_skip_feeds_the_feature_map_beside_the_graph_grid(tmp_path, rng):
+    config = kg.ModelConfig(**{**TINY, "gnn": "gcn", "head_skip": True})
+    model = kg.build_classifier(config)
+    without = kg.build_classifier(config.replace(head_skip=False))
+    features = model.get_layer("feature_extractor").output
+    grid = model.get_layer("graph_to_cnn").output
+    skip = model.get_layer("head_skip")
+    assert skip.output.shape[-1] == grid.shape[-1] + features.shape[-1]
+    # Only the first head convolution grows: by its kernel over the feature channels.
+    conv = model.get_layer("head_conv0")
+    extra = conv.kernel.shape[0] * conv.kernel.shape[1] * features.shape[-1] * conv.filters
+    assert model.count_params() - without.count_params() == extra
+    images = rng.uniform(size=(4, 16, 16, 3)).astype("float32")
+    labels = np.array([0, 1, 2, 1])
+    with tf.GradientTape() as tape:
+        loss = _loss()(labels, model(images, training=True))
+    gradient = tape.gradient(loss, model.get_layer("detector").score_conv.kernel)
+    assert np.abs(gradient.numpy()).sum() > 0  # the keypoint path still trains
+    _check_fit_and_round_trips(model, images, labels, tmp_path)
+
+
+def test_head_skip_is_refused_for_the_autoencoder():
+    config = kg.ModelConfig(**{**TINY, "head_skip": True})
+    with pytest.raises(ValueError, match="head_skip=True applies to classifiers only"):
+        kg.build_autoencoder(config)

@@ -27,6 +27,7 @@ MODEL_FLAGS = {
     "perturbed_samples": "perturbed_samples",
     "perturbed_sigma": "perturbed_sigma",
     "image_size": "image_size",
+    "head_skip": "head_skip",
 }
 
 
@@ -67,6 +68,8 @@ def add_model_flags(parser):
     group.add_argument("--perturbed-samples", type=int, default=None, help="perturbed top-k noise samples")
     group.add_argument("--perturbed-sigma", type=float, default=None, help="perturbed top-k noise scale")
     group.add_argument("--diffpool-clusters", type=int, default=None)
+    group.add_argument("--head-skip", action="store_const", const=True, default=None,
+                       help="classifier head also sees the CNN feature map (beyond the paper)")
     group.add_argument("--detector-weights", default=None,
                        help="pre-trained detector weights from trainers.pretrain_keypoints")
 

@@ -50,7 +50,11 @@ class BuiltinOptions:
       num_parts: parts per image (P), in [3, 6].
       num_distractors: solid blobs per image, a different shape from the part marker.
       num_lines: clutter line segments per image.
-      max_rotation_degrees: each image's constellation turns by U(-r, r) degrees.
+      max_rotation_degrees: each image's constellation turns by U(-r, r) degrees. The default,
+        180, shows every class in every orientation: where a part lies in the image then says
+        nothing about the class, only the parts' positions relative to each other do. (With
+        45 degrees, every model reached 98-99% in 8 epochs, the "CNN only" baseline included:
+        a classifier head that sees absolute positions learnt the few orientations directly.)
       scale_range: (low, high) side of the constellation's bounding box as a fraction of the
         image side; capped so that every part stays inside the margin.
       jitter: each part moves by U(-jitter, jitter) image pixels, independently in y and x.
@@ -62,7 +66,7 @@ class BuiltinOptions:
     num_parts: int = 4
     num_distractors: int = 6
     num_lines: int = 3
-    max_rotation_degrees: float = 45.0
+    max_rotation_degrees: float = 180.0
     scale_range: tuple[float, float] = (0.45, 0.85)
     jitter: float = 1.5
     template_seed: int = 2021
