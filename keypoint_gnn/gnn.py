@@ -5,6 +5,7 @@ which breaks tf_keras's SavedModel export ("call() takes 1 positional argument b
 given"). `_plain_call` removes that instance attribute so the class's own `call` is used.
 """
 from keypoint_gnn import ops
+from keypoint_gnn._checks import check_positive_int
 from keypoint_gnn._backend import keras, tf
 
 from spektral.layers import DiffPool, GCNConv  # noqa: E402  (after _backend selects tf_keras)
@@ -16,11 +17,6 @@ def _plain_call(layer):
     if "call" in vars(layer):
         del layer.call
     return layer
-
-
-def _check_positive_int(name, value):
-    if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-        raise ValueError(f"{name}={value!r} must be a positive integer")
 
 
 @keras.saving.register_keras_serializable(package="keypoint_gnn")
@@ -51,8 +47,8 @@ class GCNStack(keras.layers.Layer):
 
     def __init__(self, units, num_layers, activation="relu", residual=False, **kwargs):
         super().__init__(**kwargs)
-        _check_positive_int("units", units)
-        _check_positive_int("num_layers", num_layers)
+        check_positive_int("units", units)
+        check_positive_int("num_layers", num_layers)
         self.units = units
         self.num_layers = num_layers
         self.activation = activation
@@ -108,9 +104,9 @@ class DiffPoolUnpool(keras.layers.Layer):
     def __init__(self, units, clusters, num_layers=2, activation="relu", residual=False, **kwargs):
         super().__init__(**kwargs)
         self.residual = residual
-        _check_positive_int("units", units)
-        _check_positive_int("clusters", clusters)
-        _check_positive_int("num_layers", num_layers)
+        check_positive_int("units", units)
+        check_positive_int("clusters", clusters)
+        check_positive_int("num_layers", num_layers)
         self.units = units
         self.clusters = clusters
         self.num_layers = num_layers

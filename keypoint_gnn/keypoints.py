@@ -10,6 +10,7 @@ Each detector takes the detector CNN's feature map `(B, h, w, C)` and returns th
 import math
 
 from keypoint_gnn import ops
+from keypoint_gnn._checks import check_choice, check_positive_int
 from keypoint_gnn._backend import keras, tf
 
 SCORE_ACTIVATIONS = ("linear", "sigmoid")
@@ -18,16 +19,6 @@ OFFSET_MODES = ("sigmoid", "softmax", "dsnt")
 MIN_DSNT_RESOLUTION = 4
 # Floor of the per-image score spread that scales PerturbedTopK's noise.
 _MIN_SCORE_SPREAD = 1e-3
-
-
-def _check_choice(name, value, choices):
-    if value not in choices:
-        raise ValueError(f"{name}={value!r} is not one of {', '.join(map(repr, choices))}")
-
-
-def _check_positive_int(name, value):
-    if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-        raise ValueError(f"{name}={value!r} must be a positive integer")
 
 
 def check_dsnt_resolution(value):
@@ -79,8 +70,8 @@ class KeypointDetector(keras.layers.Layer):
 
     def __init__(self, num_keypoints, score_activation="linear", **kwargs):
         super().__init__(**kwargs)
-        _check_positive_int("num_keypoints", num_keypoints)
-        _check_choice("score_activation", score_activation, SCORE_ACTIVATIONS)
+        check_positive_int("num_keypoints", num_keypoints)
+        check_choice("score_activation", score_activation, SCORE_ACTIVATIONS)
         self.num_keypoints = num_keypoints
         self.score_activation = score_activation
 
@@ -211,7 +202,7 @@ class PerturbedTopK(AttentionTopK):
                  pool_size=1, **kwargs):
         super().__init__(num_keypoints, score_activation, **kwargs)
         check_perturbation(num_samples, sigma)
-        _check_positive_int("pool_size", pool_size)
+        check_positive_int("pool_size", pool_size)
         self.num_samples = num_samples
         self.sigma = float(sigma)
         self.pool_size = pool_size
@@ -291,7 +282,7 @@ class MaxPoolNMS(_ScoreMapDetector):
 
     def __init__(self, num_keypoints, pool_size=2, score_activation="linear", **kwargs):
         super().__init__(num_keypoints, score_activation, **kwargs)
-        _check_positive_int("pool_size", pool_size)
+        check_positive_int("pool_size", pool_size)
         self.pool_size = pool_size
 
     def _check_map_size(self, height, width):
@@ -359,9 +350,9 @@ class GridCoordinateRegressor(KeypointDetector):
         **kwargs,
     ):
         super().__init__(num_keypoints, score_activation, **kwargs)
-        _check_positive_int("cell_size", cell_size)
-        _check_positive_int("points_per_cell", points_per_cell)
-        _check_choice("offset_mode", offset_mode, OFFSET_MODES)
+        check_positive_int("cell_size", cell_size)
+        check_positive_int("points_per_cell", points_per_cell)
+        check_choice("offset_mode", offset_mode, OFFSET_MODES)
         check_dsnt_resolution(dsnt_resolution)
         self.cell_size = cell_size
         self.points_per_cell = points_per_cell
