@@ -38,8 +38,9 @@ class UserError(Exception):
 def add_data_flags(parser):
     group = parser.add_argument_group("data")
     group.add_argument("--dataset", default="builtin",
-                       help="builtin (default, generated), a TFDS name (cifar10, imagenette/160px, ...), "
-                            "folder:PATH or idx:PATH")
+                       help="builtin (default, generated; builtin:KEY=VALUE,... sets its options, e.g. "
+                            "builtin:max_rotation_degrees=45,num_classes=10,scale_range=0.4-0.8), "
+                            "a TFDS name (cifar10, imagenette/160px, ...), folder:PATH or idx:PATH")
     group.add_argument("--data-dir", default=None, help="TFDS data directory (nothing is downloaded)")
     group.add_argument("--image-size", type=int, default=None, help="square image side in pixels (default 48)")
     group.add_argument("--channels", type=int, choices=(1, 3), default=None,

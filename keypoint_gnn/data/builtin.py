@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import dataclasses
 import itertools
+import typing
 
 import numpy as np
 
@@ -42,7 +43,8 @@ _CHUNK = 512  # images rendered at once: bounds the (chunk, k, S, S) mask arrays
 
 @dataclasses.dataclass(frozen=True)
 class BuiltinOptions:
-    """What the generated data set looks like; `load_dataset(builtin_options=...)` takes it.
+    """What the generated data set looks like; `load_dataset(builtin_options=...)` takes it, and
+    `parse_options` makes it from a spec such as `builtin:num_classes=10,scale_range=0.4-0.8`.
 
     Attributes:
       num_examples: images over all splits, divided by `load_dataset`'s fractions.
@@ -111,6 +113,53 @@ class ConstellationImages:
 def _require(condition: bool, message: str) -> None:
     if not condition:
         raise ValueError(message)
+
+
+def parse_options(text: str) -> BuiltinOptions:
+    """`BuiltinOptions` from the `KEY=VALUE,...` text after `builtin:` in a `--dataset` spec.
+
+    Keys are `BuiltinOptions` fields, each at most once; the others keep their defaults. Values
+    are converted by the field's type: int fields take integers only ("4.5" is an error), float
+    fields any number, and `scale_range` takes "LOW-HIGH", e.g.
+    `max_rotation_degrees=45,num_classes=10,scale_range=0.4-0.8`. `BuiltinOptions` then checks
+    the ranges.
+
+    Raises:
+      ValueError: empty text, an item without "=", an unknown or repeated key, or a value that
+        does not convert or is out of range; the message names the key or value and lists the
+        valid keys.
+    """
+    types = typing.get_type_hints(BuiltinOptions)
+    valid = ", ".join(types)
+    if not text.strip():
+        raise ValueError(f"builtin options are empty; give KEY=VALUE pairs separated by commas, "
+                         f"e.g. 'builtin:num_classes=10', with keys from {valid}")
+    values = {}
+    for item in text.split(","):
+        key, equals, value = (part.strip() for part in item.partition("="))
+        if not equals or not key or not value:
+            raise ValueError(f"builtin option {item.strip()!r} must be KEY=VALUE with a key from "
+                             f"{valid}")
+        if key not in types:
+            raise ValueError(f"builtin option {key!r} is not one of {valid}")
+        if key in values:
+            raise ValueError(f"builtin option {key} is given twice")
+        values[key] = _convert_option(key, value, types[key])
+    return BuiltinOptions(**values)
+
+
+def _convert_option(key: str, value: str, kind):
+    """`value` as a `kind` (int, float or tuple[float, float]) for `parse_options`."""
+    try:
+        if kind is int:
+            return int(value)
+        if kind is float:
+            return float(value)
+        low, high = value.split("-")  # ValueError unless exactly one "-"
+        return (float(low), float(high))
+    except ValueError:
+        expected = {int: "an integer", float: "a number"}.get(kind, "LOW-HIGH, e.g. 0.4-0.8")
+        raise ValueError(f"builtin option {key}={value!r} must be {expected}") from None
 
 
 def marker(image_size: int) -> np.ndarray:

@@ -21,10 +21,14 @@ def builtin_split_sizes(num_examples: int, validation_fraction: float, test_frac
     return sizes
 
 
-def load_builtin_source(*, image_size: int, seed: int, validation_fraction: float,
-                        test_fraction: float, max_examples: int | None,
+def load_builtin_source(spec: str = "builtin", *, image_size: int, seed: int,
+                        validation_fraction: float, test_fraction: float,
+                        max_examples: int | None,
                         options: builtin.BuiltinOptions | None = None) -> SourceData:
     """Generates the built-in set at `image_size`, so the pipeline never resizes it.
+
+    `spec` is what it was opened from ("builtin" or "builtin:KEY=VALUE,..."), kept as the
+    source's name.
 
     Flips are not label-preserving here: a mirrored constellation can be another class.
     """
@@ -35,7 +39,7 @@ def load_builtin_source(*, image_size: int, seed: int, validation_fraction: floa
                                 max_examples)
     generated = builtin.generate_splits(image_size, seed, sizes, options)
     return SourceData(
-        name="builtin",
+        name=spec,
         class_names=[f"constellation_{index}" for index in range(options.num_classes)],
         channels=3,
         splits={name: SourceSplit.from_arrays(split.images, split.labels)

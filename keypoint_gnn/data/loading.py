@@ -17,7 +17,8 @@ class DatasetInfo:
     """What a loaded data set holds.
 
     Attributes:
-      name: the spec it was loaded from ("builtin", "folder:PATH", "cifar10", ...).
+      name: the spec it was loaded from ("builtin", "builtin:num_classes=10", "folder:PATH",
+        "cifar10", ...).
       num_classes: number of classes.
       class_names: one name per class index.
       image_size: side S of the square images the splits yield, in pixels.
@@ -84,8 +85,10 @@ def load_dataset(
     """Loads a data set as train / validation / test tf.data pipelines.
 
     Args:
-      name: "builtin" (generated, the default), "folder:PATH", "idx:PATH", or a prepared
-        TensorFlow Datasets name (see `keypoint_gnn.data.sources`).
+      name: "builtin" (generated, the default), "builtin:KEY=VALUE,..." (the same with
+        `BuiltinOptions` fields set, e.g. "builtin:max_rotation_degrees=45,scale_range=0.4-0.8"),
+        "folder:PATH", "idx:PATH", or a prepared TensorFlow Datasets name (see
+        `keypoint_gnn.data.sources`).
       image_size: side S in pixels of the square images produced (sources are resized, and
         non-square images stretched); the built-in set is drawn at this size, >= 24.
       batch_size: examples per batch, >= 1.
@@ -99,7 +102,8 @@ def load_dataset(
         source has no validation split, in (0, 1).
       test_fraction: the same for a missing test split, in (0, 1); the two sum below 1.
       max_examples: cap on each split's examples (a seeded subset), or None.
-      builtin_options: `keypoint_gnn.data.builtin.BuiltinOptions` for name="builtin".
+      builtin_options: `keypoint_gnn.data.builtin.BuiltinOptions` for name="builtin"; an error
+        with any other name, "builtin:KEY=VALUE,..." included (that spec sets the options).
 
     Returns:
       `Splits`.
@@ -119,8 +123,6 @@ def load_dataset(
     if task not in TASKS:
         raise ValueError(f"task={task!r} must be one of {TASKS}")
     check_fractions(validation_fraction, test_fraction)
-    if builtin_options is not None and name != "builtin":
-        raise ValueError(f"builtin_options apply to name='builtin' only, not name={name!r}")
 
     source = open_source(name, image_size=image_size, seed=seed, data_dir=data_dir,
                          validation_fraction=validation_fraction, test_fraction=test_fraction,

@@ -1,7 +1,9 @@
 """What a data source hands to the pipeline, and which `--dataset` spec names which source.
 
 Specs:
-  - `builtin`: the generated constellation set (`keypoint_gnn.data.builtin`).
+  - `builtin`: the generated constellation set (`keypoint_gnn.data.builtin`);
+    `builtin:KEY=VALUE,...` sets its `BuiltinOptions`, e.g.
+    `builtin:max_rotation_degrees=45,num_classes=10,scale_range=0.4-0.8`.
   - `folder:PATH`: one sub-folder of images per class (`keypoint_gnn.data.folder`).
   - `idx:PATH`: a folder of MNIST-format IDX files (`keypoint_gnn.data.idx`).
   - a TensorFlow Datasets name such as `cifar10`, `imagenette/160px` or `mnist:3.0.1`, read
@@ -18,8 +20,9 @@ import numpy as np
 from keypoint_gnn._backend import tf
 
 SPLIT_NAMES = ("train", "validation", "test")
-VALID_FORMS = ("'builtin', 'folder:PATH', 'idx:PATH', or a TensorFlow Datasets name such as "
-               "'cifar10' or 'imagenette/160px' (optionally 'tfds:NAME')")
+VALID_FORMS = ("'builtin' (or 'builtin:KEY=VALUE,...'), 'folder:PATH', 'idx:PATH', or a "
+               "TensorFlow Datasets name such as 'cifar10' or 'imagenette/160px' "
+               "(optionally 'tfds:NAME')")
 _TFDS_NAME = re.compile(r"^[a-z][a-z0-9_]*(/[\w.\-]+)?(:\d+(\.\d+){0,2})?$")
 
 
@@ -77,18 +80,28 @@ def open_source(spec: str, *, image_size: int, seed: int, data_dir: str | None,
     """Opens the source that `spec` names; see the module docstring for the forms.
 
     `validation_fraction` and `test_fraction` divide sources that do not bring those splits;
-    `max_examples` caps every split (a seeded subset). Raises ValueError naming `spec` when it
-    has none of the valid forms.
+    `max_examples` caps every split (a seeded subset). `builtin_options` applies to a plain
+    `builtin` spec; a `builtin:KEY=VALUE,...` spec brings its own (`builtin.parse_options`),
+    and giving both is an error. Raises ValueError naming `spec` when it has none of the valid
+    forms.
     """
     if not isinstance(spec, str) or not spec.strip():
         raise ValueError(f"dataset={spec!r} is not a data set spec; use {VALID_FORMS}")
     common = {"seed": seed, "validation_fraction": validation_fraction,
               "test_fraction": test_fraction, "max_examples": max_examples}
     prefix, _, rest = spec.partition(":")
-    if spec == "builtin":
-        from keypoint_gnn.data import builtin_source
-        return builtin_source.load_builtin_source(image_size=image_size, options=builtin_options,
+    if prefix == "builtin":
+        from keypoint_gnn.data import builtin, builtin_source
+        options = builtin_options
+        if spec != "builtin":
+            if builtin_options is not None:
+                raise ValueError(f"dataset={spec!r} and builtin_options both set the built-in "
+                                 f"set's options; pass only one of them")
+            options = builtin.parse_options(rest)
+        return builtin_source.load_builtin_source(spec, image_size=image_size, options=options,
                                                   **common)
+    if builtin_options is not None:
+        raise ValueError(f"builtin_options apply to dataset='builtin' only, not dataset={spec!r}")
     if prefix == "folder" and rest:
         from keypoint_gnn.data import folder
         return folder.load_folder_source(rest, **common)

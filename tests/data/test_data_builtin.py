@@ -139,3 +139,36 @@ def test_more_parts_and_classes():
     split = generate_splits(64, 0, {"train": 20}, options)["train"]
     assert split.part_positions.shape == (20, 6, 2)
     assert set(split.labels) == set(range(10))
+
+
+def test_parse_options_converts_by_field_type():
+    options = builtin.parse_options(
+        "max_rotation_degrees=45, num_classes=10,scale_range=0.4-0.8,jitter=1,template_seed=7")
+    assert options == BuiltinOptions(max_rotation_degrees=45.0, num_classes=10,
+                                     scale_range=(0.4, 0.8), jitter=1.0, template_seed=7)
+    assert isinstance(options.num_classes, int) and isinstance(options.jitter, float)
+    assert isinstance(options.max_rotation_degrees, float)
+    assert builtin.parse_options("num_parts=5") == BuiltinOptions(num_parts=5)
+
+
+@pytest.mark.parametrize("text,message", [
+    ("rotation=45", (r"builtin option 'rotation' is not one of num_examples, num_classes, .*"
+                     r"scale_range, jitter, template_seed")),
+    ("num_classes=4.5", r"builtin option num_classes='4.5' must be an integer"),
+    ("num_classes=x", r"builtin option num_classes='x' must be an integer"),
+    ("jitter=lots", r"builtin option jitter='lots' must be a number"),
+    ("scale_range=0.5", r"builtin option scale_range='0.5' must be LOW-HIGH"),
+    ("scale_range=0.4-0.6-0.8", r"scale_range='0.4-0.6-0.8' must be LOW-HIGH"),
+    ("max_rotation_degrees=200", r"max_rotation_degrees=200.0 must be in \[0, 180\]"),
+    ("scale_range=0.8-0.4", r"scale_range=\(0.8, 0.4\) must satisfy"),
+    ("num_classes", (r"builtin option 'num_classes' must be KEY=VALUE with a key from "
+                     r"num_examples, .*template_seed")),
+    ("num_classes=", r"'num_classes=' must be KEY=VALUE"),
+    ("num_classes=3,", r"'' must be KEY=VALUE"),
+    ("num_classes=3,num_classes=4", r"num_classes is given twice"),
+    ("", r"builtin options are empty.*num_examples, .*template_seed"),
+    ("  ", r"builtin options are empty"),
+])
+def test_parse_options_errors_name_the_key_or_value(text, message):
+    with pytest.raises(ValueError, match=message):
+        builtin.parse_options(text)

@@ -126,3 +126,37 @@ def test_unknown_spec_names_the_value_and_the_valid_forms(spec):
 def test_builtin_options_only_for_builtin(tmp_path):
     with pytest.raises(ValueError, match="builtin_options"):
         load_dataset(f"folder:{tmp_path}", builtin_options=OPTIONS)
+
+
+def test_builtin_spec_sets_the_options_like_builtin_options():
+    spec = "builtin:max_rotation_degrees=45,num_examples=60"
+    from_spec = load_dataset(spec, image_size=32, batch_size=8)
+    from_options = load_dataset("builtin", image_size=32, batch_size=8,
+                                builtin_options=BuiltinOptions(max_rotation_degrees=45,
+                                                               num_examples=60))
+    assert from_spec.info.name == spec  # metrics.json records the whole spec
+    assert from_options.info.name == "builtin"
+    assert from_spec.info.num_examples == {"train": 48, "validation": 6, "test": 6}
+    for split in ("train", "validation", "test"):
+        spec_images, spec_labels = _concat(getattr(from_spec, split))
+        images, labels = _concat(getattr(from_options, split))
+        np.testing.assert_array_equal(spec_images, images)
+        np.testing.assert_array_equal(spec_labels, labels)
+    np.testing.assert_array_equal(from_spec.test_parts, from_options.test_parts)
+
+
+@pytest.mark.parametrize("spec,message", [
+    ("builtin:rotation=45", "builtin option 'rotation' is not one of num_examples, num_classes"),
+    ("builtin:num_classes=4.5", "builtin option num_classes='4.5' must be an integer"),
+    ("builtin:max_rotation_degrees=200", r"max_rotation_degrees=200.0 must be in \[0, 180\]"),
+    ("builtin:num_classes", "builtin option 'num_classes' must be KEY=VALUE"),
+    ("builtin:", "builtin options are empty"),
+])
+def test_bad_builtin_spec_names_the_key_or_value(spec, message):
+    with pytest.raises(ValueError, match=message):
+        load_dataset(spec, image_size=32)
+
+
+def test_builtin_spec_and_builtin_options_together_are_refused():
+    with pytest.raises(ValueError, match=r"dataset='builtin:num_classes=3' and builtin_options"):
+        load_dataset("builtin:num_classes=3", builtin_options=OPTIONS)
