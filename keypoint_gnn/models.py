@@ -39,7 +39,9 @@ class ModelConfig:
     - `detector="perturbed_topk"`: top-N made differentiable by perturbed optimisers in
       training (`perturbed_samples` noise draws, noise scale `perturbed_sigma` relative to each
       image's score spread), over the maxima of `nms_pool_size` windows as in max-pool NMS
-      (`nms_pool_size=1`: over every location, attention top-N); see `keypoints.PerturbedTopK`.
+      (`nms_pool_size=1`: over every location, attention top-N); `perturbed_control_variate`
+      (default True) subtracts a leave-one-out baseline in its gradient estimator; see
+      `keypoints.PerturbedTopK`.
 
     Units: `image_size` in image pixels; `nms_pool_size` and `grid_cell_size` in feature-map
     pixels (image pixels divided by `feature_stride`).
@@ -60,6 +62,7 @@ class ModelConfig:
     dsnt_resolution: int | None = None
     perturbed_samples: int = 20
     perturbed_sigma: float = 0.05
+    perturbed_control_variate: bool = True
     gnn: str = "gcn"
     graph_layers: int = 4
     graph_units: int = 64
@@ -153,8 +156,9 @@ class ModelConfig:
                     f"of the grid ({size // self.grid_cell_size}^2 cells x "
                     f"{self.grid_points_per_cell} per cell)"
                 )
-        if not isinstance(self.head_skip, bool):
-            raise ValueError(f"head_skip={self.head_skip!r} must be True or False")
+        for name in ("head_skip", "perturbed_control_variate"):
+            if not isinstance(getattr(self, name), bool):
+                raise ValueError(f"{name}={getattr(self, name)!r} must be True or False")
         if self.gnn == "diffpool" and self.diffpool_clusters > self.num_keypoints:
             raise ValueError(
                 f"diffpool_clusters={self.diffpool_clusters} exceeds num_keypoints={self.num_keypoints}"
@@ -215,7 +219,9 @@ def _make_detector(config):
     if config.detector == "perturbed_topk":
         return keypoints.PerturbedTopK(num_samples=config.perturbed_samples,
                                        sigma=config.perturbed_sigma,
-                                       pool_size=config.nms_pool_size, **common)
+                                       pool_size=config.nms_pool_size,
+                                       control_variate=config.perturbed_control_variate,
+                                       **common)
     if config.detector == "maxpool_nms":
         return keypoints.MaxPoolNMS(pool_size=config.nms_pool_size, **common)
     return keypoints.GridCoordinateRegressor(

@@ -312,6 +312,7 @@ def test_perturbed_top_k_over_windows_saves_and_loads(tmp_path, rng):
 @pytest.mark.parametrize("layer", [
     PerturbedTopK(num_keypoints=3, score_activation="sigmoid", num_samples=7, sigma=0.2),
     PerturbedTopK(num_keypoints=3, num_samples=5, pool_size=2),
+    PerturbedTopK(num_keypoints=3, num_samples=5, pool_size=2, control_variate=True),
     GridCoordinateRegressor(num_keypoints=3, cell_size=2, offset_mode="softmax"),
     GridCoordinateRegressor(num_keypoints=3, cell_size=2, offset_mode="dsnt", dsnt_resolution=5),
 ])
