@@ -19,6 +19,7 @@ OFFSET_MODES = ("sigmoid", "softmax", "dsnt")
 MIN_DSNT_RESOLUTION = 4
 # Floor of the per-image score spread that scales PerturbedTopK's noise.
 _MIN_SCORE_SPREAD = 1e-3
+PERTURBED_SELECTIONS = ("slots", "marginal")
 
 
 def check_dsnt_resolution(value):
@@ -173,6 +174,18 @@ class PerturbedTopK(AttentionTopK):
     positions, highest score first). The slot order differs between the two modes; the GNN and
     the graph->CNN scatter do not depend on it.
 
+    `selection="marginal"` (beyond Cordonnier et al.) keeps the training forward pass equal to
+    inference and uses the perturbed selection only for the gradient: with m = sum_j Y_j (B, n),
+    each candidate's probability of being selected under the noise,
+
+      positions = c[topN(r)]                       the hard selection, as at inference
+      scores = act(r)[topN(r)] * (1 + m - stop_gradient(m))[topN(r)]
+
+    so the forward values are the hard ones and d scores / d r gets the estimator's d m / d r
+    (how much a change of r makes a candidate more or less likely to be picked). Sorted-slot
+    averaging ("slots") blends the positions of different candidates whenever the samples
+    disagree, a train/test mismatch that this mode does not have.
+
     Why windows: neighbouring locations score alike, so a top-N over all locations picks
     clusters of them (13.6% of keypoint pairs closer than 1.5 cells against max-pool NMS's
     4.2%, docs/RESULTS.md). With p > 1 each sampled selection holds at most one keypoint per
@@ -193,6 +206,8 @@ class PerturbedTopK(AttentionTopK):
       control_variate: subtract a leave-one-out baseline in the gradient estimator (see
         `ops.perturbed_top_k_indicators`): same expected gradient, far less noise when sigma is
         small. False reproduces the plain estimator.
+      selection: `"slots"` (Cordonnier et al.: averaged sorted slots, fractional positions
+        in training) or `"marginal"` (hard forward pass, perturbed gradient; see above).
 
     Example:
       >>> detector = PerturbedTopK(num_keypoints=8, num_samples=10, pool_size=2)
@@ -202,7 +217,7 @@ class PerturbedTopK(AttentionTopK):
     """
 
     def __init__(self, num_keypoints, score_activation="linear", num_samples=20, sigma=0.05,
-                 pool_size=1, control_variate=False, **kwargs):
+                 pool_size=1, control_variate=False, selection="slots", **kwargs):
         super().__init__(num_keypoints, score_activation, **kwargs)
         check_perturbation(num_samples, sigma)
         check_positive_int("pool_size", pool_size)
@@ -210,6 +225,8 @@ class PerturbedTopK(AttentionTopK):
         self.sigma = float(sigma)
         self.pool_size = pool_size
         self.control_variate = bool(control_variate)
+        check_choice("selection", selection, PERTURBED_SELECTIONS)
+        self.selection = selection
 
     def _check_map_size(self, height, width):
         super()._check_map_size(height, width)
@@ -239,9 +256,14 @@ class PerturbedTopK(AttentionTopK):
             control_variate=self.control_variate,
         )
         if self.pool_size == 1:
-            positions = tf.einsum("bkn,nc->bkc", indicators, ops.grid_positions(height, width))
-        else:
-            positions = tf.einsum("bkn,bnc->bkc", indicators, candidates)
+            candidates = tf.broadcast_to(ops.grid_positions(height, width)[None],
+                                         [tf.shape(raw)[0], height * width, 2])
+        if self.selection == "marginal":
+            top_raw, index = tf.math.top_k(raw, k=self.num_keypoints)
+            chosen = tf.gather(tf.reduce_sum(indicators, axis=1), index, batch_dims=1)
+            positions = tf.gather(candidates, index, batch_dims=1)
+            return positions, self.activate(top_raw) * (1.0 + chosen - tf.stop_gradient(chosen))
+        positions = tf.einsum("bkn,bnc->bkc", indicators, candidates)
         scores = tf.einsum("bkn,bn->bk", indicators, self.activate(raw))
         return positions, scores
 
@@ -265,7 +287,7 @@ class PerturbedTopK(AttentionTopK):
     def get_config(self):
         config = super().get_config()
         config.update(num_samples=self.num_samples, sigma=self.sigma, pool_size=self.pool_size,
-                      control_variate=self.control_variate)
+                      control_variate=self.control_variate, selection=self.selection)
         return config
 
 

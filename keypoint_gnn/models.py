@@ -40,8 +40,9 @@ class ModelConfig:
       training (`perturbed_samples` noise draws, noise scale `perturbed_sigma` relative to each
       image's score spread), over the maxima of `nms_pool_size` windows as in max-pool NMS
       (`nms_pool_size=1`: over every location, attention top-N); `perturbed_control_variate`
-      (default True) subtracts a leave-one-out baseline in its gradient estimator; see
-      `keypoints.PerturbedTopK`.
+      (default True) subtracts a leave-one-out baseline in its gradient estimator;
+      `perturbed_selection` ("marginal", default: hard forward pass, perturbed gradient; or
+      "slots", Cordonnier et al.'s averaged slots); see `keypoints.PerturbedTopK`.
 
     Units: `image_size` in image pixels; `nms_pool_size` and `grid_cell_size` in feature-map
     pixels (image pixels divided by `feature_stride`).
@@ -63,6 +64,7 @@ class ModelConfig:
     perturbed_samples: int = 20
     perturbed_sigma: float = 0.05
     perturbed_control_variate: bool = True
+    perturbed_selection: str = "marginal"
     gnn: str = "gcn"
     graph_layers: int = 4
     graph_units: int = 64
@@ -91,9 +93,11 @@ class ModelConfig:
 
     @property
     def sampling(self):
-        """Fractional positions (the regressor; the perturbed top-k in training) are sampled
-        bilinearly, the others gathered."""
-        return "bilinear" if self.detector in ("grid", "perturbed_topk") else "gather"
+        """Fractional positions (the regressor; the perturbed top-k's averaged slots in
+        training) are sampled bilinearly, the others gathered."""
+        fractional = self.detector == "grid" or (
+            self.detector == "perturbed_topk" and self.perturbed_selection == "slots")
+        return "bilinear" if fractional else "gather"
 
     def validate(self):
         for name in ("image_size", "num_classes", "num_keypoints", "graph_layers", "graph_units",
@@ -108,6 +112,7 @@ class ModelConfig:
             ("gnn", gnn_lib.GNN_NAMES),
             ("score_activation", keypoints.SCORE_ACTIVATIONS),
             ("offset_mode", keypoints.OFFSET_MODES),
+            ("perturbed_selection", keypoints.PERTURBED_SELECTIONS),
             ("reconstruction_loss", RECONSTRUCTION_LOSSES),
         ):
             if getattr(self, name) not in choices:
@@ -221,6 +226,7 @@ def _make_detector(config):
                                        sigma=config.perturbed_sigma,
                                        pool_size=config.nms_pool_size,
                                        control_variate=config.perturbed_control_variate,
+                                       selection=config.perturbed_selection,
                                        **common)
     if config.detector == "maxpool_nms":
         return keypoints.MaxPoolNMS(pool_size=config.nms_pool_size, **common)

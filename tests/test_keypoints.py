@@ -313,6 +313,7 @@ def test_perturbed_top_k_over_windows_saves_and_loads(tmp_path, rng):
     PerturbedTopK(num_keypoints=3, score_activation="sigmoid", num_samples=7, sigma=0.2),
     PerturbedTopK(num_keypoints=3, num_samples=5, pool_size=2),
     PerturbedTopK(num_keypoints=3, num_samples=5, pool_size=2, control_variate=True),
+    PerturbedTopK(num_keypoints=3, num_samples=5, selection="marginal"),
     GridCoordinateRegressor(num_keypoints=3, cell_size=2, offset_mode="softmax"),
     GridCoordinateRegressor(num_keypoints=3, cell_size=2, offset_mode="dsnt", dsnt_resolution=5),
 ])
@@ -320,3 +321,48 @@ def test_new_detector_options_round_trip_config(layer):
     config = layer.get_config()
     restored = type(layer).from_config(config)
     assert restored.get_config() == config
+
+
+@pytest.mark.parametrize("pool_size", [1, 2])
+def test_marginal_selection_trains_on_the_inference_selection(rng, pool_size):
+    feature_map = rng.normal(size=(2, 8, 8, 3)).astype("float32")
+    detector = PerturbedTopK(num_keypoints=6, score_activation="sigmoid", num_samples=4,
+                             pool_size=pool_size, selection="marginal")
+    inference = [t.numpy() for t in detector(feature_map, training=False)]
+    training = [t.numpy() for t in detector(feature_map, training=True)]
+    for expected, actual in zip(inference, training):
+        np.testing.assert_allclose(actual, expected, rtol=1e-6)
+
+
+def test_marginal_selection_gradient_matches_numpy(rng):
+    """Linear scores, pool 1, fixed noise: d/dr of sum_j G_j s_j, with s_j = r_(n_j) and the
+    inclusion probabilities' perturbed-optimiser Jacobian (1/(S sigma)) sum_s 1[n in sel_s] Z_s."""
+    batch, size, k, samples, sigma = 2, 4, 3, 5, 0.3
+    raw_map = rng.normal(size=(batch, size, size, 1))
+    noise = rng.normal(size=(batch, samples, size * size))
+    upstream = rng.normal(size=(batch, k))
+    detector = PerturbedTopK(num_keypoints=k, num_samples=samples, sigma=sigma, selection="marginal",
+                             dtype="float64")
+    raw_t = tf.constant(raw_map)
+    with tf.GradientTape() as tape:
+        tape.watch(raw_t)
+        _, scores = detector.perturbed_select(raw_t, noise=tf.constant(noise))
+        loss = tf.reduce_sum(scores * upstream)
+    gradient = tape.gradient(loss, raw_t).numpy().reshape(batch, -1)
+
+    raw = raw_map.reshape(batch, -1)
+    expected = np.zeros_like(raw)
+    for b in range(batch):
+        chosen = np.argsort(-raw[b])[:k]
+        scale = sigma * raw[b].std()
+        expected[b, chosen] += upstream[b]
+        for s in range(samples):
+            selected = set(np.argsort(-(raw[b] + scale * noise[b, s]))[:k])
+            weight = sum(upstream[b, j] * raw[b, n] for j, n in enumerate(chosen) if n in selected)
+            expected[b] += weight * noise[b, s] / (samples * scale)
+    np.testing.assert_allclose(gradient, expected, rtol=1e-8, atol=1e-10)
+
+
+def test_unknown_perturbed_selection_is_refused():
+    with pytest.raises(ValueError, match="selection='soft' is not one of 'slots', 'marginal'"):
+        PerturbedTopK(num_keypoints=3, selection="soft")

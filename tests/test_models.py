@@ -67,7 +67,8 @@ def _check_fit_and_round_trips(model, images, labels, tmp_path):
 # Beyond the paper: the differentiable top-k and the regressor's expectation offsets.
 BEYOND_PAPER_VARIANTS = [
     dict(detector="perturbed_topk", score_activation="sigmoid", perturbed_samples=8, perturbed_sigma=0.5),
-    dict(detector="perturbed_topk", score_activation="linear", gnn="diffpool", nms_pool_size=1),
+    dict(detector="perturbed_topk", score_activation="linear", gnn="diffpool", nms_pool_size=1,
+         perturbed_selection="slots", perturbed_control_variate=False),
     dict(detector="grid", offset_mode="softmax"),
     dict(detector="grid", offset_mode="dsnt", dsnt_resolution=3, score_activation="linear"),
 ]
@@ -92,7 +93,7 @@ def test_beyond_paper_variant(tmp_path, rng, changes):
         assert np.abs(per_point[..., :-1]).sum() > 0  # the heat-map bins that make the offsets
     else:
         assert detector_layer.pool_size == config.nms_pool_size
-        # Training positions are fractional means of sampled selections.
+        # Training positions: the hard selection ("marginal") or fractional slot means ("slots").
         positions, _, _ = detector_layer(model.get_layer("detector_backbone")(images), training=True)
         assert positions.shape == (4, 6, 2)
         gradient = tape.gradient(loss, detector_layer.score_conv.kernel).numpy()
@@ -198,6 +199,8 @@ def test_pretrained_detector_weights_transfer(tmp_path, rng):
     (dict(dsnt_resolution=1), "dsnt_resolution=1 must be None"),
     (dict(perturbed_samples=0), "perturbed_samples=0 must be a positive integer"),
     (dict(head_skip="yes"), "head_skip='yes' must be True or False"),
+    (dict(perturbed_selection="soft"), "perturbed_selection='soft' is not one of 'slots', 'marginal'"),
+    (dict(perturbed_control_variate=1), "perturbed_control_variate=1 must be True or False"),
     (dict(perturbed_sigma=0.0), "perturbed_sigma=0.0 must be a finite noise scale > 0"),
     (dict(perturbed_sigma=-0.1), "perturbed_sigma=-0.1 must be a finite noise scale > 0"),
     (dict(detector="perturbed_topk", num_keypoints=200), "num_keypoints=200 exceeds the 12x12=144"),

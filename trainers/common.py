@@ -26,6 +26,7 @@ MODEL_FLAGS = {
     "dsnt_resolution": "dsnt_resolution",
     "perturbed_samples": "perturbed_samples",
     "perturbed_sigma": "perturbed_sigma",
+    "perturbed_selection": "perturbed_selection",
     "image_size": "image_size",
     "head_skip": "head_skip",
 }
@@ -68,6 +69,9 @@ def add_model_flags(parser):
     group.add_argument("--dsnt-resolution", type=int, default=None, help="DSNT heat-map side per cell")
     group.add_argument("--perturbed-samples", type=int, default=None, help="perturbed top-k noise samples")
     group.add_argument("--perturbed-sigma", type=float, default=None, help="perturbed top-k noise scale")
+    group.add_argument("--perturbed-selection", choices=("marginal", "slots"), default=None,
+                       help="perturbed top-k: hard forward + perturbed gradient (marginal, default) "
+                            "or averaged sorted slots (slots, Cordonnier et al.)")
     group.add_argument("--diffpool-clusters", type=int, default=None)
     group.add_argument("--head-skip", action="store_const", const=True, default=None,
                        help="classifier head also sees the CNN feature map (beyond the paper)")
