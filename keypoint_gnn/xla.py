@@ -31,9 +31,10 @@ GRAPH_SECTION_TYPES = (
     interconnects.GraphToCNN,
     interconnects.GridToGraph,
     gnn.GCNStack,
-    gnn.DiffPoolUnpool,
 )
-"""Layer classes whose `call` the "graph" mode compiles."""
+"""Layer classes whose `call` the "graph" mode compiles. Not `gnn.DiffPoolUnpool`: Spektral's
+DiffPool adds its auxiliary losses (`add_loss`) inside its call, and a loss made inside a
+tf.function cannot be read by the training step outside it."""
 
 
 def check_mode(mode):
