@@ -63,3 +63,11 @@ def test_table_rows_resume(tmp_path, capsys):
 def test_table_bad_rows():
     with pytest.raises(common.UserError, match=r"--rows \[9\] out of range: the table has rows 1..8"):
         experiments.main(["--table", "1", "--rows", "9", "--out", "/tmp/never"])
+
+
+def test_detector_rows_skip_the_detector_the_table_already_uses():
+    best = experiments.Row("GCN, 4 layers, sigmoid scores", ("--gnn", "gcn", "--score-activation", "sigmoid"))
+    rows = experiments.detector_rows(best, 64, "maxpool_nms")
+    assert [row.flags[-1] for row in rows] == ["attention", "grid"]
+    assert all(row.flags == best.flags + ("--detector", row.flags[-1]) for row in rows)
+    assert len(experiments.detector_rows(best, 64, "grid")) == 2

@@ -52,13 +52,11 @@ def table_1_rows(keypoints):
     ]
 
 
-def detector_rows(best, keypoints):
-    """Each detector with the best GNN row's settings."""
-    base = [flag for flag in best.flags]
-    rows = []
-    for detector in ("attention", "maxpool_nms", "grid"):
-        rows.append(Row(f"{best.label}; {detector} keypoints", tuple(base) + ("--detector", detector)))
-    return rows
+def detector_rows(best, keypoints, table_detector):
+    """Each detector with the best GNN row's settings, except `table_detector`: the table's
+    rows already use it, so the best row itself is that detector's row."""
+    return [Row(f"{best.label}; {detector} keypoints", tuple(best.flags) + ("--detector", detector))
+            for detector in ("attention", "maxpool_nms", "grid") if detector != table_detector]
 
 
 def table_2_rows():
@@ -226,7 +224,7 @@ def main(argv=None):
         gnn_rows = [row for row in rows if "--plain-cnn" not in row.flags and "none" not in row.flags]
         if not args.rows and gnn_rows:
             best = max(gnn_rows, key=lambda row: results[row.label]["test_accuracy"])
-            for row in detector_rows(best, args.keypoints):
+            for row in detector_rows(best, args.keypoints, args.detector):
                 results[row.label] = run_row(args, row, out)
                 summarise(args, results)
     else:
