@@ -159,3 +159,21 @@ def test_training_part_runs_every_xla_mode(tmp_path):
         assert (case["xla"] == "off") == ("ratio_xla_to_no_xla" not in case)
     plain = result["cases"][training_bench.case_key("plain_cnn", "off")]
     assert plain["ratio_to_plain_cnn"] == 1.0
+
+
+def test_xla_goal_allows_the_runs_own_aa_noise():
+    cases = {
+        "off": _training_case("maxpool_nms/gcn", "off", 100.0, 100.0, 100.0),
+        "graph": _training_case("maxpool_nms/gcn", "graph", 103.0, 105.0, 100.0),
+        "plain off": _training_case("plain_cnn", "off", 100.0, 100.0, 100.0),
+        "plain graph": _training_case("plain_cnn", "graph", 105.0, 105.0, 100.0),
+    }
+    assert goals.timing_noise(cases) == pytest.approx(0.05)
+    judged = goals.training_goals({"cases": cases, "xla_auto": "graph"})
+    xla_goal = next(g for g in judged if g["goal"].startswith("XLA no slower"))
+    assert xla_goal["status"] == "PASS" and "A/A noise 0.05" in xla_goal["detail"]
+    control = next(g for g in judged if g["goal"].startswith("A/A control"))
+    assert control["status"] == "N/A"
+    cases["graph"] = _training_case("maxpool_nms/gcn", "graph", 106.0, 105.0, 100.0)
+    judged = goals.training_goals({"cases": cases, "xla_auto": "graph"})
+    assert next(g for g in judged if g["goal"].startswith("XLA no slower"))["status"] == "MISS"
