@@ -27,7 +27,7 @@ from keypoint_gnn.benchmarks import (
 )
 
 PARTS = ("interconnects", "training", "inference", "scale", "all")
-DEFAULT_REPEATS = {"interconnects": 50, "training": 10, "inference": 30, "scale": 5}
+DEFAULT_REPEATS = {"interconnects": 50, "training": 20, "inference": 30, "scale": 5}
 QUICK_REPEATS = 3
 PROFILES = ("auto", "always", "never")
 

@@ -41,7 +41,8 @@ def timing_noise(cases, precision="float32"):
 
 
 def training_goals(result):
-    """1.3x goals for every GCN model under every XLA mode; "XLA no slower" for the mode that
+    """1.3x goals for every GCN model without XLA and in the mode `--xla` picks (other modes as
+    N/A lines); "XLA no slower" for the mode that
     `--xla` picks on this machine (`result["xla_auto"]`), within the run's A/A noise in graph
     mode (`timing_noise`); other XLA modes as N/A lines, so that their cost stays visible."""
     goals = []
@@ -49,10 +50,13 @@ def training_goals(result):
     auto = result.get("xla_auto", "step")
     for case in cases.values():
         if case["model"].endswith("/gcn"):
+            judged = case["xla"] in ("off", auto)
             goals.append(_goal(
                 f"training step of {case['model']} <= 1.3x matched plain CNN (XLA {case['xla']}, "
-                f"{case['precision']})",
-                case["ratio_to_plain_cnn"] <= TRAINING_RATIO_LIMIT,
+                f"{case['precision']})" if judged else
+                f"not a goal: training step of {case['model']} vs matched plain CNN (XLA "
+                f"{case['xla']}, {case['precision']}; --xla picks {auto} mode here)",
+                case["ratio_to_plain_cnn"] <= TRAINING_RATIO_LIMIT if judged else None,
                 f"{case['median_ms']:.1f} ms vs plain CNN "
                 f"{case['median_ms'] / case['ratio_to_plain_cnn']:.1f} ms "
                 f"= {case['ratio_to_plain_cnn']:.2f}x"))
