@@ -294,18 +294,24 @@ def test_perturbed_top_k_forward_is_the_mean_of_sampled_hard_top_k(rng):
     np.testing.assert_allclose(indicators.numpy().sum(-1), 1.0)
 
 
-@pytest.mark.parametrize("sigma", [0.3, np.array([0.2, 1.0, 3.0])])
-def test_perturbed_top_k_gradient_matches_numpy_estimator(rng, sigma):
+def _perturbed_gradient(rng, sigma, **kwargs):
+    """Random (3, 8) scores, (3, 5, 8) noise and (3, 2, 8) upstream gradient; top-2 of 5 samples.
+    Returns them with d<upstream, Y>/d scores."""
     scores = rng.normal(size=(3, 8))
     noise = rng.normal(size=(3, 5, 8))
     upstream = rng.normal(size=(3, 2, 8))
     scores_t = tf.constant(scores)
     with tf.GradientTape() as tape:
         tape.watch(scores_t)
-        indicators = ops.perturbed_top_k_indicators(scores_t, 2, 5, tf.constant(sigma, tf.float64),
-                                                    noise=tf.constant(noise))
+        indicators = ops.perturbed_top_k_indicators(scores_t, 2, 5, sigma, noise=tf.constant(noise),
+                                                    **kwargs)
         loss = tf.reduce_sum(indicators * upstream)
-    gradient = tape.gradient(loss, scores_t).numpy()
+    return scores, noise, upstream, tape.gradient(loss, scores_t).numpy()
+
+
+@pytest.mark.parametrize("sigma", [0.3, np.array([0.2, 1.0, 3.0])])
+def test_perturbed_top_k_gradient_matches_numpy_estimator(rng, sigma):
+    scores, noise, upstream, gradient = _perturbed_gradient(rng, tf.constant(sigma, tf.float64))
     hard, _ = numpy_perturbed_top_k(scores, 2, sigma, noise)
     # dY/ds = E[Y_s Z_s^T] / sigma, contracted with the upstream gradient, per image.
     sigma_b = np.broadcast_to(np.asarray(sigma).reshape(-1), (3,))
@@ -336,16 +342,7 @@ def test_perturbed_top_k_errors(kwargs, message):
 
 
 def test_perturbed_top_k_control_variate_matches_numpy_leave_one_out(rng):
-    scores = rng.normal(size=(3, 8))
-    noise = rng.normal(size=(3, 5, 8))
-    upstream = rng.normal(size=(3, 2, 8))
-    scores_t = tf.constant(scores)
-    with tf.GradientTape() as tape:
-        tape.watch(scores_t)
-        indicators = ops.perturbed_top_k_indicators(scores_t, 2, 5, 0.3, noise=tf.constant(noise),
-                                                    control_variate=True)
-        loss = tf.reduce_sum(indicators * upstream)
-    gradient = tape.gradient(loss, scores_t).numpy()
+    scores, noise, upstream, gradient = _perturbed_gradient(rng, 0.3, control_variate=True)
     hard, _ = numpy_perturbed_top_k(scores, 2, 0.3, noise)
     expected = np.zeros_like(scores)
     for b in range(3):
