@@ -242,22 +242,16 @@ class PerturbedTopK(AttentionTopK):
 
         `noise`: optional (B, S, n) standard normal draws, n candidates (for deterministic tests).
         """
-        height, width = raw_score_map.shape[1], raw_score_map.shape[2]
-        if self.pool_size == 1:
-            raw = tf.reshape(raw_score_map, [-1, height * width])
-        else:
-            window_max, window_positions = ops.window_argmax(raw_score_map, self.pool_size)
-            windows = window_max.shape[1] * window_max.shape[2]
-            raw = tf.reshape(window_max, [-1, windows])
-            candidates = tf.reshape(window_positions, [-1, windows, 2])
+        # The candidates: each window's maximum and where it lies (p = 1: every location).
+        window_max, window_positions = ops.window_argmax(raw_score_map, self.pool_size)
+        windows = window_max.shape[1] * window_max.shape[2]
+        raw = tf.reshape(window_max, [-1, windows])
+        candidates = tf.reshape(window_positions, [-1, windows, 2])
         spread = tf.stop_gradient(tf.maximum(tf.math.reduce_std(raw, axis=1), _MIN_SCORE_SPREAD))
         indicators = ops.perturbed_top_k_indicators(
             raw, self.num_keypoints, self.num_samples, self.sigma * spread, noise=noise,
             control_variate=self.control_variate,
         )
-        if self.pool_size == 1:
-            candidates = tf.broadcast_to(ops.grid_positions(height, width)[None],
-                                         [tf.shape(raw)[0], height * width, 2])
         if self.selection == "marginal":
             top_raw, index = tf.math.top_k(raw, k=self.num_keypoints)
             chosen = tf.gather(tf.reduce_sum(indicators, axis=1), index, batch_dims=1)

@@ -67,7 +67,7 @@ def test_table_bad_rows():
 
 def test_detector_rows_skip_the_detector_the_table_already_uses():
     best = experiments.Row("GCN, 4 layers, sigmoid scores", ("--gnn", "gcn", "--score-activation", "sigmoid"))
-    rows = experiments.detector_rows(best, 64, "maxpool_nms")
+    rows = experiments.detector_rows(best, "maxpool_nms")
     assert [row.flags[-1] for row in rows] == ["attention", "grid"]
     assert all(row.flags == best.flags + ("--detector", row.flags[-1]) for row in rows)
-    assert len(experiments.detector_rows(best, 64, "grid")) == 2
+    assert len(experiments.detector_rows(best, "grid")) == 2

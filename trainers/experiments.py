@@ -52,7 +52,7 @@ def table_1_rows(keypoints):
     ]
 
 
-def detector_rows(best, keypoints, table_detector):
+def detector_rows(best, table_detector):
     """Each detector with the best GNN row's settings, except `table_detector`: the table's
     rows already use it, so the best row itself is that detector's row."""
     return [Row(f"{best.label}; {detector} keypoints", tuple(best.flags) + ("--detector", detector))
@@ -224,7 +224,7 @@ def main(argv=None):
         gnn_rows = [row for row in rows if "--plain-cnn" not in row.flags and "none" not in row.flags]
         if not args.rows and gnn_rows:
             best = max(gnn_rows, key=lambda row: results[row.label]["test_accuracy"])
-            for row in detector_rows(best, args.keypoints, args.detector):
+            for row in detector_rows(best, args.detector):
                 results[row.label] = run_row(args, row, out)
                 summarise(args, results)
     else:
