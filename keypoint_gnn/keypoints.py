@@ -31,6 +31,20 @@ def check_dsnt_resolution(value):
         )
 
 
+def check_dsnt_spread(spread, weight, offset_mode):
+    """Checks the DSNT spread penalty's target (bins) and weight: finite numbers >= 0, and a
+    weight > 0 only with offset_mode="dsnt" (the other modes have no heat map to penalise)."""
+    for name, value in (("dsnt_spread", spread), ("dsnt_spread_weight", weight)):
+        if (not isinstance(value, (int, float)) or isinstance(value, bool)
+                or not math.isfinite(value) or value < 0):
+            raise ValueError(f"{name}={value!r} must be a finite number >= 0")
+    if weight > 0 and offset_mode != "dsnt":
+        raise ValueError(
+            f"dsnt_spread_weight={weight!r} applies to offset_mode='dsnt' only, not "
+            f"offset_mode={offset_mode!r}; use 0 or offset_mode='dsnt'"
+        )
+
+
 def check_pool_windows(num_keypoints, pool_size, height, width, pool_name="pool_size",
                        map_name="feature map"):
     """Checks that p x p windows tile an (height, width) map and hold N keypoints, one each.
@@ -344,7 +358,11 @@ class GridCoordinateRegressor(KeypointDetector):
       offset = sum_ij softmax(heat)_ij ((i+0.5)/s, (j+0.5)/s).
 
     The expectation modes keep offsets in [0.5/b, 1 - 0.5/b] (b bins per side) and pass
-    gradients to every bin instead of saturating.
+    gradients to every bin instead of saturating. Their weak spot is the opposite of the
+    sigmoid's: a spread-out heat map puts its expectation near the cell centre, so offsets
+    contract to the centres unless the maps stay peaked. `dsnt_spread_weight > 0` adds DSNT's
+    variance regularisation (`ops.heatmap_spread_penalty`, via `add_loss`): weight * mean of
+    (sd_y - dsnt_spread)^2 + (sd_x - dsnt_spread)^2 over every cell's heat map, sd in bins.
 
     **Input**: feature map `(B, h, w, C)`, h and w divisible by `cell_size`.
     **Output**: `[positions (B, N, 2), scores (B, N), score_map (B, h, w, 1)]`, N <= L*M*h; the
@@ -359,7 +377,13 @@ class GridCoordinateRegressor(KeypointDetector):
       score_activation: `"linear"` or `"sigmoid"`.
       offset_mode: `"sigmoid"`, `"softmax"` or `"dsnt"`.
       dsnt_resolution: s for `"dsnt"`; None means max(m, 4). Ignored by the other modes.
+      dsnt_spread: target standard deviation of each `"dsnt"` heat map, in bins.
+      dsnt_spread_weight: weight of the spread penalty; 0 (default) leaves it out.
     """
+
+    # The XLA graph section (`keypoint_gnn.xla`) compiles `detect`, not `call`: a loss added
+    # inside a compiled function could not be read by the training step outside it.
+    xla_method = "detect"
 
     def __init__(
         self,
@@ -369,6 +393,8 @@ class GridCoordinateRegressor(KeypointDetector):
         score_activation="linear",
         offset_mode="sigmoid",
         dsnt_resolution=None,
+        dsnt_spread=0.5,
+        dsnt_spread_weight=0.0,
         **kwargs,
     ):
         super().__init__(num_keypoints, score_activation, **kwargs)
@@ -376,10 +402,13 @@ class GridCoordinateRegressor(KeypointDetector):
         check_positive_int("points_per_cell", points_per_cell)
         check_choice("offset_mode", offset_mode, OFFSET_MODES)
         check_dsnt_resolution(dsnt_resolution)
+        check_dsnt_spread(dsnt_spread, dsnt_spread_weight, offset_mode)
         self.cell_size = cell_size
         self.points_per_cell = points_per_cell
         self.offset_mode = offset_mode
         self.dsnt_resolution = dsnt_resolution
+        self.dsnt_spread = dsnt_spread
+        self.dsnt_spread_weight = dsnt_spread_weight
 
     @property
     def heatmap_size(self):
@@ -421,17 +450,19 @@ class GridCoordinateRegressor(KeypointDetector):
         self.cell_conv.build(input_shape)
         super().build(input_shape)
 
-    def cell_predictions(self, feature_map):
-        """Per-cell predictions, the same in every offset mode.
+    @property
+    def spread_penalized(self):
+        return self.dsnt_spread_weight > 0
 
-        Returns:
-          offsets (B, L, M, h, 2) (y, x) in [0, 1]; confidence logits (B, L, M, h).
-        """
+    def _raw_cells(self, feature_map):
+        """(B, L, M, h, channels_per_point) convolution outputs, float32."""
         raw = tf.cast(self.cell_conv(feature_map), tf.float32)
         shape = tf.shape(raw)
-        raw = tf.reshape(
+        return tf.reshape(
             raw, [shape[0], shape[1], shape[2], self.points_per_cell, self.channels_per_point]
         )
+
+    def _offsets_and_logits(self, raw):
         if self.offset_mode == "sigmoid":
             return tf.sigmoid(raw[..., :2]), raw[..., 2]
         offsets = ops.soft_argmax_offsets(raw[..., :-1], self.heatmap_size)
@@ -439,11 +470,29 @@ class GridCoordinateRegressor(KeypointDetector):
             return offsets, ops.presence_logit(raw)
         return offsets, raw[..., -1]
 
+    def cell_predictions(self, feature_map):
+        """Per-cell predictions, the same in every offset mode.
+
+        Returns:
+          offsets (B, L, M, h, 2) (y, x) in [0, 1]; confidence logits (B, L, M, h).
+        """
+        return self._offsets_and_logits(self._raw_cells(feature_map))
+
     def call(self, feature_map, return_cells=False):
-        offsets, logits = self.cell_predictions(feature_map)
+        outputs, penalty = self.detect(feature_map, return_cells)
+        if self.spread_penalized:
+            self.add_loss(self.dsnt_spread_weight * penalty)
+        return outputs
+
+    def detect(self, feature_map, return_cells=False):
+        """`call`'s outputs and the heat-map spread penalty (0 when not `spread_penalized`)."""
+        raw = self._raw_cells(feature_map)
+        offsets, logits = self._offsets_and_logits(raw)
+        penalty = (ops.heatmap_spread_penalty(raw[..., :-1], self.heatmap_size, self.dsnt_spread)
+                   if self.spread_penalized else tf.zeros([]))
         if return_cells:
             # (B, L, M, h, 3): (y offset, x offset, confidence logit), for pre-training.
-            return tf.concat([offsets, logits[..., None]], axis=-1)
+            return tf.concat([offsets, logits[..., None]], axis=-1), penalty
         rows, cols = offsets.shape[1], offsets.shape[2]
         candidates = ops.cell_offsets_to_positions(offsets, self.cell_size)
         flat_logits = tf.reshape(logits, [-1, rows * cols * self.points_per_cell])
@@ -451,7 +500,7 @@ class GridCoordinateRegressor(KeypointDetector):
         positions = tf.gather(candidates, index, batch_dims=1)
         cell_best = tf.reduce_max(self.activate(logits), axis=-1, keepdims=True)
         score_map = tf.repeat(tf.repeat(cell_best, self.cell_size, axis=1), self.cell_size, axis=2)
-        return positions, self.activate(raw_scores), score_map
+        return (positions, self.activate(raw_scores), score_map), penalty
 
     def get_config(self):
         config = super().get_config()
@@ -460,6 +509,8 @@ class GridCoordinateRegressor(KeypointDetector):
             points_per_cell=self.points_per_cell,
             offset_mode=self.offset_mode,
             dsnt_resolution=self.dsnt_resolution,
+            dsnt_spread=self.dsnt_spread,
+            dsnt_spread_weight=self.dsnt_spread_weight,
         )
         return config
 

@@ -34,8 +34,9 @@ class ModelConfig:
 
     Beyond the paper, against its weak spots (defaults reproduce the paper):
     - `offset_mode` ("sigmoid" | "softmax" | "dsnt", with `dsnt_resolution`, None meaning
-      max(grid_cell_size, 4)): how the grid regressor bounds its in-cell offsets; see
-      `keypoints.GridCoordinateRegressor`.
+      max(grid_cell_size, 4)): how the grid regressor bounds its in-cell offsets; with "dsnt",
+      `dsnt_spread_weight` > 0 keeps each cell's heat map about `dsnt_spread` bins wide
+      (DSNT's variance regularisation); see `keypoints.GridCoordinateRegressor`.
     - `detector="perturbed_topk"`: top-N made differentiable by perturbed optimisers in
       training (`perturbed_samples` noise draws, noise scale `perturbed_sigma` relative to each
       image's score spread), over the maxima of `nms_pool_size` windows as in max-pool NMS
@@ -61,6 +62,8 @@ class ModelConfig:
     grid_points_per_cell: int = 2
     offset_mode: str = "sigmoid"
     dsnt_resolution: int | None = None
+    dsnt_spread: float = 0.5
+    dsnt_spread_weight: float = 0.0
     perturbed_samples: int = 20
     perturbed_sigma: float = 0.05
     perturbed_control_variate: bool = True
@@ -120,6 +123,7 @@ class ModelConfig:
                     f"{name}={getattr(self, name)!r} is not one of {', '.join(map(repr, choices))}"
                 )
         keypoints.check_dsnt_resolution(self.dsnt_resolution)
+        keypoints.check_dsnt_spread(self.dsnt_spread, self.dsnt_spread_weight, self.offset_mode)
         keypoints.check_perturbation(self.perturbed_samples, self.perturbed_sigma,
                                      names=("perturbed_samples", "perturbed_sigma"))
         if not self.backbone_filters or not self.detector_filters or not self.head_filters:
@@ -235,6 +239,8 @@ def _make_detector(config):
         points_per_cell=config.grid_points_per_cell,
         offset_mode=config.offset_mode,
         dsnt_resolution=config.dsnt_resolution,
+        dsnt_spread=config.dsnt_spread,
+        dsnt_spread_weight=config.dsnt_spread_weight,
         **common,
     )
 

@@ -388,15 +388,66 @@ def soft_argmax_offsets(logits, size):
       (..., 2) (y, x) offsets in [0.5 / s, 1 - 0.5 / s], relative to the cell (0 its top/left
       edge, 1 its bottom/right edge): a bin centre is as close to a border as they can get.
     """
+    _check_heatmap_logits("soft_argmax_offsets", logits, size)
+    probabilities = tf.nn.softmax(logits, axis=-1)
+    return tf.tensordot(probabilities, _bin_centres(size, probabilities.dtype), axes=1)
+
+
+def _check_heatmap_logits(name, logits, size):
     if logits.shape[-1] is not None and logits.shape[-1] != size * size:
         raise ValueError(
-            f"soft_argmax_offsets expects {size}x{size}={size * size} logits per heat map, got "
+            f"{name} expects {size}x{size}={size * size} logits per heat map, got "
             f"last dimension {logits.shape[-1]}"
         )
+
+
+def _bin_centres(size, dtype):
+    """(s * s, 2) (y, x) centres of the bins of an s x s heat map, in cell units, row-major."""
+    centres = (tf.range(size, dtype=dtype) + 0.5) / size
+    return tf.stack([tf.repeat(centres, size), tf.tile(centres, [size])], axis=-1)
+
+
+def heatmap_spread(logits, size):
+    """Standard deviation of a softmax heat map along y and x, in bins (DSNT's spread).
+
+    sd_y = s * sqrt(sum_ij p_ij y_ij^2 - (sum_ij p_ij y_ij)^2), likewise for x, with p the
+    softmax of the logits and (y_ij, x_ij) the bin centres in cell units as in
+    `soft_argmax_offsets`. A one-hot map has spread 0; a flat one sqrt((s^2 - 1) / 12).
+
+    Args:
+      logits: (..., s * s) heat-map logits, row-major.
+      size: s, bins per cell side.
+
+    Returns:
+      (..., 2) (y, x) standard deviations in bins, >= 0.
+    """
+    _check_heatmap_logits("heatmap_spread", logits, size)
     probabilities = tf.nn.softmax(logits, axis=-1)
-    centres = (tf.range(size, dtype=probabilities.dtype) + 0.5) / size
-    bin_centres = tf.stack([tf.repeat(centres, size), tf.tile(centres, [size])], axis=-1)
-    return tf.tensordot(probabilities, bin_centres, axes=1)
+    centres = _bin_centres(size, probabilities.dtype) * size
+    mean = tf.tensordot(probabilities, centres, axes=1)
+    second = tf.tensordot(probabilities, tf.square(centres), axes=1)
+    # sqrt has an infinite slope at 0: the small floor keeps a one-hot map's gradient finite.
+    return tf.sqrt(tf.maximum(second - tf.square(mean), 0.0) + 1e-6)
+
+
+def heatmap_spread_penalty(logits, size, target):
+    """DSNT's variance regularisation (Nibali et al. 2018, §4.2), on the standard deviation:
+
+      penalty = mean over heat maps of (sd_y - target)^2 + (sd_x - target)^2   (bins)
+
+    It keeps each cell's heat map as concentrated as `target` bins, so that the soft-argmax
+    lands where the map peaks instead of being pulled to the cell centre by a spread-out map.
+
+    Args:
+      logits: (..., s * s) heat-map logits.
+      size: s.
+      target: wanted standard deviation in bins, >= 0.
+
+    Returns:
+      scalar.
+    """
+    spread = heatmap_spread(logits, size)
+    return tf.reduce_mean(tf.reduce_sum(tf.square(spread - target), axis=-1))
 
 
 def presence_logit(logits):

@@ -82,18 +82,25 @@ def compile_graph_section(model):
     """
     layers = graph_section_layers(model)
     for layer in layers:
-        if "call" in vars(layer):
-            raise RuntimeError(f"layer {layer.name!r} already has an instance-level call; "
-                               "is its graph section compiled already?")
+        if jit_method(layer) in vars(layer):
+            raise RuntimeError(f"layer {layer.name!r} already has an instance-level "
+                               f"{jit_method(layer)}; is its graph section compiled already?")
     for layer in layers:
-        layer.call = tf.function(type(layer).call.__get__(layer), jit_compile=True,
-                                 autograph=False)
+        name = jit_method(layer)
+        method = getattr(type(layer), name).__get__(layer)
+        setattr(layer, name, tf.function(method, jit_compile=True, autograph=False))
     return layers
+
+
+def jit_method(layer):
+    """The method "graph" mode compiles: `call`, or the one a layer names in `xla_method`
+    (a layer whose `call` adds losses compiles the part that computes them)."""
+    return getattr(layer, "xla_method", "call")
 
 
 def release_graph_section(layers):
     for layer in layers:
-        vars(layer).pop("call", None)
+        vars(layer).pop(jit_method(layer), None)
 
 
 @contextlib.contextmanager

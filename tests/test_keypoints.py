@@ -2,6 +2,7 @@
 import numpy as np
 import pytest
 
+from keypoint_gnn import ops
 from keypoint_gnn._backend import keras, tf
 from keypoint_gnn.keypoints import (
     AttentionTopK,
@@ -197,6 +198,66 @@ def test_regressor_gradient_reaches_offset_channels(rng, mode):
         assert np.abs(gradient[..., 9]).sum() == 0
 
 
+def test_dsnt_spread_penalty_is_added_as_a_loss(rng):
+    feature_map = tf.constant(rng.normal(size=(2, 4, 4, 3)).astype("float32"))
+    detector = GridCoordinateRegressor(num_keypoints=4, cell_size=2, points_per_cell=2,
+                                       offset_mode="dsnt", dsnt_resolution=3, dsnt_spread=0.4,
+                                       dsnt_spread_weight=0.5)
+    outputs = detector(feature_map)
+    assert len(outputs) == 3 and len(detector.losses) == 1
+    raw = detector.cell_conv(feature_map).numpy().reshape(2, 2, 2, 2, 10)
+    heat = raw[..., :9].astype("float64")
+    probabilities = np.exp(heat - heat.max(-1, keepdims=True))
+    probabilities = (probabilities / probabilities.sum(-1, keepdims=True)).reshape(-1, 3, 3)
+    bins = np.arange(3) + 0.5
+    sd_y = np.sqrt((probabilities.sum(2) * bins ** 2).sum(-1) - (probabilities.sum(2) * bins).sum(-1) ** 2)
+    sd_x = np.sqrt((probabilities.sum(1) * bins ** 2).sum(-1) - (probabilities.sum(1) * bins).sum(-1) ** 2)
+    expected = 0.5 * ((sd_y - 0.4) ** 2 + (sd_x - 0.4) ** 2).mean()
+    np.testing.assert_allclose(float(detector.losses[0]), expected, rtol=1e-3)
+
+    plain = GridCoordinateRegressor(num_keypoints=4, cell_size=2, offset_mode="dsnt")
+    plain(feature_map)
+    assert plain.losses == []
+
+
+def test_dsnt_spread_penalty_alone_sharpens_the_heat_maps(rng):
+    """Gradient descent on the penalty alone brings every map's spread to the target."""
+    feature_map = tf.constant(rng.normal(size=(4, 4, 4, 3)).astype("float32"))
+    detector = GridCoordinateRegressor(num_keypoints=4, cell_size=2, points_per_cell=1,
+                                       offset_mode="dsnt", dsnt_resolution=6, dsnt_spread=0.5,
+                                       dsnt_spread_weight=1.0)
+    detector(feature_map)
+    optimizer = keras.optimizers.Adam(0.05)
+
+    def spread():
+        raw = tf.reshape(detector.cell_conv(feature_map), [-1, 37])
+        return ops.heatmap_spread(raw[:, :36], 6).numpy()
+
+    before = spread()
+    for _ in range(150):
+        with tf.GradientTape() as tape:
+            detector(feature_map)
+            loss = tf.add_n(detector.losses)
+        variables = detector.trainable_variables
+        optimizer.apply_gradients(zip(tape.gradient(loss, variables), variables))
+    after = spread()
+    assert before.mean() > 1.2  # near a flat 6x6 map's sqrt(35 / 12) = 1.71
+    np.testing.assert_allclose(after, 0.5, atol=0.15)
+
+
+@pytest.mark.parametrize("kwargs, message", [
+    (dict(dsnt_spread=-1.0), r"dsnt_spread=-1.0 must be a finite number >= 0"),
+    (dict(dsnt_spread_weight=float("nan")), r"dsnt_spread_weight=nan must be a finite number >= 0"),
+    (dict(dsnt_spread_weight="high"), r"dsnt_spread_weight='high' must be a finite number >= 0"),
+    (dict(dsnt_spread_weight=True), r"dsnt_spread_weight=True must be a finite number >= 0"),
+    (dict(offset_mode="sigmoid", dsnt_spread_weight=0.1),
+     r"dsnt_spread_weight=0.1 applies to offset_mode='dsnt' only, not offset_mode='sigmoid'"),
+])
+def test_dsnt_spread_bad_values(kwargs, message):
+    with pytest.raises(ValueError, match=message):
+        GridCoordinateRegressor(num_keypoints=4, **{"offset_mode": "dsnt", **kwargs})
+
+
 def test_perturbed_top_k_at_inference_is_attention_top_k(rng):
     feature_map = rng.normal(size=(2, 6, 6, 3)).astype("float32")
     attention = AttentionTopK(num_keypoints=5, score_activation="sigmoid")
@@ -316,6 +377,8 @@ def test_perturbed_top_k_over_windows_saves_and_loads(tmp_path, rng):
     PerturbedTopK(num_keypoints=3, num_samples=5, selection="marginal"),
     GridCoordinateRegressor(num_keypoints=3, cell_size=2, offset_mode="softmax"),
     GridCoordinateRegressor(num_keypoints=3, cell_size=2, offset_mode="dsnt", dsnt_resolution=5),
+    GridCoordinateRegressor(num_keypoints=3, cell_size=2, offset_mode="dsnt", dsnt_spread=0.8,
+                            dsnt_spread_weight=0.02),
 ])
 def test_new_detector_options_round_trip_config(layer):
     config = layer.get_config()

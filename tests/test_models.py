@@ -70,7 +70,8 @@ BEYOND_PAPER_VARIANTS = [
     dict(detector="perturbed_topk", score_activation="linear", gnn="diffpool", nms_pool_size=1,
          perturbed_selection="slots", perturbed_control_variate=False),
     dict(detector="grid", offset_mode="softmax"),
-    dict(detector="grid", offset_mode="dsnt", dsnt_resolution=3, score_activation="linear"),
+    dict(detector="grid", offset_mode="dsnt", dsnt_resolution=3, score_activation="linear",
+         dsnt_spread_weight=0.1),
 ]
 
 
@@ -197,6 +198,9 @@ def test_pretrained_detector_weights_transfer(tmp_path, rng):
     (dict(reconstruction_loss="l1"), "reconstruction_loss='l1' is not one of"),
     (dict(detector="grid", offset_mode="tanh"), "offset_mode='tanh' is not one of 'sigmoid', 'softmax', 'dsnt'"),
     (dict(dsnt_resolution=1), "dsnt_resolution=1 must be None"),
+    (dict(offset_mode="dsnt", dsnt_spread=float("inf")), "dsnt_spread=inf must be a finite number >= 0"),
+    (dict(detector="grid", dsnt_spread_weight=0.1),
+     "dsnt_spread_weight=0.1 applies to offset_mode='dsnt' only, not offset_mode='sigmoid'"),
     (dict(perturbed_samples=0), "perturbed_samples=0 must be a positive integer"),
     (dict(head_skip="yes"), "head_skip='yes' must be True or False"),
     (dict(perturbed_selection="soft"), "perturbed_selection='soft' is not one of 'slots', 'marginal'"),

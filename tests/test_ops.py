@@ -266,6 +266,51 @@ def test_soft_argmax_matches_numpy_and_never_reaches_the_border(rng):
         ops.soft_argmax_offsets(tf.constant(logits), 3)
 
 
+def numpy_heatmap_spread(logits, size):
+    """Naive per-map loop: standard deviation of the bin rows and columns, in bins."""
+    flat = logits.reshape(-1, size * size)
+    spreads = []
+    for row in flat:
+        p = np.exp(row - row.max())
+        p = (p / p.sum()).reshape(size, size)
+        ys, xs = np.meshgrid(np.arange(size) + 0.5, np.arange(size) + 0.5, indexing="ij")
+        spreads.append([np.sqrt((p * (ys - (p * ys).sum()) ** 2).sum()),
+                        np.sqrt((p * (xs - (p * xs).sum()) ** 2).sum())])
+    return np.array(spreads).reshape(logits.shape[:-1] + (2,))
+
+
+def test_heatmap_spread_matches_numpy(rng):
+    logits = (rng.normal(size=(2, 3, 25)) * 2).astype("float64")
+    spread = ops.heatmap_spread(tf.constant(logits), 5).numpy()
+    np.testing.assert_allclose(spread, numpy_heatmap_spread(logits, 5), atol=1e-4)
+
+
+def test_heatmap_spread_hand_worked_maps():
+    flat = np.zeros((1, 16))  # uniform over 4 bins per side: sd = sqrt((4^2 - 1) / 12)
+    one_hot = np.full((1, 16), -1e4)
+    one_hot[0, 5] = 0.0
+    two_bins = np.full((1, 16), -1e4)  # bins (0, 1) and (2, 1): rows 0 and 2 -> sd_y 1, sd_x 0
+    two_bins[0, [1, 9]] = 0.0
+    spread = ops.heatmap_spread(tf.constant(np.concatenate([flat, one_hot, two_bins])), 4).numpy()
+    np.testing.assert_allclose(spread, [[np.sqrt(15 / 12)] * 2, [0, 0], [1, 0]], atol=2e-3)
+    with pytest.raises(ValueError, match="heatmap_spread expects 3x3=9 logits per heat map"):
+        ops.heatmap_spread(tf.zeros([2, 16]), 3)
+
+
+def test_heatmap_spread_penalty_matches_numpy_and_has_finite_gradients(rng):
+    logits = (rng.normal(size=(4, 2, 9)) * 3).astype("float64")
+    logits[0, 0] = -1e4
+    logits[0, 0, 4] = 0.0  # a one-hot map, where sqrt's slope would be infinite
+    expected = ((numpy_heatmap_spread(logits, 3) - 0.5) ** 2).sum(-1).mean()
+    tensor = tf.constant(logits)
+    with tf.GradientTape() as tape:
+        tape.watch(tensor)
+        penalty = ops.heatmap_spread_penalty(tensor, 3, 0.5)
+    np.testing.assert_allclose(float(penalty), expected, atol=2e-3)
+    gradient = tape.gradient(penalty, tensor).numpy()
+    assert np.all(np.isfinite(gradient)) and np.abs(gradient[1:]).sum() > 0
+
+
 def test_presence_logit_is_the_logit_of_one_minus_the_dustbin(rng):
     logits = rng.normal(size=(3, 4, 5)).astype("float64")
     dustbin = np.exp(logits[..., -1]) / np.exp(logits).sum(-1)

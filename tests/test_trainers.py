@@ -94,6 +94,9 @@ def _run_cli(module, *flags):
     (["--keypoints", "999", "--image-size", "32"], "num_keypoints=999 exceeds"),
     (["--config", "/no/such/config.json"], "no such file"),
     (["--devices", "/cpu:0"], "--devices applies to --strategy mirrored"),
+    (["--detector", "grid", "--dsnt-spread-weight", "0.1"],
+     "dsnt_spread_weight=0.1 applies to offset_mode='dsnt' only"),
+    (["--offset-mode", "dsnt", "--dsnt-spread", "-2"], "dsnt_spread=-2.0 must be a finite number >= 0"),
 ])
 def test_bad_flags_give_one_line_errors(flags, message, capsys):
     with pytest.raises(SystemExit) as exit_info:

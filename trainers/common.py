@@ -24,6 +24,8 @@ MODEL_FLAGS = {
     "offset_mode": "offset_mode",
     "diffpool_clusters": "diffpool_clusters",
     "dsnt_resolution": "dsnt_resolution",
+    "dsnt_spread": "dsnt_spread",
+    "dsnt_spread_weight": "dsnt_spread_weight",
     "perturbed_samples": "perturbed_samples",
     "perturbed_sigma": "perturbed_sigma",
     "perturbed_selection": "perturbed_selection",
@@ -67,6 +69,10 @@ def add_model_flags(parser):
     group.add_argument("--offset-mode", default=None,
                        help="grid regressor offsets: sigmoid (paper), softmax (SuperPoint), dsnt")
     group.add_argument("--dsnt-resolution", type=int, default=None, help="DSNT heat-map side per cell")
+    group.add_argument("--dsnt-spread", type=float, default=None,
+                       help="DSNT: target standard deviation of each cell's heat map, in bins")
+    group.add_argument("--dsnt-spread-weight", type=float, default=None,
+                       help="DSNT: weight of the heat-map spread penalty (0: none)")
     group.add_argument("--perturbed-samples", type=int, default=None, help="perturbed top-k noise samples")
     group.add_argument("--perturbed-sigma", type=float, default=None, help="perturbed top-k noise scale")
     group.add_argument("--perturbed-selection", choices=("marginal", "slots"), default=None,
