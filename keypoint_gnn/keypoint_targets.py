@@ -19,6 +19,8 @@ Offsets are relative to the cell, so the same numbers hold in image pixels and i
 pixels: the pre-trainer's cells are `config.grid_cell_size` feature-map pixels, i.e.
 `pretraining_cell_size(config) = grid_cell_size * feature_stride` image pixels.
 """
+import math
+
 import cv2
 import numpy as np
 
@@ -225,10 +227,18 @@ def pretraining_loss(y_true, y_pred):
     matched in fixed order: predicted slot j learns the target in slot j, i.e. the j-th
     strongest keypoint of the cell (no permutation matching).
 
+    When y_pred carries heat maps (`build_keypoint_pretrainer(config, heatmaps=True)`: 3 + b*b
+    channels), the offset term is instead the cross-entropy of each filled slot's heat map on
+    the bin that holds the target offset (row min(floor(b * y), b - 1), likewise the column),
+    SuperPoint's loss (DeTone et al. 2018). Squared error on the soft-argmax is minimised by
+    the conditional mean, which drifts to the cell centre wherever the target is uncertain;
+    cross-entropy teaches where keypoints may lie, and a peaked map (`dsnt_spread_weight`)
+    then places the offset at the likeliest bin.
+
     Args:
       y_true: (B, L, M, h, 3) targets (y offset, x offset, presence) from `cell_targets`.
       y_pred: (B, L, M, h, 3) pre-trainer output (y offset in [0, 1], x offset in [0, 1],
-        confidence logit).
+        confidence logit), optionally followed by b*b heat-map logits (row-major).
 
     Returns:
       scalar float32; usable as `model.compile(loss=pretraining_loss)`.
@@ -239,8 +249,18 @@ def pretraining_loss(y_true, y_pred):
     confidence = tf.reduce_mean(
         tf.nn.sigmoid_cross_entropy_with_logits(labels=presence, logits=y_pred[..., 2])
     )
-    squared = tf.reduce_sum(tf.square(y_pred[..., :2] - y_true[..., :2]), axis=-1)
-    offsets = tf.reduce_sum(squared * presence) / tf.maximum(tf.reduce_sum(presence), 1.0)
+    channels = y_pred.shape[-1]
+    if channels == 3:
+        error = tf.reduce_sum(tf.square(y_pred[..., :2] - y_true[..., :2]), axis=-1)
+    else:
+        size = math.isqrt(max(channels - 3, 0)) if channels is not None else 0
+        if size < 2 or size * size != channels - 3:
+            raise ValueError(f"pretraining_loss expects 3 or 3 + b*b channels per slot, got "
+                             f"{channels}")
+        bins = tf.minimum(tf.cast(tf.floor(y_true[..., :2] * size), tf.int32), size - 1)
+        error = tf.nn.sparse_softmax_cross_entropy_with_logits(
+            labels=bins[..., 0] * size + bins[..., 1], logits=y_pred[..., 3:])
+    offsets = tf.reduce_sum(error * presence) / tf.maximum(tf.reduce_sum(presence), 1.0)
     return confidence + offsets
 
 

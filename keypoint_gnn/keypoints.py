@@ -367,7 +367,9 @@ class GridCoordinateRegressor(KeypointDetector):
     **Input**: feature map `(B, h, w, C)`, h and w divisible by `cell_size`.
     **Output**: `[positions (B, N, 2), scores (B, N), score_map (B, h, w, 1)]`, N <= L*M*h; the
     score map holds each cell's highest activated confidence. With `return_cells=True`: the
-    cell predictions `(B, L, M, h, 3)` (y offset, x offset, confidence logit), in every mode.
+    cell predictions `(B, L, M, h, 3)` (y offset, x offset, confidence logit), in every mode;
+    with `return_cells="heatmaps"` (expectation modes only) followed by the b*b heat-map
+    logits, `(B, L, M, h, 3 + b*b)`, for pre-training the heat maps by cross-entropy.
 
     Arguments:
       num_keypoints: N.
@@ -492,7 +494,15 @@ class GridCoordinateRegressor(KeypointDetector):
                    if self.spread_penalized else tf.zeros([]))
         if return_cells:
             # (B, L, M, h, 3): (y offset, x offset, confidence logit), for pre-training.
-            return tf.concat([offsets, logits[..., None]], axis=-1), penalty
+            cells = [offsets, logits[..., None]]
+            if return_cells == "heatmaps":
+                if self.heatmap_size is None:
+                    raise ValueError(
+                        f"return_cells='heatmaps' needs a heat map: offset_mode "
+                        f"{self.offset_mode!r} has none (use 'softmax' or 'dsnt')"
+                    )
+                cells.append(raw[..., :-1])
+            return tf.concat(cells, axis=-1), penalty
         rows, cols = offsets.shape[1], offsets.shape[2]
         candidates = ops.cell_offsets_to_positions(offsets, self.cell_size)
         flat_logits = tf.reshape(logits, [-1, rows * cols * self.points_per_cell])

@@ -388,9 +388,13 @@ def detector_model(model):
     return keras.Model(images, outputs, name="detector_branch")
 
 
-def build_keypoint_pretrainer(config):
+def build_keypoint_pretrainer(config, heatmaps=False):
     """The coordinate regressor's branch, returning raw cell predictions for pre-training
     on SIFT/ORB targets: images -> (B, L, M, h, 3) as (y offset, x offset, confidence logit).
+
+    With `heatmaps=True` (offset modes "softmax" and "dsnt") each slot also carries its b x b
+    heat-map logits, (B, L, M, h, 3 + b*b), and `keypoint_targets.pretraining_loss` trains
+    the heat maps by cross-entropy on the target's bin instead of the offsets by squared error.
 
     Requires `config.detector="grid"`. Its layers carry the classifier's names, so
     `detector_model(pretrainer)` weights load into `detector_model(classifier)`.
@@ -400,9 +404,13 @@ def build_keypoint_pretrainer(config):
             f"keypoint pre-training needs detector='grid' (the coordinate regressor), got "
             f"detector={config.detector!r}"
         )
+    if heatmaps and config.offset_mode == "sigmoid":
+        raise ValueError("heat-map pre-training needs offset_mode 'softmax' or 'dsnt'; "
+                         "offset_mode='sigmoid' has no heat map")
     images = _image_input(config)
     detector_features = _conv_blocks(config.detector_filters, "detector_backbone", None)(images)
-    cells = _make_detector(config)(detector_features, return_cells=True)
+    cells = _make_detector(config)(detector_features,
+                                   return_cells="heatmaps" if heatmaps else True)
     return keras.Model(images, cells, name="keypoint_pretrainer")
 
 

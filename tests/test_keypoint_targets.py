@@ -169,6 +169,35 @@ def test_pretraining_loss_gradient_only_reaches_offsets_with_targets():
     assert np.all(gradient[..., 2] != 0)
 
 
+def test_heatmap_pretraining_loss_is_cross_entropy_on_the_target_bin():
+    rng = np.random.default_rng(2)
+    y_true, y_pred = random_cells(rng)
+    y_true[0, 0, 0, 0] = [1.0, 0.999, 1.0]  # offset 1 (bottom/right edge) is the last bin
+    heat = rng.normal(size=y_true.shape[:-1] + (9,)).astype(np.float32) * 2
+    prediction = np.concatenate([y_pred, heat], axis=-1)
+    presence = y_true[..., 2]
+    logits = y_pred[..., 2]
+    bce = np.mean(np.maximum(logits, 0) - logits * presence + np.log1p(np.exp(-np.abs(logits))))
+    cross_entropy = []
+    for index in np.ndindex(presence.shape):
+        if presence[index]:
+            row, col = (min(int(v * 3), 2) for v in y_true[index][:2])
+            log_p = heat[index] - np.log(np.exp(heat[index]).sum())
+            cross_entropy.append(-log_p[row * 3 + col])
+    expected = bce + np.mean(cross_entropy)
+    assert float(kt.pretraining_loss(y_true, prediction)) == pytest.approx(expected, rel=1e-5)
+
+    variable = tf.Variable(prediction)
+    with tf.GradientTape() as tape:
+        loss = kt.pretraining_loss(tf.constant(y_true), variable)
+    gradient = tape.gradient(loss, variable).numpy()
+    present = presence > 0
+    assert np.all(np.abs(gradient[present][:, 3:]).sum(-1) > 0)
+    assert np.all(gradient[~present][:, 3:] == 0) and np.all(gradient[..., :2] == 0)
+    with pytest.raises(ValueError, match="expects 3 or 3 \\+ b\\*b channels per slot, got 8"):
+        kt.pretraining_loss(y_true, np.zeros(y_true.shape[:-1] + (8,), np.float32))
+
+
 def test_targets_dataset_matches_cell_targets():
     images = np.stack([blob_image(), blob_image(centres=[(40, 40)])])
     labels = np.array([0, 1])

@@ -120,6 +120,22 @@ def test_pretrainer_with_expectation_offsets(rng, offset_mode):
     assert np.isfinite(float(loss)) and np.abs(tape.gradient(loss, kernel).numpy()).sum() > 0
 
 
+def test_heatmap_pretrainer_appends_the_heat_map_logits(rng):
+    config = kg.ModelConfig(detector="grid", offset_mode="dsnt", dsnt_resolution=3, **TINY)
+    pretrainer = kg.build_keypoint_pretrainer(config, heatmaps=True)
+    images = rng.uniform(size=(2, 16, 16, 3)).astype("float32")
+    cells = pretrainer(images).numpy()
+    assert cells.shape == (2, 4, 4, 2, 3 + 9)
+    heat = cells[..., 3:].astype("float64")
+    probabilities = np.exp(heat - heat.max(-1, keepdims=True))
+    probabilities /= probabilities.sum(-1, keepdims=True)
+    centres = (np.arange(3) + 0.5) / 3
+    expected_y = probabilities.reshape(heat.shape[:-1] + (3, 3)).sum(-1) @ centres
+    np.testing.assert_allclose(cells[..., 0], expected_y, atol=1e-5)  # offsets from the same maps
+    with pytest.raises(ValueError, match="offset_mode='sigmoid' has no heat map"):
+        kg.build_keypoint_pretrainer(config.replace(offset_mode="sigmoid"), heatmaps=True)
+
+
 @pytest.mark.parametrize("loss", ["mse", "conf_mse"])
 def test_autoencoder_trains_and_round_trips(tmp_path, rng, loss):
     config = kg.ModelConfig(detector="maxpool_nms", gnn="gcn", reconstruction_loss=loss, **TINY)

@@ -81,6 +81,27 @@ def test_pretrained_detector_weights_load_into_classify(tmp_path):
     assert (tmp_path / "cls" / "offsets.png").is_file()
 
 
+def test_heatmap_pretraining_with_spread_penalty_loads_into_classify(tmp_path):
+    dsnt = ["--offset-mode", "dsnt", "--dsnt-resolution", "4", "--dsnt-spread-weight", "0.1"]
+    pre = pretrain_keypoints.main(TINY_FLAGS + dsnt + ["--offset-loss", "ce", "--epochs", "1",
+                                                       "--out", str(tmp_path / "pre")])
+    metrics = json.loads((tmp_path / "pre" / "metrics.json").read_text())
+    assert metrics["offset_loss"] == "ce" and metrics["config"]["dsnt_spread_weight"] == 0.1
+    assert np.isfinite(pre["test_loss"])
+    result = classify.main(TINY_FLAGS + dsnt + [
+        "--detector", "grid", "--epochs", "1", "--no-export", "--out", str(tmp_path / "cls"),
+        "--detector-weights", str(tmp_path / "pre" / "detector.weights.h5")])
+    assert 0 <= result["keypoints"]["border_fraction"] <= 1
+
+
+def test_heatmap_pretraining_refuses_sigmoid_offsets(capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        common.run_main(lambda: pretrain_keypoints.main(
+            TINY_FLAGS + ["--offset-loss", "ce", "--out", "/nonexistent/never-written"]))
+    assert exit_info.value.code == 2
+    assert "--offset-loss ce needs --offset-mode softmax or dsnt" in capsys.readouterr().err
+
+
 def _run_cli(module, *flags):
     return subprocess.run([sys.executable, "-m", module, *flags], capture_output=True, text=True,
                           timeout=120, cwd=os.path.dirname(os.path.dirname(__file__)))

@@ -16,6 +16,8 @@ from keypoint_gnn._backend import keras
 from keypoint_gnn.keypoint_targets import (METHODS, pretraining_cell_size, pretraining_loss,
                                            targets_dataset)
 
+OFFSET_LOSSES = ("mse", "ce")
+
 
 def parse_args(argv=None):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -23,6 +25,9 @@ def parse_args(argv=None):
     common.add_model_flags(parser)
     common.add_training_flags(parser, default_out="runs/pretrain_keypoints", default_epochs=5)
     parser.add_argument("--method", choices=METHODS, default="sift", help="keypoints to imitate")
+    parser.add_argument("--offset-loss", choices=OFFSET_LOSSES, default="mse",
+                        help="mse: squared error of the offsets (paper); ce: cross-entropy of the "
+                             "heat map on the target's bin (softmax/dsnt offsets only)")
     args = parser.parse_args(argv)
     common.check_training_flags(args)
     if args.detector not in (None, "grid"):
@@ -41,8 +46,11 @@ def main(argv=None):
                                     args.method).cache()
               for name in ("train", "validation", "test")}
 
+    if args.offset_loss == "ce" and config.offset_mode == "sigmoid":
+        raise common.UserError("--offset-loss ce needs --offset-mode softmax or dsnt (a heat map "
+                               "per slot); sigmoid offsets train with --offset-loss mse")
     with strategy.scope():
-        model = build_keypoint_pretrainer(config)
+        model = build_keypoint_pretrainer(config, heatmaps=args.offset_loss == "ce")
         model.compile(optimizer=keras.optimizers.Adam(args.learning_rate), loss=pretraining_loss,
                       **xla.compile_kwargs(args.xla_mode))
     timer = training.EpochTimer()
@@ -62,6 +70,7 @@ def main(argv=None):
     result = {
         "test_loss": float(test_loss),
         "method": args.method,
+        "offset_loss": args.offset_loss,
         "cell_size_pixels": cell_px,
         "target_keypoints_per_image": float(present.sum() / len(test_images)),
         "border_fraction_predicted": metrics.border_fraction(predicted_offsets),
