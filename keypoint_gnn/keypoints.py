@@ -31,18 +31,23 @@ def check_dsnt_resolution(value):
         )
 
 
-def check_dsnt_spread(spread, weight, offset_mode):
-    """Checks the DSNT spread penalty's target (bins) and weight: finite numbers >= 0, and a
-    weight > 0 only with offset_mode="dsnt" (the other modes have no heat map to penalise)."""
+def check_dsnt_options(spread, weight, straight_through, offset_mode):
+    """Checks the DSNT spread penalty's target (bins) and weight (finite numbers >= 0) and
+    `dsnt_straight_through` (a bool); weight > 0 and straight-through apply to
+    offset_mode="dsnt" only."""
     for name, value in (("dsnt_spread", spread), ("dsnt_spread_weight", weight)):
         if (not isinstance(value, (int, float)) or isinstance(value, bool)
                 or not math.isfinite(value) or value < 0):
             raise ValueError(f"{name}={value!r} must be a finite number >= 0")
-    if weight > 0 and offset_mode != "dsnt":
-        raise ValueError(
-            f"dsnt_spread_weight={weight!r} applies to offset_mode='dsnt' only, not "
-            f"offset_mode={offset_mode!r}; use 0 or offset_mode='dsnt'"
-        )
+    if not isinstance(straight_through, bool):
+        raise ValueError(f"dsnt_straight_through={straight_through!r} must be True or False")
+    for name, value, active in (("dsnt_spread_weight", weight, weight > 0),
+                                ("dsnt_straight_through", straight_through, straight_through)):
+        if active and offset_mode != "dsnt":
+            raise ValueError(
+                f"{name}={value!r} applies to offset_mode='dsnt' only, not "
+                f"offset_mode={offset_mode!r}"
+            )
 
 
 def check_pool_windows(num_keypoints, pool_size, height, width, pool_name="pool_size",
@@ -381,6 +386,8 @@ class GridCoordinateRegressor(KeypointDetector):
       dsnt_resolution: s for `"dsnt"`; None means max(m, 4). Ignored by the other modes.
       dsnt_spread: target standard deviation of each `"dsnt"` heat map, in bins.
       dsnt_spread_weight: weight of the spread penalty; 0 (default) leaves it out.
+      dsnt_straight_through: `"dsnt"` offsets at the centre of the highest bin in the forward
+        pass, with the soft-argmax's gradient (`ops.argmax_offsets_straight_through`).
     """
 
     # The XLA graph section (`keypoint_gnn.xla`) compiles `detect`, not `call`: a loss added
@@ -397,6 +404,7 @@ class GridCoordinateRegressor(KeypointDetector):
         dsnt_resolution=None,
         dsnt_spread=0.5,
         dsnt_spread_weight=0.0,
+        dsnt_straight_through=False,
         **kwargs,
     ):
         super().__init__(num_keypoints, score_activation, **kwargs)
@@ -404,13 +412,14 @@ class GridCoordinateRegressor(KeypointDetector):
         check_positive_int("points_per_cell", points_per_cell)
         check_choice("offset_mode", offset_mode, OFFSET_MODES)
         check_dsnt_resolution(dsnt_resolution)
-        check_dsnt_spread(dsnt_spread, dsnt_spread_weight, offset_mode)
+        check_dsnt_options(dsnt_spread, dsnt_spread_weight, dsnt_straight_through, offset_mode)
         self.cell_size = cell_size
         self.points_per_cell = points_per_cell
         self.offset_mode = offset_mode
         self.dsnt_resolution = dsnt_resolution
         self.dsnt_spread = dsnt_spread
         self.dsnt_spread_weight = dsnt_spread_weight
+        self.dsnt_straight_through = dsnt_straight_through
 
     @property
     def heatmap_size(self):
@@ -467,7 +476,10 @@ class GridCoordinateRegressor(KeypointDetector):
     def _offsets_and_logits(self, raw):
         if self.offset_mode == "sigmoid":
             return tf.sigmoid(raw[..., :2]), raw[..., 2]
-        offsets = ops.soft_argmax_offsets(raw[..., :-1], self.heatmap_size)
+        if self.dsnt_straight_through:
+            offsets = ops.argmax_offsets_straight_through(raw[..., :-1], self.heatmap_size)
+        else:
+            offsets = ops.soft_argmax_offsets(raw[..., :-1], self.heatmap_size)
         if self.offset_mode == "softmax":
             return offsets, ops.presence_logit(raw)
         return offsets, raw[..., -1]
@@ -521,6 +533,7 @@ class GridCoordinateRegressor(KeypointDetector):
             dsnt_resolution=self.dsnt_resolution,
             dsnt_spread=self.dsnt_spread,
             dsnt_spread_weight=self.dsnt_spread_weight,
+            dsnt_straight_through=self.dsnt_straight_through,
         )
         return config
 

@@ -64,6 +64,7 @@ class ModelConfig:
     dsnt_resolution: int | None = None
     dsnt_spread: float = 0.5
     dsnt_spread_weight: float = 0.0
+    dsnt_straight_through: bool = False
     perturbed_samples: int = 20
     perturbed_sigma: float = 0.05
     perturbed_control_variate: bool = True
@@ -123,7 +124,8 @@ class ModelConfig:
                     f"{name}={getattr(self, name)!r} is not one of {', '.join(map(repr, choices))}"
                 )
         keypoints.check_dsnt_resolution(self.dsnt_resolution)
-        keypoints.check_dsnt_spread(self.dsnt_spread, self.dsnt_spread_weight, self.offset_mode)
+        keypoints.check_dsnt_options(self.dsnt_spread, self.dsnt_spread_weight,
+                                     self.dsnt_straight_through, self.offset_mode)
         keypoints.check_perturbation(self.perturbed_samples, self.perturbed_sigma,
                                      names=("perturbed_samples", "perturbed_sigma"))
         if not self.backbone_filters or not self.detector_filters or not self.head_filters:
@@ -241,6 +243,7 @@ def _make_detector(config):
         dsnt_resolution=config.dsnt_resolution,
         dsnt_spread=config.dsnt_spread,
         dsnt_spread_weight=config.dsnt_spread_weight,
+        dsnt_straight_through=config.dsnt_straight_through,
         **common,
     )
 

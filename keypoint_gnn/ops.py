@@ -393,6 +393,29 @@ def soft_argmax_offsets(logits, size):
     return tf.tensordot(probabilities, _bin_centres(size, probabilities.dtype), axes=1)
 
 
+def argmax_offsets_straight_through(logits, size):
+    """The centre of each heat map's highest bin, with the soft-argmax's gradient.
+
+    forward:  ((i* + 0.5) / s, (j* + 0.5) / s), (i*, j*) = argmax of the logits
+    backward: d soft_argmax_offsets / d logits (straight-through estimator)
+
+    The soft-argmax of a spread-out map lies near the cell centre whatever its peak; the
+    argmax does not, so a keypoint sits where its heat map peaks in training and inference
+    alike, while the task loss still reaches every bin. Ties go to the first bin.
+
+    Args:
+      logits: (..., s * s) heat-map logits, row-major.
+      size: s.
+
+    Returns:
+      (..., 2) (y, x) bin centres in cell units.
+    """
+    soft = soft_argmax_offsets(logits, size)
+    best = tf.argmax(logits, axis=-1)
+    hard = tf.gather(_bin_centres(size, soft.dtype), best)
+    return soft + tf.stop_gradient(hard - soft)
+
+
 def _check_heatmap_logits(name, logits, size):
     if logits.shape[-1] is not None and logits.shape[-1] != size * size:
         raise ValueError(

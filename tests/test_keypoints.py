@@ -220,6 +220,22 @@ def test_dsnt_spread_penalty_is_added_as_a_loss(rng):
     assert plain.losses == []
 
 
+def test_dsnt_straight_through_places_keypoints_at_the_highest_bin(rng):
+    feature_map = rng.normal(size=(2, 4, 4, 3)).astype("float32")
+    detector = GridCoordinateRegressor(num_keypoints=4, cell_size=2, points_per_cell=1,
+                                       offset_mode="dsnt", dsnt_resolution=5,
+                                       dsnt_straight_through=True)
+    cells = detector(feature_map, return_cells=True).numpy()
+    raw = detector.cell_conv(feature_map).numpy().reshape(2, 2, 2, 1, 26)
+    best = raw[..., :25].argmax(-1)
+    np.testing.assert_allclose(cells[..., 0], (best // 5 + 0.5) / 5, atol=1e-6)
+    np.testing.assert_allclose(cells[..., 1], (best % 5 + 0.5) / 5, atol=1e-6)
+    with tf.GradientTape() as tape:
+        positions, _, _ = detector(feature_map)
+        loss = tf.reduce_sum(positions)
+    assert np.abs(tape.gradient(loss, detector.cell_conv.kernel).numpy()[..., :25]).sum() > 0
+
+
 def test_dsnt_spread_penalty_alone_sharpens_the_heat_maps(rng):
     """Gradient descent on the penalty alone brings every map's spread to the target."""
     feature_map = tf.constant(rng.normal(size=(4, 4, 4, 3)).astype("float32"))
@@ -252,6 +268,9 @@ def test_dsnt_spread_penalty_alone_sharpens_the_heat_maps(rng):
     (dict(dsnt_spread_weight=True), r"dsnt_spread_weight=True must be a finite number >= 0"),
     (dict(offset_mode="sigmoid", dsnt_spread_weight=0.1),
      r"dsnt_spread_weight=0.1 applies to offset_mode='dsnt' only, not offset_mode='sigmoid'"),
+    (dict(dsnt_straight_through="yes"), r"dsnt_straight_through='yes' must be True or False"),
+    (dict(offset_mode="softmax", dsnt_straight_through=True),
+     r"dsnt_straight_through=True applies to offset_mode='dsnt' only, not offset_mode='softmax'"),
 ])
 def test_dsnt_spread_bad_values(kwargs, message):
     with pytest.raises(ValueError, match=message):
@@ -378,7 +397,7 @@ def test_perturbed_top_k_over_windows_saves_and_loads(tmp_path, rng):
     GridCoordinateRegressor(num_keypoints=3, cell_size=2, offset_mode="softmax"),
     GridCoordinateRegressor(num_keypoints=3, cell_size=2, offset_mode="dsnt", dsnt_resolution=5),
     GridCoordinateRegressor(num_keypoints=3, cell_size=2, offset_mode="dsnt", dsnt_spread=0.8,
-                            dsnt_spread_weight=0.02),
+                            dsnt_spread_weight=0.02, dsnt_straight_through=True),
 ])
 def test_new_detector_options_round_trip_config(layer):
     config = layer.get_config()

@@ -266,6 +266,27 @@ def test_soft_argmax_matches_numpy_and_never_reaches_the_border(rng):
         ops.soft_argmax_offsets(tf.constant(logits), 3)
 
 
+def test_straight_through_argmax_forward_is_the_best_bin_and_backward_the_soft_argmax(rng):
+    logits = tf.constant(rng.normal(size=(3, 4, 16)).astype("float32"))
+    upstream = tf.constant(rng.normal(size=(3, 4, 2)).astype("float32"))
+    with tf.GradientTape(persistent=True) as tape:
+        tape.watch(logits)
+        hard = ops.argmax_offsets_straight_through(logits, 4)
+        soft = ops.soft_argmax_offsets(logits, 4)
+        hard_loss, soft_loss = tf.reduce_sum(hard * upstream), tf.reduce_sum(soft * upstream)
+    best = logits.numpy().argmax(-1)
+    expected = np.stack([(best // 4 + 0.5) / 4, (best % 4 + 0.5) / 4], axis=-1)
+    np.testing.assert_allclose(hard.numpy(), expected, atol=1e-6)
+    np.testing.assert_allclose(tape.gradient(hard_loss, logits), tape.gradient(soft_loss, logits),
+                               rtol=1e-6)
+    # A border bin's centre is reachable, unlike with the soft-argmax of a spread-out map.
+    border = np.zeros((1, 16), "float32")
+    border[0, 12] = 1.0  # bin (3, 0): y 7/8, x 1/8; the soft-argmax stays near the centre
+    np.testing.assert_allclose(ops.argmax_offsets_straight_through(tf.constant(border), 4),
+                               [[0.875, 0.125]], atol=1e-6)
+    assert np.abs(ops.soft_argmax_offsets(tf.constant(border), 4).numpy() - 0.5).max() < 0.15
+
+
 def numpy_heatmap_spread(logits, size):
     """Naive per-map loop: standard deviation of the bin rows and columns, in bins."""
     flat = logits.reshape(-1, size * size)

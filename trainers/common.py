@@ -26,6 +26,7 @@ MODEL_FLAGS = {
     "dsnt_resolution": "dsnt_resolution",
     "dsnt_spread": "dsnt_spread",
     "dsnt_spread_weight": "dsnt_spread_weight",
+    "dsnt_straight_through": "dsnt_straight_through",
     "perturbed_samples": "perturbed_samples",
     "perturbed_sigma": "perturbed_sigma",
     "perturbed_selection": "perturbed_selection",
@@ -73,6 +74,8 @@ def add_model_flags(parser):
                        help="DSNT: target standard deviation of each cell's heat map, in bins")
     group.add_argument("--dsnt-spread-weight", type=float, default=None,
                        help="DSNT: weight of the heat-map spread penalty (0: none)")
+    group.add_argument("--dsnt-straight-through", action="store_const", const=True, default=None,
+                       help="DSNT: offsets at the highest bin's centre, soft-argmax gradient")
     group.add_argument("--perturbed-samples", type=int, default=None, help="perturbed top-k noise samples")
     group.add_argument("--perturbed-sigma", type=float, default=None, help="perturbed top-k noise scale")
     group.add_argument("--perturbed-selection", choices=("marginal", "slots"), default=None,
