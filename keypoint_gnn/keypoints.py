@@ -368,6 +368,11 @@ class GridCoordinateRegressor(KeypointDetector):
     contract to the centres unless the maps stay peaked. `dsnt_spread_weight > 0` adds DSNT's
     variance regularisation (`ops.heatmap_spread_penalty`, via `add_loss`): weight * mean of
     (sd_y - dsnt_spread)^2 + (sd_x - dsnt_spread)^2 over every cell's heat map, sd in bins.
+    `dsnt_straight_through=True` instead puts each keypoint at the centre of its map's highest
+    bin and passes the soft-argmax's gradient back (straight-through), so that a map peaked
+    near a border gives a border offset however spread out it is. Heat maps pre-trained by
+    cross-entropy (`build_keypoint_pretrainer(config, heatmaps=True)`) peak where SIFT puts
+    keypoints, and the straight-through offsets keep those positions (docs/RESULTS.md).
 
     **Input**: feature map `(B, h, w, C)`, h and w divisible by `cell_size`.
     **Output**: `[positions (B, N, 2), scores (B, N), score_map (B, h, w, 1)]`, N <= L*M*h; the
@@ -474,6 +479,7 @@ class GridCoordinateRegressor(KeypointDetector):
         )
 
     def _offsets_and_logits(self, raw):
+        """Offsets (B, L, M, h, 2) (y, x) in [0, 1] and confidence logits (B, L, M, h)."""
         if self.offset_mode == "sigmoid":
             return tf.sigmoid(raw[..., :2]), raw[..., 2]
         if self.dsnt_straight_through:
@@ -483,14 +489,6 @@ class GridCoordinateRegressor(KeypointDetector):
         if self.offset_mode == "softmax":
             return offsets, ops.presence_logit(raw)
         return offsets, raw[..., -1]
-
-    def cell_predictions(self, feature_map):
-        """Per-cell predictions, the same in every offset mode.
-
-        Returns:
-          offsets (B, L, M, h, 2) (y, x) in [0, 1]; confidence logits (B, L, M, h).
-        """
-        return self._offsets_and_logits(self._raw_cells(feature_map))
 
     def call(self, feature_map, return_cells=False):
         outputs, penalty = self.detect(feature_map, return_cells)
