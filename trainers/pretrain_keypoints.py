@@ -4,6 +4,10 @@
 Writes to --out: detector.weights.h5 (load with `trainers.classify --detector-weights` or
 `trainers.reconstruct --detector-weights`, using the same model flags), metrics.json (test
 loss, border fraction of the predicted offsets against the targets'), offsets.png, curves.png.
+
+`--offset-loss ce` (softmax / DSNT offsets) trains each slot's heat map by cross-entropy on the
+bin that holds the SIFT keypoint instead of the squared error of the offsets; with
+`--offset-mode dsnt --dsnt-straight-through` the keypoints then sit where the maps peak.
 """
 import argparse
 import pathlib
