@@ -50,12 +50,6 @@ def check_dsnt_options(spread, weight, straight_through, offset_mode):
             )
 
 
-def check_offset_centring_weight(weight):
-    if (not isinstance(weight, (int, float)) or isinstance(weight, bool)
-            or not math.isfinite(weight) or weight < 0):
-        raise ValueError(f"offset_centring_weight={weight!r} must be a finite number >= 0")
-
-
 def check_pool_windows(num_keypoints, pool_size, height, width, pool_name="pool_size",
                        map_name="feature map"):
     """Checks that p x p windows tile an (height, width) map and hold N keypoints, one each.
@@ -399,8 +393,6 @@ class GridCoordinateRegressor(KeypointDetector):
       dsnt_spread_weight: weight of the spread penalty; 0 (default) leaves it out.
       dsnt_straight_through: `"dsnt"` offsets at the centre of the highest bin in the forward
         pass, with the soft-argmax's gradient (`ops.argmax_offsets_straight_through`).
-      offset_centring_weight: weight of `ops.offset_centring_penalty` on the confidence-weighted
-        mean offset (any mode); 0 (default) leaves it out.
     """
 
     # The XLA graph section (`keypoint_gnn.xla`) compiles `detect`, not `call`: a loss added
@@ -418,7 +410,6 @@ class GridCoordinateRegressor(KeypointDetector):
         dsnt_spread=0.5,
         dsnt_spread_weight=0.0,
         dsnt_straight_through=False,
-        offset_centring_weight=0.0,
         **kwargs,
     ):
         super().__init__(num_keypoints, score_activation, **kwargs)
@@ -434,8 +425,6 @@ class GridCoordinateRegressor(KeypointDetector):
         self.dsnt_spread = dsnt_spread
         self.dsnt_spread_weight = dsnt_spread_weight
         self.dsnt_straight_through = dsnt_straight_through
-        check_offset_centring_weight(offset_centring_weight)
-        self.offset_centring_weight = offset_centring_weight
 
     @property
     def heatmap_size(self):
@@ -478,8 +467,8 @@ class GridCoordinateRegressor(KeypointDetector):
         super().build(input_shape)
 
     @property
-    def penalized(self):
-        return self.dsnt_spread_weight > 0 or self.offset_centring_weight > 0
+    def spread_penalized(self):
+        return self.dsnt_spread_weight > 0
 
     def _raw_cells(self, feature_map):
         """(B, L, M, h, channels_per_point) convolution outputs, float32."""
@@ -503,21 +492,16 @@ class GridCoordinateRegressor(KeypointDetector):
 
     def call(self, feature_map, return_cells=False):
         outputs, penalty = self.detect(feature_map, return_cells)
-        if self.penalized:
-            self.add_loss(penalty)
+        if self.spread_penalized:
+            self.add_loss(self.dsnt_spread_weight * penalty)
         return outputs
 
     def detect(self, feature_map, return_cells=False):
-        """`call`'s outputs and the weighted sum of the offset penalties (spread, centring)."""
+        """`call`'s outputs and the heat-map spread penalty (0 when not `spread_penalized`)."""
         raw = self._raw_cells(feature_map)
         offsets, logits = self._offsets_and_logits(raw)
-        penalty = tf.zeros([])
-        if self.dsnt_spread_weight > 0:
-            penalty += self.dsnt_spread_weight * ops.heatmap_spread_penalty(
-                raw[..., :-1], self.heatmap_size, self.dsnt_spread)
-        if self.offset_centring_weight > 0:
-            penalty += self.offset_centring_weight * ops.offset_centring_penalty(
-                offsets, tf.stop_gradient(tf.sigmoid(logits)))
+        penalty = (ops.heatmap_spread_penalty(raw[..., :-1], self.heatmap_size, self.dsnt_spread)
+                   if self.spread_penalized else tf.zeros([]))
         if return_cells:
             # (B, L, M, h, 3): (y offset, x offset, confidence logit), for pre-training.
             cells = [offsets, logits[..., None]]
@@ -548,7 +532,6 @@ class GridCoordinateRegressor(KeypointDetector):
             dsnt_spread=self.dsnt_spread,
             dsnt_spread_weight=self.dsnt_spread_weight,
             dsnt_straight_through=self.dsnt_straight_through,
-            offset_centring_weight=self.offset_centring_weight,
         )
         return config
 

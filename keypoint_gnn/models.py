@@ -65,7 +65,6 @@ class ModelConfig:
     dsnt_spread: float = 0.5
     dsnt_spread_weight: float = 0.0
     dsnt_straight_through: bool = False
-    offset_centring_weight: float = 0.0
     perturbed_samples: int = 20
     perturbed_sigma: float = 0.05
     perturbed_control_variate: bool = True
@@ -127,7 +126,6 @@ class ModelConfig:
         keypoints.check_dsnt_resolution(self.dsnt_resolution)
         keypoints.check_dsnt_options(self.dsnt_spread, self.dsnt_spread_weight,
                                      self.dsnt_straight_through, self.offset_mode)
-        keypoints.check_offset_centring_weight(self.offset_centring_weight)
         keypoints.check_perturbation(self.perturbed_samples, self.perturbed_sigma,
                                      names=("perturbed_samples", "perturbed_sigma"))
         if not self.backbone_filters or not self.detector_filters or not self.head_filters:
@@ -246,7 +244,6 @@ def _make_detector(config):
         dsnt_spread=config.dsnt_spread,
         dsnt_spread_weight=config.dsnt_spread_weight,
         dsnt_straight_through=config.dsnt_straight_through,
-        offset_centring_weight=config.offset_centring_weight,
         **common,
     )
 

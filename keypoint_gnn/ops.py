@@ -416,30 +416,6 @@ def argmax_offsets_straight_through(logits, size):
     return soft + tf.stop_gradient(hard - soft)
 
 
-def offset_centring_penalty(offsets, weights):
-    """Squared distance of the weighted mean in-cell offset from the cell centre:
-
-      penalty = sum over (y, x) of (sum_i w_i o_i / sum_i w_i - 0.5)^2
-
-    Moving every keypoint by the same amount hardly changes a keypoint graph (its edges are
-    relative distances), so the task loss leaves the offsets' common shift free to drift until
-    it reaches a cell border; this penalises the shared shift only, not the spread of the
-    individual offsets.
-
-    Args:
-      offsets: (..., 2) in-cell offsets in [0, 1].
-      weights: (...) non-negative weights (e.g. the cells' confidences), not all 0.
-
-    Returns:
-      scalar.
-    """
-    weights = tf.cast(weights, offsets.dtype)[..., None]
-    axes = list(range(offsets.shape.rank - 1))
-    mean = tf.reduce_sum(weights * offsets, axis=axes) / tf.maximum(
-        tf.reduce_sum(weights, axis=axes), 1e-12)
-    return tf.reduce_sum(tf.square(mean - 0.5))
-
-
 def _check_heatmap_logits(name, logits, size):
     if logits.shape[-1] is not None and logits.shape[-1] != size * size:
         raise ValueError(

@@ -220,25 +220,6 @@ def test_dsnt_spread_penalty_is_added_as_a_loss(rng):
     assert plain.losses == []
 
 
-@pytest.mark.parametrize("mode", ["sigmoid", "dsnt"])
-def test_offset_centring_penalty_is_added_with_the_spread_penalty(rng, mode):
-    feature_map = tf.constant(rng.normal(size=(2, 4, 4, 3)).astype("float32"))
-    spread_weight = 0.5 if mode == "dsnt" else 0.0
-    detector = GridCoordinateRegressor(num_keypoints=4, cell_size=2, offset_mode=mode,
-                                       dsnt_resolution=3, dsnt_spread_weight=spread_weight,
-                                       offset_centring_weight=2.0)
-    cells = detector(feature_map, return_cells=True).numpy()
-    (loss,) = detector.losses
-    confidence = 1 / (1 + np.exp(-cells[..., 2:3].astype("float64")))
-    mean = (confidence * cells[..., :2]).sum((0, 1, 2, 3)) / confidence.sum()
-    expected = 2.0 * ((mean - 0.5) ** 2).sum()
-    if mode == "dsnt":
-        raw = detector.cell_conv(feature_map)
-        heat = tf.reshape(raw, [2, 2, 2, 2, 10])[..., :9]
-        expected += 0.5 * float(ops.heatmap_spread_penalty(heat, 3, 0.5))
-    np.testing.assert_allclose(float(loss), expected, rtol=1e-4)
-
-
 def test_dsnt_straight_through_places_keypoints_at_the_highest_bin(rng):
     feature_map = rng.normal(size=(2, 4, 4, 3)).astype("float32")
     detector = GridCoordinateRegressor(num_keypoints=4, cell_size=2, points_per_cell=1,
@@ -288,7 +269,6 @@ def test_dsnt_spread_penalty_alone_sharpens_the_heat_maps(rng):
     (dict(offset_mode="sigmoid", dsnt_spread_weight=0.1),
      r"dsnt_spread_weight=0.1 applies to offset_mode='dsnt' only, not offset_mode='sigmoid'"),
     (dict(dsnt_straight_through="yes"), r"dsnt_straight_through='yes' must be True or False"),
-    (dict(offset_centring_weight=-1.0), r"offset_centring_weight=-1.0 must be a finite number >= 0"),
     (dict(offset_mode="softmax", dsnt_straight_through=True),
      r"dsnt_straight_through=True applies to offset_mode='dsnt' only, not offset_mode='softmax'"),
 ])
@@ -417,8 +397,7 @@ def test_perturbed_top_k_over_windows_saves_and_loads(tmp_path, rng):
     GridCoordinateRegressor(num_keypoints=3, cell_size=2, offset_mode="softmax"),
     GridCoordinateRegressor(num_keypoints=3, cell_size=2, offset_mode="dsnt", dsnt_resolution=5),
     GridCoordinateRegressor(num_keypoints=3, cell_size=2, offset_mode="dsnt", dsnt_spread=0.8,
-                            dsnt_spread_weight=0.02, dsnt_straight_through=True,
-                            offset_centring_weight=0.3),
+                            dsnt_spread_weight=0.02, dsnt_straight_through=True),
 ])
 def test_new_detector_options_round_trip_config(layer):
     config = layer.get_config()

@@ -71,7 +71,7 @@ BEYOND_PAPER_VARIANTS = [
          perturbed_selection="slots", perturbed_control_variate=False),
     dict(detector="grid", offset_mode="softmax"),
     dict(detector="grid", offset_mode="dsnt", dsnt_resolution=3, score_activation="linear",
-         dsnt_spread_weight=0.1, dsnt_straight_through=True, offset_centring_weight=1.0),
+         dsnt_spread_weight=0.1, dsnt_straight_through=True),
 ]
 
 
@@ -218,7 +218,6 @@ def test_pretrained_detector_weights_transfer(tmp_path, rng):
     (dict(detector="grid", dsnt_spread_weight=0.1),
      "dsnt_spread_weight=0.1 applies to offset_mode='dsnt' only, not offset_mode='sigmoid'"),
     (dict(dsnt_straight_through=1), "dsnt_straight_through=1 must be True or False"),
-    (dict(offset_centring_weight=float("nan")), "offset_centring_weight=nan must be a finite number"),
     (dict(perturbed_samples=0), "perturbed_samples=0 must be a positive integer"),
     (dict(head_skip="yes"), "head_skip='yes' must be True or False"),
     (dict(perturbed_selection="soft"), "perturbed_selection='soft' is not one of 'slots', 'marginal'"),

@@ -287,23 +287,6 @@ def test_straight_through_argmax_forward_is_the_best_bin_and_backward_the_soft_a
     assert np.abs(ops.soft_argmax_offsets(tf.constant(border), 4).numpy() - 0.5).max() < 0.15
 
 
-def test_offset_centring_penalty_hand_worked():
-    offsets = tf.constant([[[0.9, 0.5], [0.3, 0.1]], [[0.8, 0.5], [0.5, 0.5]]])
-    weights = tf.constant([[1.0, 3.0], [0.0, 0.0]])  # only the first image's two cells count
-    # weighted mean: y (0.9 + 3 * 0.3) / 4 = 0.45, x (0.5 + 3 * 0.1) / 4 = 0.2
-    expected = (0.45 - 0.5) ** 2 + (0.2 - 0.5) ** 2
-    with tf.GradientTape() as tape:
-        tape.watch(offsets)
-        penalty = ops.offset_centring_penalty(offsets, weights)
-    assert float(penalty) == pytest.approx(expected, rel=1e-5)
-    gradient = tape.gradient(penalty, offsets).numpy()
-    # d/d o_i = 2 (mean - 0.5) w_i / sum(w): a common shift is pulled back, weight-0 cells are free.
-    np.testing.assert_allclose(gradient[0, 1], [2 * -0.05 * 0.75, 2 * -0.3 * 0.75], rtol=1e-5)
-    assert np.all(gradient[1] == 0)
-    centred = ops.offset_centring_penalty(tf.constant([[0.1, 0.9], [0.9, 0.1]]), tf.ones([2]))
-    assert float(centred) == pytest.approx(0.0, abs=1e-12)  # spread offsets, centred mean
-
-
 def numpy_heatmap_spread(logits, size):
     """Naive per-map loop: standard deviation of the bin rows and columns, in bins."""
     flat = logits.reshape(-1, size * size)
