@@ -232,8 +232,8 @@ def pretraining_loss(y_true, y_pred):
     the bin that holds the target offset (row min(floor(b * y), b - 1), likewise the column),
     SuperPoint's loss (DeTone et al. 2018). Squared error on the soft-argmax is minimised by
     the conditional mean, which drifts to the cell centre wherever the target is uncertain;
-    cross-entropy teaches where keypoints may lie, and a peaked map (`dsnt_spread_weight`)
-    then places the offset at the likeliest bin.
+    cross-entropy teaches where keypoints may lie, and straight-through offsets
+    (`dsnt_straight_through`) place each keypoint at its map's likeliest bin.
 
     Args:
       y_true: (B, L, M, h, 3) targets (y offset, x offset, presence) from `cell_targets`.
