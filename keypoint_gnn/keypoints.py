@@ -10,7 +10,8 @@ Each detector takes the detector CNN's feature map `(B, h, w, C)` and returns th
 import math
 
 from keypoint_gnn import ops
-from keypoint_gnn._checks import check_choice, check_positive_int
+from keypoint_gnn._checks import (check_bool, check_choice, check_non_negative_number,
+                                  check_positive_int)
 from keypoint_gnn._backend import keras, tf
 
 SCORE_ACTIVATIONS = ("linear", "sigmoid")
@@ -35,12 +36,9 @@ def check_dsnt_options(spread, weight, straight_through, offset_mode):
     """Checks the DSNT spread penalty's target (bins) and weight (finite numbers >= 0) and
     `dsnt_straight_through` (a bool); weight > 0 and straight-through apply to
     offset_mode="dsnt" only."""
-    for name, value in (("dsnt_spread", spread), ("dsnt_spread_weight", weight)):
-        if (not isinstance(value, (int, float)) or isinstance(value, bool)
-                or not math.isfinite(value) or value < 0):
-            raise ValueError(f"{name}={value!r} must be a finite number >= 0")
-    if not isinstance(straight_through, bool):
-        raise ValueError(f"dsnt_straight_through={straight_through!r} must be True or False")
+    check_non_negative_number("dsnt_spread", spread)
+    check_non_negative_number("dsnt_spread_weight", weight)
+    check_bool("dsnt_straight_through", straight_through)
     for name, value, active in (("dsnt_spread_weight", weight, weight > 0),
                                 ("dsnt_straight_through", straight_through, straight_through)):
         if active and offset_mode != "dsnt":

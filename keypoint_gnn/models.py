@@ -36,7 +36,8 @@ class ModelConfig:
     - `offset_mode` ("sigmoid" | "softmax" | "dsnt", with `dsnt_resolution`, None meaning
       max(grid_cell_size, 4)): how the grid regressor bounds its in-cell offsets; with "dsnt",
       `dsnt_spread_weight` > 0 keeps each cell's heat map about `dsnt_spread` bins wide
-      (DSNT's variance regularisation); see `keypoints.GridCoordinateRegressor`.
+      (DSNT's variance regularisation) and `dsnt_straight_through=True` places keypoints at
+      each map's highest bin; see `keypoints.GridCoordinateRegressor`.
     - `detector="perturbed_topk"`: top-N made differentiable by perturbed optimisers in
       training (`perturbed_samples` noise draws, noise scale `perturbed_sigma` relative to each
       image's score spread), over the maxima of `nms_pool_size` windows as in max-pool NMS
