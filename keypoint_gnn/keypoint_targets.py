@@ -215,7 +215,7 @@ def pretraining_cell_size(config):
     return config.grid_cell_size * config.feature_stride
 
 
-def pretraining_loss(y_true, y_pred):
+def pretraining_loss(y_true, y_pred, offset_margin=0.0):
     """Loss of the coordinate regressor's cell predictions against SIFT/ORB targets.
 
     loss = mean over all slots of BCE(sigmoid(logit), presence)
@@ -230,7 +230,8 @@ def pretraining_loss(y_true, y_pred):
     When y_pred carries heat maps (`build_keypoint_pretrainer(config, heatmaps=True)`: 3 + b*b
     channels), the offset term is instead the cross-entropy of each filled slot's heat map on
     the bin that holds the target offset (row min(floor(b * y), b - 1), likewise the column),
-    SuperPoint's loss (DeTone et al. 2018). Squared error on the soft-argmax is minimised by
+    SuperPoint's loss (DeTone et al. 2018). With widened offsets (`offset_margin` g > 0) the
+    b bins span [-g, 1 + g], so the target's row is floor(b * (y + g) / (1 + 2g)). Squared error on the soft-argmax is minimised by
     the conditional mean, which drifts to the cell centre wherever the target is uncertain;
     cross-entropy teaches where keypoints may lie, and straight-through offsets
     (`dsnt_straight_through`) place each keypoint at its map's likeliest bin.
@@ -239,6 +240,7 @@ def pretraining_loss(y_true, y_pred):
       y_true: (B, L, M, h, 3) targets (y offset, x offset, presence) from `cell_targets`.
       y_pred: (B, L, M, h, 3) pre-trainer output (y offset in [0, 1], x offset in [0, 1],
         confidence logit), optionally followed by b*b heat-map logits (row-major).
+      offset_margin: g >= 0, the regressor's `offset_margin` (cell units).
 
     Returns:
       scalar float32; usable as `model.compile(loss=pretraining_loss)`.
@@ -257,11 +259,23 @@ def pretraining_loss(y_true, y_pred):
         if size < 2 or size * size != channels - 3:
             raise ValueError(f"pretraining_loss expects 3 or 3 + b*b channels per slot, got "
                              f"{channels}")
-        bins = tf.minimum(tf.cast(tf.floor(y_true[..., :2] * size), tf.int32), size - 1)
+        unit = (y_true[..., :2] + offset_margin) / (1.0 + 2.0 * offset_margin)
+        bins = tf.minimum(tf.cast(tf.floor(unit * size), tf.int32), size - 1)
         error = tf.nn.sparse_softmax_cross_entropy_with_logits(
             labels=bins[..., 0] * size + bins[..., 1], logits=y_pred[..., 3:])
     offsets = tf.reduce_sum(error * presence) / tf.maximum(tf.reduce_sum(presence), 1.0)
     return confidence + offsets
+
+
+def pretraining_loss_for(offset_margin=0.0):
+    """`pretraining_loss` for a regressor with `offset_margin` g, as a Keras loss function."""
+    if offset_margin == 0:
+        return pretraining_loss
+
+    def widened_pretraining_loss(y_true, y_pred):
+        return pretraining_loss(y_true, y_pred, offset_margin)
+
+    return widened_pretraining_loss
 
 
 def targets_dataset(images_dataset, cell_size_px, points_per_cell, method="sift",
@@ -316,5 +330,6 @@ __all__ = [
     "detect_keypoints",
     "pretraining_cell_size",
     "pretraining_loss",
+    "pretraining_loss_for",
     "targets_dataset",
 ]

@@ -48,6 +48,15 @@ def check_dsnt_options(spread, weight, straight_through, offset_mode):
             )
 
 
+def check_offset_margin(value):
+    """`offset_margin`: a finite number in [0, 1] (cells a keypoint may reach into its
+    neighbours); raises ValueError naming the value."""
+    check_non_negative_number("offset_margin", value)
+    if value > 1:
+        raise ValueError(f"offset_margin={value!r} must be in [0, 1] (cell units: how far a "
+                         "cell's keypoints may reach into the neighbouring cells)")
+
+
 def check_pool_windows(num_keypoints, pool_size, height, width, pool_name="pool_size",
                        map_name="feature map"):
     """Checks that p x p windows tile an (height, width) map and hold N keypoints, one each.
@@ -342,7 +351,8 @@ class GridCoordinateRegressor(KeypointDetector):
 
     The map is divided into L x M cells of m x m pixels; a convolution with kernel m and
     stride m predicts, for each cell, h keypoints as (y offset, x offset, confidence logit).
-    Offsets lie in [0, 1] within the cell; the top N keypoints by confidence are kept.
+    Offsets lie in [0, 1] within the cell (in [-g, 1 + g] with `offset_margin` g); the top N
+    keypoints by confidence are kept.
     Positions are fractional: the interconnects sample and splat them bilinearly, so the task
     loss reaches the predicted coordinates as well as the confidences.
 
@@ -373,6 +383,12 @@ class GridCoordinateRegressor(KeypointDetector):
     keypoints, and straight-through offsets start from those positions (on the built-in set
     they stayed spread in three of four seeds; docs/RESULTS.md).
 
+    `offset_margin` = g > 0 widens every mode's offsets from [0, 1] to [-g, 1 + g]
+    (`ops.widen_offsets`; YOLOv4's grid-sensitivity fix, g = 0.5 in YOLOv5): a keypoint may
+    reach g cells into the neighbouring cells, so a cell border is an ordinary point of the
+    range instead of the place where a sigmoid saturates. Positions beyond the map's edge are
+    clipped by the interconnects' sampling.
+
     **Input**: feature map `(B, h, w, C)`, h and w divisible by `cell_size`.
     **Output**: `[positions (B, N, 2), scores (B, N), score_map (B, h, w, 1)]`, N <= L*M*h; the
     score map holds each cell's highest activated confidence. With `return_cells=True`: the
@@ -392,6 +408,8 @@ class GridCoordinateRegressor(KeypointDetector):
       dsnt_spread_weight: weight of the spread penalty; 0 (default) leaves it out.
       dsnt_straight_through: `"dsnt"` offsets at the centre of the highest bin in the forward
         pass, with the soft-argmax's gradient (`ops.argmax_offsets_straight_through`).
+      offset_margin: g in [0, 1], cell units; offsets span [-g, 1 + g]. 0 (default) is the
+        paper's [0, 1].
     """
 
     # The XLA graph section (`keypoint_gnn.xla`) compiles `detect`, not `call`: a loss added
@@ -409,6 +427,7 @@ class GridCoordinateRegressor(KeypointDetector):
         dsnt_spread=0.5,
         dsnt_spread_weight=0.0,
         dsnt_straight_through=False,
+        offset_margin=0.0,
         **kwargs,
     ):
         super().__init__(num_keypoints, score_activation, **kwargs)
@@ -417,6 +436,7 @@ class GridCoordinateRegressor(KeypointDetector):
         check_choice("offset_mode", offset_mode, OFFSET_MODES)
         check_dsnt_resolution(dsnt_resolution)
         check_dsnt_options(dsnt_spread, dsnt_spread_weight, dsnt_straight_through, offset_mode)
+        check_offset_margin(offset_margin)
         self.cell_size = cell_size
         self.points_per_cell = points_per_cell
         self.offset_mode = offset_mode
@@ -424,6 +444,7 @@ class GridCoordinateRegressor(KeypointDetector):
         self.dsnt_spread = dsnt_spread
         self.dsnt_spread_weight = dsnt_spread_weight
         self.dsnt_straight_through = dsnt_straight_through
+        self.offset_margin = offset_margin
 
     @property
     def heatmap_size(self):
@@ -478,7 +499,12 @@ class GridCoordinateRegressor(KeypointDetector):
         )
 
     def _offsets_and_logits(self, raw):
-        """Offsets (B, L, M, h, 2) (y, x) in [0, 1] and confidence logits (B, L, M, h)."""
+        """Offsets (B, L, M, h, 2) (y, x) in [-g, 1 + g] (g = offset_margin) and confidence
+        logits (B, L, M, h)."""
+        offsets, logits = self._unit_offsets_and_logits(raw)
+        return ops.widen_offsets(offsets, self.offset_margin), logits
+
+    def _unit_offsets_and_logits(self, raw):
         if self.offset_mode == "sigmoid":
             return tf.sigmoid(raw[..., :2]), raw[..., 2]
         if self.dsnt_straight_through:
@@ -531,6 +557,7 @@ class GridCoordinateRegressor(KeypointDetector):
             dsnt_spread=self.dsnt_spread,
             dsnt_spread_weight=self.dsnt_spread_weight,
             dsnt_straight_through=self.dsnt_straight_through,
+            offset_margin=self.offset_margin,
         )
         return config
 

@@ -37,7 +37,9 @@ class ModelConfig:
       max(grid_cell_size, 4)): how the grid regressor bounds its in-cell offsets; with "dsnt",
       `dsnt_spread_weight` > 0 keeps each cell's heat map about `dsnt_spread` bins wide
       (DSNT's variance regularisation) and `dsnt_straight_through=True` places keypoints at
-      each map's highest bin; see `keypoints.GridCoordinateRegressor`.
+      each map's highest bin; see `keypoints.GridCoordinateRegressor`. `offset_margin` > 0
+      (cell units, at most 1) lets every mode's offsets reach that far into the neighbouring
+      cells, [-g, 1 + g] instead of [0, 1] (YOLOv4's grid-sensitivity fix).
     - `detector="perturbed_topk"`: top-N made differentiable by perturbed optimisers in
       training (`perturbed_samples` noise draws, noise scale `perturbed_sigma` relative to each
       image's score spread), over the maxima of `nms_pool_size` windows as in max-pool NMS
@@ -66,6 +68,7 @@ class ModelConfig:
     dsnt_spread: float = 0.5
     dsnt_spread_weight: float = 0.0
     dsnt_straight_through: bool = False
+    offset_margin: float = 0.0
     perturbed_samples: int = 20
     perturbed_sigma: float = 0.05
     perturbed_control_variate: bool = True
@@ -127,6 +130,7 @@ class ModelConfig:
         keypoints.check_dsnt_resolution(self.dsnt_resolution)
         keypoints.check_dsnt_options(self.dsnt_spread, self.dsnt_spread_weight,
                                      self.dsnt_straight_through, self.offset_mode)
+        keypoints.check_offset_margin(self.offset_margin)
         keypoints.check_perturbation(self.perturbed_samples, self.perturbed_sigma,
                                      names=("perturbed_samples", "perturbed_sigma"))
         if not self.backbone_filters or not self.detector_filters or not self.head_filters:
@@ -245,6 +249,7 @@ def _make_detector(config):
         dsnt_spread=config.dsnt_spread,
         dsnt_spread_weight=config.dsnt_spread_weight,
         dsnt_straight_through=config.dsnt_straight_through,
+        offset_margin=config.offset_margin,
         **common,
     )
 

@@ -372,6 +372,27 @@ def cell_offsets_to_positions(offsets, cell_size):
     return tf.reshape(tf.stack([y, x], axis=-1), [-1, rows * cols * per_cell, 2])
 
 
+def widen_offsets(offsets, margin):
+    """Stretches in-cell offsets from [0, 1] to [-margin, 1 + margin].
+
+    offset' = (1 + 2 * margin) * offset - margin
+
+    A cell's keypoint may then reach `margin` cells into its neighbours (YOLOv4's "eliminate
+    grid sensitivity", Bochkovskiy et al. 2020; YOLOv5's 2 * sigmoid - 0.5 is margin 0.5), so
+    the cell border is an ordinary position inside the range, not its saturated end.
+
+    Args:
+      offsets: (..., 2) (y, x) in [0, 1].
+      margin: float >= 0, in cell units; 0 returns `offsets` unchanged.
+
+    Returns:
+      (..., 2) offsets in [-margin, 1 + margin], cell units (0: the cell's top/left edge).
+    """
+    if margin == 0:
+        return offsets
+    return (1.0 + 2.0 * margin) * offsets - margin
+
+
 def soft_argmax_offsets(logits, size):
     """Spatial soft-argmax of a size x size heat map inside a cell (DSNT, Nibali et al. 2018).
 

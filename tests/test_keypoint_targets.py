@@ -198,6 +198,21 @@ def test_heatmap_pretraining_loss_is_cross_entropy_on_the_target_bin():
         kt.pretraining_loss(y_true, np.zeros(y_true.shape[:-1] + (8,), np.float32))
 
 
+def test_heatmap_pretraining_loss_bins_span_the_widened_range():
+    # margin 0.5, 4 bins over [-0.5, 1.5]: target y 0 -> bin 1, 1 -> bin 3, 0.4 -> bin 1 (by hand).
+    y_true = np.zeros((1, 1, 3, 1, 3), np.float32)
+    y_true[0, 0, :, 0] = [[0.0, 1.0, 1.0], [1.0, 0.4, 1.0], [0.4, 0.0, 1.0]]
+    heat = np.random.default_rng(3).normal(size=(1, 1, 3, 1, 16)).astype(np.float32)
+    prediction = np.concatenate([np.zeros((1, 1, 3, 1, 3), np.float32), heat], axis=-1)
+    log_p = heat[0, 0, :, 0] - np.log(np.exp(heat[0, 0, :, 0]).sum(-1, keepdims=True))
+    expected_bins = [1 * 4 + 3, 3 * 4 + 1, 1 * 4 + 1]
+    cross_entropy = -np.mean([log_p[i, b] for i, b in enumerate(expected_bins)])
+    bce = np.log(2.0)  # logits 0, every slot present
+    loss = kt.pretraining_loss_for(0.5)(y_true, prediction)
+    assert float(loss) == pytest.approx(bce + cross_entropy, rel=1e-5)
+    assert kt.pretraining_loss_for(0.0) is kt.pretraining_loss
+
+
 def test_targets_dataset_matches_cell_targets():
     images = np.stack([blob_image(), blob_image(centres=[(40, 40)])])
     labels = np.array([0, 1])

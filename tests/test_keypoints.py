@@ -171,6 +171,78 @@ def test_dsnt_offsets_hand_set_kernel():
     np.testing.assert_allclose(cells, [[0.125, 0.875, 2.0], [0.5, 0.5, -1.0]], atol=1e-6)
 
 
+def test_widened_sigmoid_offsets_hand_set_kernel():
+    # Two 2x2 cells side by side, one point each; margin 0.5: offset = 2 * sigmoid(a) - 0.5.
+    detector = GridCoordinateRegressor(num_keypoints=2, cell_size=2, points_per_cell=1,
+                                       offset_margin=0.5)
+    feature_map = np.zeros((1, 2, 4, 3), "float32")
+    _set_cell_bias(detector, feature_map, [0.0, np.log(3.0), 1.0])  # sigmoid 0.5 and 0.75
+    cells = detector(feature_map, return_cells=True).numpy()[0, 0, :, 0]
+    np.testing.assert_allclose(cells, [[0.5, 1.0, 1.0], [0.5, 1.0, 1.0]], atol=1e-6)
+    positions, _, _ = detector(feature_map)
+    # position = (cell + offset) * m - 0.5: y 0.5, x 1.5 (cell 0's right border) and 3.5.
+    np.testing.assert_allclose(np.sort(positions[0].numpy(), axis=0), [[0.5, 1.5], [0.5, 3.5]],
+                               atol=1e-5)
+    _set_cell_bias(detector, feature_map, [-40.0, 40.0, 1.0])
+    cells = detector(feature_map, return_cells=True).numpy()[0, 0, :, 0]
+    np.testing.assert_allclose(cells[:, :2], [[-0.5, 1.5], [-0.5, 1.5]], atol=1e-6)
+
+
+def test_widened_dsnt_offsets_hand_set_kernel():
+    detector = GridCoordinateRegressor(num_keypoints=1, cell_size=2, points_per_cell=1,
+                                       offset_mode="dsnt", dsnt_resolution=4, offset_margin=0.25)
+    feature_map = np.zeros((1, 2, 2, 3), "float32")
+    heat = np.full(17, -40.0)
+    heat[0 * 4 + 3], heat[16] = 40.0, 0.0  # bin (0, 3): unit offsets (0.125, 0.875)
+    _set_cell_bias(detector, feature_map, heat)
+    cells = detector(feature_map, return_cells=True).numpy()[0, 0, 0, 0]
+    np.testing.assert_allclose(cells[:2], [1.5 * 0.125 - 0.25, 1.5 * 0.875 - 0.25], atol=1e-6)
+
+
+@pytest.mark.parametrize("margin", [0.0, 0.5])
+def test_widened_sigmoid_keeps_its_gradient_at_the_cell_border(margin):
+    # Raw channel set so the y offset is 0.98 (near the bottom border) in cell units.
+    detector = GridCoordinateRegressor(num_keypoints=1, cell_size=2, points_per_cell=1,
+                                       offset_margin=margin)
+    feature_map = np.zeros((1, 2, 2, 3), "float32")
+    unit = (0.98 + margin) / (1 + 2 * margin)
+    raw = np.log(unit / (1 - unit))
+    _set_cell_bias(detector, feature_map, [raw, 0.0, 0.0])
+    with tf.GradientTape() as tape:
+        cells = detector(feature_map, return_cells=True)
+        offset_y = cells[0, 0, 0, 0, 0]
+    np.testing.assert_allclose(offset_y.numpy(), 0.98, atol=1e-5)
+    gradient = tape.gradient(offset_y, detector.cell_conv.bias).numpy()[0]
+    expected = (1 + 2 * margin) * unit * (1 - unit)  # d offset / d raw, by hand
+    np.testing.assert_allclose(gradient, expected, rtol=1e-4)
+    if margin:  # ~0.36 per unit of raw at the border, against 0.0196 for the paper's sigmoid
+        assert gradient > 0.35
+
+
+def test_widened_regressor_saves_and_loads(tmp_path, rng):
+    feature_map = rng.normal(size=(2, 4, 4, 3)).astype("float32")
+    inputs = keras.Input((4, 4, 3))
+    detector = GridCoordinateRegressor(num_keypoints=3, cell_size=2, offset_margin=0.5)
+    model = keras.Model(inputs, detector(inputs))
+    reference = [t.numpy() for t in model(feature_map)]
+    model.save(tmp_path / "model.keras")
+    restored = keras.models.load_model(tmp_path / "model.keras")
+    assert restored.layers[-1].offset_margin == 0.5
+    for expected, actual in zip(reference, restored(feature_map)):
+        np.testing.assert_allclose(actual.numpy(), expected, rtol=1e-6)
+
+
+@pytest.mark.parametrize("margin, message", [
+    (-0.1, "offset_margin=-0.1 must be a finite number >= 0"),
+    (1.5, r"offset_margin=1.5 must be in \[0, 1\]"),
+    ("0.5", "offset_margin='0.5' must be a finite number >= 0"),
+    (float("nan"), "offset_margin=nan must be a finite number >= 0"),
+])
+def test_offset_margin_bad_values(margin, message):
+    with pytest.raises(ValueError, match=message):
+        GridCoordinateRegressor(num_keypoints=1, offset_margin=margin)
+
+
 @pytest.mark.parametrize("mode", ["softmax", "dsnt"])
 def test_expectation_offsets_cannot_saturate(rng, mode):
     detector = GridCoordinateRegressor(num_keypoints=4, cell_size=2, points_per_cell=2,
@@ -398,6 +470,7 @@ def test_perturbed_top_k_over_windows_saves_and_loads(tmp_path, rng):
     GridCoordinateRegressor(num_keypoints=3, cell_size=2, offset_mode="dsnt", dsnt_resolution=5),
     GridCoordinateRegressor(num_keypoints=3, cell_size=2, offset_mode="dsnt", dsnt_spread=0.8,
                             dsnt_spread_weight=0.02, dsnt_straight_through=True),
+    GridCoordinateRegressor(num_keypoints=3, cell_size=2, offset_margin=0.5),
 ])
 def test_new_detector_options_round_trip_config(layer):
     config = layer.get_config()

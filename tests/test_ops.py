@@ -233,6 +233,14 @@ def test_cell_offsets_to_positions_hand_worked():
 # --- beyond the paper: soft-argmax offsets, dustbin presence, perturbed top-k ---------------
 
 
+def test_widen_offsets_hand_worked():
+    unit = tf.constant([[0.0, 1.0], [0.5, 0.25]])
+    np.testing.assert_allclose(ops.widen_offsets(unit, 0.5).numpy(), [[-0.5, 1.5], [0.5, 0.0]])
+    np.testing.assert_allclose(ops.widen_offsets(unit, 0.25).numpy(),
+                               [[-0.25, 1.25], [0.5, 1.5 * 0.25 - 0.25]])
+    assert ops.widen_offsets(unit, 0.0) is unit
+
+
 def numpy_soft_argmax(logits, size):
     exp = np.exp(logits - logits.max(-1, keepdims=True))
     probabilities = (exp / exp.sum(-1, keepdims=True)).reshape(logits.shape[:-1] + (size, size))

@@ -94,6 +94,19 @@ def test_heatmap_pretraining_with_spread_penalty_loads_into_classify(tmp_path):
     assert 0 <= result["keypoints"]["border_fraction"] <= 1
 
 
+def test_widened_offsets_pretrain_and_classify(tmp_path):
+    widened = ["--offset-margin", "0.5", "--grid-cell-size", "1", "--points-per-cell", "1"]
+    pre = pretrain_keypoints.main(TINY_FLAGS + widened + ["--epochs", "1", "--out", str(tmp_path / "pre")])
+    assert 0 <= pre["border_fraction_predicted"] <= 1
+    result = classify.main(TINY_FLAGS + widened + [
+        "--detector", "grid", "--epochs", "1", "--no-export", "--out", str(tmp_path / "cls"),
+        "--detector-weights", str(tmp_path / "pre" / "detector.weights.h5")])
+    quality = result["keypoints"]
+    assert 0 <= quality["border_fraction"] <= 1 and 0 <= quality["range_end_fraction"] <= 1
+    assert json.loads((tmp_path / "cls" / "config.json").read_text())["offset_margin"] == 0.5
+    assert (tmp_path / "cls" / "offsets.png").is_file()
+
+
 def test_heatmap_pretraining_refuses_sigmoid_offsets(capsys):
     with pytest.raises(SystemExit) as exit_info:
         common.run_main(lambda: pretrain_keypoints.main(
@@ -118,6 +131,7 @@ def _run_cli(module, *flags):
     (["--detector", "grid", "--dsnt-spread-weight", "0.1"],
      "dsnt_spread_weight=0.1 applies to offset_mode='dsnt' only"),
     (["--offset-mode", "dsnt", "--dsnt-spread", "-2"], "dsnt_spread=-2.0 must be a finite number >= 0"),
+    (["--detector", "grid", "--offset-margin", "1.5"], "offset_margin=1.5 must be in [0, 1]"),
 ])
 def test_bad_flags_give_one_line_errors(flags, message, capsys):
     with pytest.raises(SystemExit) as exit_info:

@@ -42,8 +42,9 @@ def measure(run, images, method):
     error = np.linalg.norm(cells[..., :2][present] - targets[..., :2][present], axis=-1)
     return {
         "offset_mode": config.offset_mode,
-        "border_fraction": metrics.border_fraction(offsets, margin=0.1),
-        "border_fraction_margin_0.02": metrics.border_fraction(offsets, margin=0.02),
+        "border_fraction": metrics.border_fraction(metrics.in_cell_offsets(offsets), margin=0.1),
+        "border_fraction_margin_0.02": metrics.border_fraction(metrics.in_cell_offsets(offsets),
+                                                               margin=0.02),
         "offset_std": float(offsets.std()),
         "target_offset_error": float(error.mean()),
         "target_border_fraction": metrics.border_fraction(targets[..., :2][present], margin=0.1),

@@ -87,8 +87,12 @@ def main(argv=None):
         result["keypoints"] = quality
         if config.detector == "grid":
             offsets = training.selected_cell_offsets(model, config, test_images)
-            quality["border_fraction"] = metrics.border_fraction(offsets)
-            viz.plot_offset_histogram(offsets.reshape(-1, 2), out / "offsets.png")
+            quality["border_fraction"] = metrics.border_fraction(metrics.in_cell_offsets(offsets))
+            if config.offset_margin > 0:
+                quality["range_end_fraction"] = metrics.range_end_fraction(
+                    offsets, config.offset_margin)
+            viz.plot_offset_histogram(offsets.reshape(-1, 2), out / "offsets.png",
+                                      offset_margin=config.offset_margin)
         viz.draw_keypoints(test_images[:16], pixels[:16], out / "keypoints.png",
                            parts=None if data.test_parts is None else data.test_parts[:16],
                            title=f"{config.detector} keypoints (red) and true parts (green)"

@@ -27,6 +27,7 @@ MODEL_FLAGS = {
     "dsnt_spread": "dsnt_spread",
     "dsnt_spread_weight": "dsnt_spread_weight",
     "dsnt_straight_through": "dsnt_straight_through",
+    "offset_margin": "offset_margin",
     "perturbed_samples": "perturbed_samples",
     "perturbed_sigma": "perturbed_sigma",
     "perturbed_selection": "perturbed_selection",
@@ -76,6 +77,9 @@ def add_model_flags(parser):
                        help="DSNT: weight of the heat-map spread penalty (0: none)")
     group.add_argument("--dsnt-straight-through", action="store_const", const=True, default=None,
                        help="DSNT: offsets at the highest bin's centre, soft-argmax gradient")
+    group.add_argument("--offset-margin", type=float, default=None,
+                       help="grid regressor: offsets span [-G, 1+G] cells instead of [0, 1], "
+                            "G in [0, 1] (YOLOv4 grid sensitivity; 0.5 = YOLOv5)")
     group.add_argument("--perturbed-samples", type=int, default=None, help="perturbed top-k noise samples")
     group.add_argument("--perturbed-sigma", type=float, default=None, help="perturbed top-k noise scale")
     group.add_argument("--perturbed-selection", choices=("marginal", "slots"), default=None,

@@ -17,7 +17,7 @@ import numpy as np
 from trainers import common
 from keypoint_gnn import build_keypoint_pretrainer, metrics, models, training, viz, xla
 from keypoint_gnn._backend import keras
-from keypoint_gnn.keypoint_targets import (METHODS, pretraining_cell_size, pretraining_loss,
+from keypoint_gnn.keypoint_targets import (METHODS, pretraining_cell_size, pretraining_loss_for,
                                            targets_dataset)
 
 OFFSET_LOSSES = ("mse", "ce")
@@ -55,7 +55,8 @@ def main(argv=None):
                                "per slot); sigmoid offsets train with --offset-loss mse")
     with strategy.scope():
         model = build_keypoint_pretrainer(config, heatmaps=args.offset_loss == "ce")
-        model.compile(optimizer=keras.optimizers.Adam(args.learning_rate), loss=pretraining_loss,
+        model.compile(optimizer=keras.optimizers.Adam(args.learning_rate),
+                      loss=pretraining_loss_for(config.offset_margin),
                       **xla.compile_kwargs(args.xla_mode))
     timer = training.EpochTimer()
     with xla.jit_graph_section(model, args.xla_mode):
@@ -77,7 +78,8 @@ def main(argv=None):
         "offset_loss": args.offset_loss,
         "cell_size_pixels": cell_px,
         "target_keypoints_per_image": float(present.sum() / len(test_images)),
-        "border_fraction_predicted": metrics.border_fraction(predicted_offsets),
+        "border_fraction_predicted": metrics.border_fraction(
+            metrics.in_cell_offsets(predicted_offsets)),
         "border_fraction_targets": metrics.border_fraction(test_targets[..., :2][present]),
         **training.speed_summary(timer.seconds, info.num_examples["train"]),
         "dataset": info.name,
@@ -87,7 +89,8 @@ def main(argv=None):
     }
     models.detector_model(model).save_weights(out / "detector.weights.h5")
     (out / "config.json").write_text(config.to_json())
-    viz.plot_offset_histogram(np.asarray(predicted_offsets), out / "offsets.png")
+    viz.plot_offset_histogram(np.asarray(predicted_offsets), out / "offsets.png",
+                              offset_margin=config.offset_margin)
     viz.plot_curves(history.history, out / "curves.png")
     training.write_json(out / "metrics.json", result)
     print(f"test loss {test_loss:.4f}; border fraction {result['border_fraction_predicted']:.3f} "
