@@ -11,7 +11,7 @@ import time
 
 
 from trainers import common
-from keypoint_gnn import build_classifier, build_plain_cnn, metrics, models, viz
+from keypoint_gnn import build_classifier, build_plain_cnn, models, viz
 from keypoint_gnn import training, xla
 from keypoint_gnn._backend import keras
 
@@ -86,11 +86,8 @@ def main(argv=None):
         quality, pixels = training.keypoint_quality(model, config, test_images, data.test_parts)
         result["keypoints"] = quality
         if config.detector == "grid":
-            offsets = training.selected_cell_offsets(model, config, test_images)
-            quality["border_fraction"] = metrics.border_fraction(metrics.in_cell_offsets(offsets))
-            if config.offset_margin > 0:
-                quality["range_end_fraction"] = metrics.range_end_fraction(
-                    offsets, config.offset_margin)
+            offset_measures, offsets = training.offset_quality(model, config, test_images)
+            quality.update(offset_measures)
             viz.plot_offset_histogram(offsets.reshape(-1, 2), out / "offsets.png",
                                       offset_margin=config.offset_margin)
         viz.draw_keypoints(test_images[:16], pixels[:16], out / "keypoints.png",
