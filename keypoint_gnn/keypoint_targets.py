@@ -247,10 +247,20 @@ def pretraining_loss(y_true, y_pred, offset_margin=0.0):
     """
     y_true = tf.cast(y_true, tf.float32)
     y_pred = tf.cast(y_pred, tf.float32)
-    presence = y_true[..., 2]
     confidence = tf.reduce_mean(
-        tf.nn.sigmoid_cross_entropy_with_logits(labels=presence, logits=y_pred[..., 2])
+        tf.nn.sigmoid_cross_entropy_with_logits(labels=y_true[..., 2], logits=y_pred[..., 2])
     )
+    return confidence + offset_loss(y_true, y_pred, offset_margin)
+
+
+def offset_loss(y_true, y_pred, offset_margin=0.0):
+    """The offset term of `pretraining_loss` alone (same arguments): squared error of the
+    offsets, or with heat maps the cross-entropy on the target's bin, averaged over the slots
+    that hold a target keypoint. `anchoring.OffsetAnchoredTrainer` keeps it on in task
+    training; the confidences are left to the task."""
+    y_true = tf.cast(y_true, tf.float32)
+    y_pred = tf.cast(y_pred, tf.float32)
+    presence = y_true[..., 2]
     channels = y_pred.shape[-1]
     if channels == 3:
         error = tf.reduce_sum(tf.square(y_pred[..., :2] - y_true[..., :2]), axis=-1)
@@ -263,8 +273,7 @@ def pretraining_loss(y_true, y_pred, offset_margin=0.0):
         bins = tf.minimum(tf.cast(tf.floor(unit * size), tf.int32), size - 1)
         error = tf.nn.sparse_softmax_cross_entropy_with_logits(
             labels=bins[..., 0] * size + bins[..., 1], logits=y_pred[..., 3:])
-    offsets = tf.reduce_sum(error * presence) / tf.maximum(tf.reduce_sum(presence), 1.0)
-    return confidence + offsets
+    return tf.reduce_sum(error * presence) / tf.maximum(tf.reduce_sum(presence), 1.0)
 
 
 def pretraining_loss_for(offset_margin=0.0):
@@ -279,7 +288,7 @@ def pretraining_loss_for(offset_margin=0.0):
 
 
 def targets_dataset(images_dataset, cell_size_px, points_per_cell, method="sift",
-                    max_keypoints=DEFAULT_MAX_KEYPOINTS):
+                    max_keypoints=DEFAULT_MAX_KEYPOINTS, keep_labels=False):
     """Maps a tf.data dataset of image batches to (images, targets) for `model.fit`.
 
     Keypoint detection runs OpenCV on the host CPU through `tf.numpy_function`: the dataset
@@ -291,9 +300,12 @@ def targets_dataset(images_dataset, cell_size_px, points_per_cell, method="sift"
       images_dataset: elements are image batches (B, H, W, C), or tuples whose first entry is
         one (e.g. (images, labels)); other entries are dropped.
       cell_size_px, points_per_cell, method, max_keypoints: as in `cell_targets`.
+      keep_labels: yield (images, (labels, targets)) from (images, labels) elements, for
+        `anchoring.OffsetAnchoredTrainer`.
 
     Returns:
-      tf.data.Dataset of (images, targets (B, H/m, W/m, h, 3) float32).
+      tf.data.Dataset of (images, targets (B, H/m, W/m, h, 3) float32), or with `keep_labels`
+      (images, (labels, targets)).
     """
     _check_method(method)
     _check_positive_int("cell_size_px", cell_size_px)
@@ -314,11 +326,14 @@ def targets_dataset(images_dataset, cell_size_px, points_per_cell, method="sift"
     def compute(images):
         return cell_targets(images, cell_size_px, points_per_cell, method, max_keypoints)
 
+    if keep_labels and not (isinstance(spec, (tuple, list)) and len(spec) == 2):
+        raise ValueError(f"keep_labels=True needs (images, labels) elements, got element_spec {spec}")
+
     def add_targets(*element):
         images = element[0]
         targets = tf.numpy_function(compute, [images], tf.float32, stateful=False)
         targets.set_shape([batch, rows, cols, points_per_cell, 3])
-        return images, targets
+        return (images, (element[1], targets)) if keep_labels else (images, targets)
 
     return images_dataset.map(add_targets, num_parallel_calls=tf.data.AUTOTUNE)
 
@@ -329,6 +344,7 @@ __all__ = [
     "cell_targets",
     "detect_keypoints",
     "pretraining_cell_size",
+    "offset_loss",
     "pretraining_loss",
     "pretraining_loss_for",
     "targets_dataset",

@@ -96,7 +96,8 @@ class KeypointImages(keras.callbacks.Callback):
 
     def on_epoch_end(self, epoch, logs=None):
         if self._detector is None:  # shares the model's layers: build it once
-            self._detector = keypoint_model(self.model)
+            # An OffsetAnchoredTrainer trains its `classifier`.
+            self._detector = keypoint_model(getattr(self.model, "classifier", self.model))
         positions, _, _ = self._detector(self.images, training=False)
         pixels = keypoint_metrics.feature_to_image_pixels(positions.numpy(), self.stride)
         drawn = viz.keypoints_image_summary(self.images, pixels)

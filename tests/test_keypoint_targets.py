@@ -156,6 +156,16 @@ def test_pretraining_loss_matches_numpy():
                                                                        rel=1e-5)
 
 
+def test_offset_loss_is_the_squared_error_over_filled_slots():
+    y_true, y_pred = random_cells(np.random.default_rng(4))
+    presence = y_true[..., 2]
+    squared = np.sum((y_pred[..., :2] - y_true[..., :2]) ** 2, axis=-1)
+    expected = np.sum(squared * presence) / presence.sum()
+    assert float(kt.offset_loss(y_true, y_pred)) == pytest.approx(expected, rel=1e-5)
+    y_pred[..., 2] += 100.0  # the confidences do not enter it
+    assert float(kt.offset_loss(y_true, y_pred)) == pytest.approx(expected, rel=1e-5)
+
+
 def test_pretraining_loss_gradient_only_reaches_offsets_with_targets():
     y_true, y_pred = random_cells(np.random.default_rng(1))
     prediction = tf.Variable(y_pred)
@@ -225,6 +235,19 @@ def test_targets_dataset_matches_cell_targets():
         np.testing.assert_allclose(targets.numpy(), kt.cell_targets(images, 8, 2))
     with pytest.raises(ValueError, match="height 48 is not divisible by cell_size_px=7"):
         kt.targets_dataset(tf.data.Dataset.from_tensor_slices(images).batch(2), 7, 2)
+
+
+def test_targets_dataset_keeps_labels_for_anchoring():
+    images = np.stack([blob_image(), blob_image(centres=[(40, 40)])])
+    labels = np.array([3, 1])
+    dataset = tf.data.Dataset.from_tensor_slices((images, labels)).batch(2)
+    (batch_images, (batch_labels, targets)), = list(
+        kt.targets_dataset(dataset, 8, 2, "sift", keep_labels=True))
+    np.testing.assert_array_equal(batch_labels.numpy(), labels)
+    np.testing.assert_allclose(targets.numpy(), kt.cell_targets(images, 8, 2))
+    with pytest.raises(ValueError, match="keep_labels=True needs \\(images, labels\\) elements"):
+        kt.targets_dataset(tf.data.Dataset.from_tensor_slices(images).batch(2), 8, 2,
+                           keep_labels=True)
 
 
 def test_pretraining_loss_trains_the_pretrainer():

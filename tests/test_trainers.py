@@ -110,6 +110,19 @@ def test_widened_offsets_pretrain_and_classify(tmp_path):
     assert (tmp_path / "cls" / "offsets.png").is_file()
 
 
+def test_classify_with_anchored_offsets(tmp_path):
+    dsnt = ["--offset-mode", "dsnt", "--dsnt-resolution", "4", "--dsnt-straight-through"]
+    result = classify.main(TINY_FLAGS + dsnt + [
+        "--detector", "grid", "--epochs", "1", "--no-export", "--anchor-weight", "0.5",
+        "--anchor-loss", "ce", "--out", str(tmp_path / "cls")])
+    assert 0 <= result["keypoints"]["border_fraction"] <= 1
+    assert np.isfinite(result["history"]["anchor_loss"][0])
+    assert np.isfinite(result["history"]["val_anchor_loss"][0])
+    restored = keras.models.load_model(tmp_path / "cls" / "model.keras")  # the classifier alone
+    assert restored.name == kg.build_classifier(kg.ModelConfig.from_json(
+        (tmp_path / "cls" / "config.json").read_text())).name
+
+
 def test_heatmap_pretraining_refuses_sigmoid_offsets(capsys):
     with pytest.raises(SystemExit) as exit_info:
         common.run_main(lambda: pretrain_keypoints.main(
@@ -135,6 +148,10 @@ def _run_cli(module, *flags):
      "dsnt_spread_weight=0.1 applies to offset_mode='dsnt' only"),
     (["--offset-mode", "dsnt", "--dsnt-spread", "-2"], "dsnt_spread=-2.0 must be a finite number >= 0"),
     (["--detector", "grid", "--offset-margin", "1.5"], "offset_margin=1.5 must be in [0, 1]"),
+    (["--anchor-weight", "-1"], "--anchor-weight=-1.0 must be >= 0"),
+    (["--anchor-weight", "1", "--max-examples", "8"], "--anchor-weight applies to --detector grid, not --detector maxpool_nms"),
+    (["--detector", "grid", "--anchor-weight", "1", "--anchor-loss", "ce", "--max-examples", "8"],
+     "--anchor-loss ce needs --offset-mode softmax or dsnt"),
 ])
 def test_bad_flags_give_one_line_errors(flags, message, capsys):
     with pytest.raises(SystemExit) as exit_info:

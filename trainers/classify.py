@@ -14,6 +14,10 @@ from trainers import common
 from keypoint_gnn import build_classifier, build_plain_cnn, models, viz
 from keypoint_gnn import training, xla
 from keypoint_gnn._backend import keras
+from keypoint_gnn.anchoring import OffsetAnchoredTrainer
+from keypoint_gnn.keypoint_targets import METHODS, pretraining_cell_size, targets_dataset
+
+ANCHOR_LOSSES = ("mse", "ce")
 
 
 def parse_args(argv=None):
@@ -26,9 +30,38 @@ def parse_args(argv=None):
     parser.add_argument("--name", default=None, help="export name (default: from the run)")
     parser.add_argument("--export-dir", default="saved_models", help="TF Serving model base directory")
     parser.add_argument("--no-export", action="store_true", help="skip the SavedModel export")
+    anchor = parser.add_argument_group("keypoint anchoring (grid regressor)")
+    anchor.add_argument("--anchor-weight", type=float, default=0.0,
+                        help="keep the offsets' SIFT/ORB pre-training loss on in task training, "
+                             "with this weight (0: off)")
+    anchor.add_argument("--anchor-loss", choices=ANCHOR_LOSSES, default="mse",
+                        help="mse: squared error of the offsets; ce: cross-entropy of the heat map "
+                             "on the target's bin (softmax/dsnt offsets)")
+    anchor.add_argument("--anchor-method", choices=METHODS, default="sift",
+                        help="keypoints the offsets are anchored to")
     args = parser.parse_args(argv)
     common.check_training_flags(args)
+    if not args.anchor_weight >= 0:
+        raise common.UserError(f"--anchor-weight={args.anchor_weight} must be >= 0")
     return args
+
+
+def check_anchoring(args, config):
+    if not args.anchor_weight:
+        return
+    if args.plain_cnn or config.detector != "grid":
+        raise common.UserError(f"--anchor-weight applies to --detector grid, not "
+                               f"{'--plain-cnn' if args.plain_cnn else '--detector ' + config.detector}")
+    if args.anchor_loss == "ce" and config.offset_mode == "sigmoid":
+        raise common.UserError("--anchor-loss ce needs --offset-mode softmax or dsnt (a heat map "
+                               "per slot); sigmoid offsets anchor with --anchor-loss mse")
+
+
+def anchored_splits(args, config, data):
+    """(train, validation) yielding (images, (labels, SIFT/ORB cell targets))."""
+    cell_px = pretraining_cell_size(config)
+    return [targets_dataset(split, cell_px, config.grid_points_per_cell, args.anchor_method,
+                            keep_labels=True) for split in (data.train, data.validation)]
 
 
 def build_model(config, plain_cnn):
@@ -38,9 +71,19 @@ def build_model(config, plain_cnn):
     return build_plain_cnn(config, target_params=keypoint_net.count_params())
 
 
+def compile_classifier(model, args):
+    model.compile(
+        optimizer=keras.optimizers.Adam(args.learning_rate),
+        loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+        metrics=["accuracy"],
+        **xla.compile_kwargs(args.xla_mode),
+    )
+
+
 def main(argv=None):
     args = parse_args(argv)
     strategy, data, config = common.start_run(args)
+    check_anchoring(args, config)
     info = data.info
     chief = training.is_chief(strategy)
     precision = training.set_precision(args.mixed_precision)
@@ -50,12 +93,14 @@ def main(argv=None):
         model = build_model(config, args.plain_cnn)
         if args.detector_weights and not args.plain_cnn:
             models.detector_model(model).load_weights(args.detector_weights)
-        model.compile(
-            optimizer=keras.optimizers.Adam(args.learning_rate),
-            loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
-            metrics=["accuracy"],
-            **xla.compile_kwargs(args.xla_mode),
-        )
+        compile_classifier(model, args)
+        trainer = model  # what fit trains; evaluation and export use `model`
+        if args.anchor_weight:
+            trainer = OffsetAnchoredTrainer(model, args.anchor_weight, args.anchor_loss == "ce",
+                                            config.offset_margin)
+            compile_classifier(trainer, args)
+    train, validation = (anchored_splits(args, config, data) if args.anchor_weight
+                         else (data.train, data.validation))
 
     timer = training.EpochTimer()
     validation_images = None if args.plain_cnn else training.dataset_arrays(data.validation, 1)[0]
@@ -63,8 +108,8 @@ def main(argv=None):
                                             config.feature_stride) + [timer]
     start = time.perf_counter()
     with xla.jit_graph_section(model, args.xla_mode):
-        history = model.fit(data.train, validation_data=data.validation, epochs=args.epochs,
-                            callbacks=callbacks, verbose=common.verbosity(args))
+        history = trainer.fit(train, validation_data=validation, epochs=args.epochs,
+                              callbacks=callbacks, verbose=common.verbosity(args))
         train_seconds = time.perf_counter() - start
         test_loss, test_accuracy = model.evaluate(data.test, verbose=0)
     # Every worker takes part in reading the weights (batch-norm statistics are all-reduced).
