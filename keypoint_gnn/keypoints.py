@@ -389,13 +389,6 @@ class GridCoordinateRegressor(KeypointDetector):
     range instead of the place where a sigmoid saturates. Positions beyond the map's edge are
     clipped by the interconnects' sampling.
 
-    `learned_shift=True` adds one trainable (y, x) shift t, in feature-map pixels and shared by
-    every keypoint and image, to the positions: position = (cell + offset) * m - 0.5 + t. On
-    the built-in set the task loss moves all keypoints by a common sub-cell shift (a different
-    corner of the cells per seed; docs/RESULTS.md), which bounded offsets can only follow by
-    piling up at one border; t takes up that shift, so the offsets are left to place each
-    keypoint within its cell. The shift is a weight of the layer (0 at the start).
-
     **Input**: feature map `(B, h, w, C)`, h and w divisible by `cell_size`.
     **Output**: `[positions (B, N, 2), scores (B, N), score_map (B, h, w, 1)]`, N <= L*M*h; the
     score map holds each cell's highest activated confidence. With `return_cells=True`: the
@@ -417,7 +410,6 @@ class GridCoordinateRegressor(KeypointDetector):
         pass, with the soft-argmax's gradient (`ops.argmax_offsets_straight_through`).
       offset_margin: g in [0, 1], cell units; offsets span [-g, 1 + g]. 0 (default) is the
         paper's [0, 1].
-      learned_shift: add a trainable common (y, x) shift to every position (default False).
     """
 
     # The XLA graph section (`keypoint_gnn.xla`) compiles `detect`, not `call`: a loss added
@@ -436,7 +428,6 @@ class GridCoordinateRegressor(KeypointDetector):
         dsnt_spread_weight=0.0,
         dsnt_straight_through=False,
         offset_margin=0.0,
-        learned_shift=False,
         **kwargs,
     ):
         super().__init__(num_keypoints, score_activation, **kwargs)
@@ -446,7 +437,6 @@ class GridCoordinateRegressor(KeypointDetector):
         check_dsnt_resolution(dsnt_resolution)
         check_dsnt_options(dsnt_spread, dsnt_spread_weight, dsnt_straight_through, offset_mode)
         check_offset_margin(offset_margin)
-        check_bool("learned_shift", learned_shift)
         self.cell_size = cell_size
         self.points_per_cell = points_per_cell
         self.offset_mode = offset_mode
@@ -455,7 +445,6 @@ class GridCoordinateRegressor(KeypointDetector):
         self.dsnt_spread_weight = dsnt_spread_weight
         self.dsnt_straight_through = dsnt_straight_through
         self.offset_margin = offset_margin
-        self.learned_shift = learned_shift
 
     @property
     def heatmap_size(self):
@@ -495,9 +484,6 @@ class GridCoordinateRegressor(KeypointDetector):
             dtype=self.dtype_policy,
         )
         self.cell_conv.build(input_shape)
-        if self.learned_shift:
-            self.shift = self.add_weight(name="shift", shape=(2,), initializer="zeros",
-                                         dtype="float32", trainable=True)
         super().build(input_shape)
 
     @property
@@ -554,8 +540,6 @@ class GridCoordinateRegressor(KeypointDetector):
             return tf.concat(cells, axis=-1), penalty
         rows, cols = offsets.shape[1], offsets.shape[2]
         candidates = ops.cell_offsets_to_positions(offsets, self.cell_size)
-        if self.learned_shift:
-            candidates = candidates + self.shift
         flat_logits = tf.reshape(logits, [-1, rows * cols * self.points_per_cell])
         raw_scores, index = tf.math.top_k(flat_logits, k=self.num_keypoints)
         positions = tf.gather(candidates, index, batch_dims=1)
@@ -574,7 +558,6 @@ class GridCoordinateRegressor(KeypointDetector):
             dsnt_spread_weight=self.dsnt_spread_weight,
             dsnt_straight_through=self.dsnt_straight_through,
             offset_margin=self.offset_margin,
-            learned_shift=self.learned_shift,
         )
         return config
 

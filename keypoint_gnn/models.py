@@ -39,9 +39,7 @@ class ModelConfig:
       (DSNT's variance regularisation) and `dsnt_straight_through=True` places keypoints at
       each map's highest bin; see `keypoints.GridCoordinateRegressor`. `offset_margin` > 0
       (cell units, at most 1) lets every mode's offsets reach that far into the neighbouring
-      cells, [-g, 1 + g] instead of [0, 1] (YOLOv4's grid-sensitivity fix);
-      `grid_learned_shift=True` adds one trainable (y, x) shift to every keypoint position, so
-      that a common shift the task favours does not have to be made by the offsets.
+      cells, [-g, 1 + g] instead of [0, 1] (YOLOv4's grid-sensitivity fix).
     - `detector="perturbed_topk"`: top-N made differentiable by perturbed optimisers in
       training (`perturbed_samples` noise draws, noise scale `perturbed_sigma` relative to each
       image's score spread), over the maxima of `nms_pool_size` windows as in max-pool NMS
@@ -71,7 +69,6 @@ class ModelConfig:
     dsnt_spread_weight: float = 0.0
     dsnt_straight_through: bool = False
     offset_margin: float = 0.0
-    grid_learned_shift: bool = False
     perturbed_samples: int = 20
     perturbed_sigma: float = 0.05
     perturbed_control_variate: bool = True
@@ -175,7 +172,7 @@ class ModelConfig:
                     f"of the grid ({size // self.grid_cell_size}^2 cells x "
                     f"{self.grid_points_per_cell} per cell)"
                 )
-        for name in ("head_skip", "perturbed_control_variate", "grid_learned_shift"):
+        for name in ("head_skip", "perturbed_control_variate"):
             if not isinstance(getattr(self, name), bool):
                 raise ValueError(f"{name}={getattr(self, name)!r} must be True or False")
         if self.gnn == "diffpool" and self.diffpool_clusters > self.num_keypoints:
@@ -253,7 +250,6 @@ def _make_detector(config):
         dsnt_spread_weight=config.dsnt_spread_weight,
         dsnt_straight_through=config.dsnt_straight_through,
         offset_margin=config.offset_margin,
-        learned_shift=config.grid_learned_shift,
         **common,
     )
 

@@ -196,9 +196,8 @@ def selected_cell_offsets(model, config, images, batch_size=128):
 def offset_quality(model, config, images):
     """The grid regressor's offset measures on `images`, and its selected offsets.
 
-    Returns ({"border_fraction", and with `offset_margin` > 0 "range_end_fraction", with
-    `grid_learned_shift` "learned_shift_cells" (y, x) and "position_border_fraction", the
-    border fraction of the keypoints' positions once shifted}, offsets (B, N, 2) in cell units).
+    Returns ({"border_fraction", and with `offset_margin` > 0 "range_end_fraction"}, offsets
+    (B, N, 2) in cell units).
     """
     offsets = selected_cell_offsets(model, config, images)
     quality = {"border_fraction": keypoint_metrics.border_fraction(
@@ -206,11 +205,6 @@ def offset_quality(model, config, images):
     if config.offset_margin > 0:
         quality["range_end_fraction"] = keypoint_metrics.range_end_fraction(
             offsets, config.offset_margin)
-    if config.grid_learned_shift:
-        shift = model.get_layer("detector").shift.numpy() / config.grid_cell_size
-        quality["learned_shift_cells"] = [float(v) for v in shift]
-        quality["position_border_fraction"] = keypoint_metrics.border_fraction(
-            keypoint_metrics.in_cell_offsets(offsets + shift))
     return quality, offsets
 
 

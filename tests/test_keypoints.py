@@ -232,41 +232,6 @@ def test_widened_regressor_saves_and_loads(tmp_path, rng):
         np.testing.assert_allclose(actual.numpy(), expected, rtol=1e-6)
 
 
-def test_learned_shift_moves_every_position_and_gets_their_summed_gradient(rng):
-    feature_map = tf.constant(rng.normal(size=(2, 4, 4, 3)).astype("float32"))
-    plain = GridCoordinateRegressor(num_keypoints=3, cell_size=2)
-    shifted = GridCoordinateRegressor(num_keypoints=3, cell_size=2, learned_shift=True)
-    plain(feature_map)
-    shifted(feature_map)
-    shifted.cell_conv.set_weights(plain.cell_conv.get_weights())
-    np.testing.assert_array_equal(shifted.shift.numpy(), [0.0, 0.0])
-    shifted.shift.assign([0.25, -0.5])
-    reference, _, _ = plain(feature_map)
-    with tf.GradientTape() as tape:
-        positions, _, _ = shifted(feature_map)
-        loss = tf.reduce_sum(positions * [[[1.0, 2.0]]])
-    np.testing.assert_allclose(positions.numpy(), reference.numpy() + [0.25, -0.5], atol=1e-6)
-    # d loss / d shift = sum over the 2 x 3 keypoints of (1, 2).
-    np.testing.assert_allclose(tape.gradient(loss, shifted.shift).numpy(), [6.0, 12.0])
-    cells = shifted(feature_map, return_cells=True).numpy()  # the offsets themselves are unshifted
-    np.testing.assert_allclose(cells, plain(feature_map, return_cells=True).numpy())
-
-
-def test_learned_shift_is_a_saved_weight(tmp_path, rng):
-    feature_map = rng.normal(size=(2, 4, 4, 3)).astype("float32")
-    inputs = keras.Input((4, 4, 3))
-    detector = GridCoordinateRegressor(num_keypoints=3, cell_size=2, learned_shift=True)
-    model = keras.Model(inputs, detector(inputs))
-    detector.shift.assign([0.3, -0.7])
-    reference = model(feature_map)[0].numpy()
-    model.save(tmp_path / "model.keras")
-    restored = keras.models.load_model(tmp_path / "model.keras")
-    np.testing.assert_allclose(restored.layers[-1].shift.numpy(), [0.3, -0.7])
-    np.testing.assert_allclose(restored(feature_map)[0].numpy(), reference, rtol=1e-6)
-    with pytest.raises(ValueError, match="learned_shift=1 must be True or False"):
-        GridCoordinateRegressor(num_keypoints=1, learned_shift=1)
-
-
 @pytest.mark.parametrize("margin, message", [
     (-0.1, "offset_margin=-0.1 must be a finite number >= 0"),
     (1.5, r"offset_margin=1.5 must be in \[0, 1\]"),

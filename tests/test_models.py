@@ -69,7 +69,7 @@ BEYOND_PAPER_VARIANTS = [
     dict(detector="perturbed_topk", score_activation="sigmoid", perturbed_samples=8, perturbed_sigma=0.5),
     dict(detector="perturbed_topk", score_activation="linear", gnn="diffpool", nms_pool_size=1,
          perturbed_selection="slots", perturbed_control_variate=False),
-    dict(detector="grid", offset_mode="softmax", offset_margin=0.5, grid_learned_shift=True),
+    dict(detector="grid", offset_mode="softmax", offset_margin=0.5),
     dict(detector="grid", offset_mode="dsnt", dsnt_resolution=3, score_activation="linear",
          dsnt_spread_weight=0.1, dsnt_straight_through=True),
 ]
@@ -219,7 +219,6 @@ def test_pretrained_detector_weights_transfer(tmp_path, rng):
      "dsnt_spread_weight=0.1 applies to offset_mode='dsnt' only, not offset_mode='sigmoid'"),
     (dict(dsnt_straight_through=1), "dsnt_straight_through=1 must be True or False"),
     (dict(detector="grid", offset_margin=2), r"offset_margin=2 must be in \[0, 1\]"),
-    (dict(detector="grid", grid_learned_shift="yes"), "grid_learned_shift='yes' must be True or False"),
     (dict(perturbed_samples=0), "perturbed_samples=0 must be a positive integer"),
     (dict(head_skip="yes"), "head_skip='yes' must be True or False"),
     (dict(perturbed_selection="soft"), "perturbed_selection='soft' is not one of 'slots', 'marginal'"),
@@ -295,21 +294,21 @@ def test_head_skip_is_refused_for_the_autoencoder():
         kg.build_autoencoder(config)
 
 
-def test_offset_quality_measures_offsets_and_shifted_positions():
+def test_offset_quality_measures_widened_offsets_in_their_cells():
     from keypoint_gnn import training
 
-    config = kg.ModelConfig(**{**TINY, "detector": "grid", "grid_learned_shift": True,
-                               "offset_margin": 0.5})
+    config = kg.ModelConfig(**{**TINY, "detector": "grid", "offset_margin": 0.5})
     model = kg.build_classifier(config)
     detector = model.get_layer("detector")
-    # Zero kernel, zero bias: every offset is 2 * sigmoid(0) - 0.5 = 0.5, the cell centre.
+    # Zero kernel; bias: y offset 2 * sigmoid(logit(0.725)) - 0.5 = 0.95 (near the bottom
+    # border), x offset 2 * sigmoid(logit(0.025)) - 0.5 = -0.45 (0.55 into the left neighbour).
     detector.cell_conv.kernel.assign(np.zeros(detector.cell_conv.kernel.shape, "float32"))
-    detector.cell_conv.bias.assign(np.zeros(detector.cell_conv.bias.shape, "float32"))
-    detector.shift.assign([0.45 * config.grid_cell_size, 0.0])  # y: 0.45 cell
+    bias = np.tile([np.log(0.725 / 0.275), np.log(0.025 / 0.975), 0.0], 2).astype("float32")
+    detector.cell_conv.bias.assign(bias)
     images = np.random.default_rng(0).uniform(size=(3, 16, 16, 3)).astype("float32")
     quality, offsets = training.offset_quality(model, config, images)
     assert offsets.shape == (3, config.num_keypoints, 2)
-    np.testing.assert_allclose(offsets, 0.5, atol=1e-6)
-    assert quality["border_fraction"] == 0.0 and quality["range_end_fraction"] == 0.0
-    np.testing.assert_allclose(quality["learned_shift_cells"], [0.45, 0.0], atol=1e-6)
-    assert quality["position_border_fraction"] == 1.0  # in-cell y offset 0.95
+    np.testing.assert_allclose(offsets[..., 0], 0.95, atol=1e-5)
+    np.testing.assert_allclose(offsets[..., 1], -0.45, atol=1e-5)
+    assert quality["border_fraction"] == 1.0  # in-cell (0.95, 0.55): y near a border
+    assert quality["range_end_fraction"] == 1.0  # x within 0.1 of the range's end -0.5

@@ -28,7 +28,6 @@ MODEL_FLAGS = {
     "dsnt_spread_weight": "dsnt_spread_weight",
     "dsnt_straight_through": "dsnt_straight_through",
     "offset_margin": "offset_margin",
-    "learned_shift": "grid_learned_shift",
     "perturbed_samples": "perturbed_samples",
     "perturbed_sigma": "perturbed_sigma",
     "perturbed_selection": "perturbed_selection",
@@ -81,9 +80,6 @@ def add_model_flags(parser):
     group.add_argument("--offset-margin", type=float, default=None,
                        help="grid regressor: offsets span [-G, 1+G] cells instead of [0, 1], "
                             "G in [0, 1] (YOLOv4 grid sensitivity; 0.5 = YOLOv5)")
-    group.add_argument("--learned-shift", action="store_const", const=True, default=None,
-                       help="grid regressor: one trainable (y, x) shift added to every keypoint "
-                            "(pre-train with the same flag)")
     group.add_argument("--perturbed-samples", type=int, default=None, help="perturbed top-k noise samples")
     group.add_argument("--perturbed-sigma", type=float, default=None, help="perturbed top-k noise scale")
     group.add_argument("--perturbed-selection", choices=("marginal", "slots"), default=None,
