@@ -8,6 +8,9 @@ confidences (which cells are selected) stay free for the task:
 
   loss = task loss + anchor_weight * offset_loss(targets, cells)
 
+With `anchor_confidence=True` the whole pre-training loss is kept on (`pretraining_loss`: the
+confidences' binary cross-entropy on SIFT's presence as well), so the selection is anchored too.
+
 The data set yields (images, (labels, targets)), targets from `keypoint_targets.targets_dataset`
 with `keep_labels=True`.
 """
@@ -28,9 +31,11 @@ class OffsetAnchoredTrainer(keras.Model):
       heatmaps: True to anchor the heat maps by cross-entropy on the target's bin (offset modes
         "softmax" / "dsnt"), False for the squared error of the offsets.
       offset_margin: the regressor's `offset_margin`.
+      anchor_confidence: anchor the confidences too (the whole `pretraining_loss`).
     """
 
-    def __init__(self, classifier, anchor_weight, heatmaps=False, offset_margin=0.0, **kwargs):
+    def __init__(self, classifier, anchor_weight, heatmaps=False, offset_margin=0.0,
+                 anchor_confidence=False, **kwargs):
         super().__init__(**kwargs)
         if not anchor_weight > 0:
             raise ValueError(f"anchor_weight={anchor_weight!r} must be > 0")
@@ -44,6 +49,8 @@ class OffsetAnchoredTrainer(keras.Model):
         self.classifier = classifier
         self.anchor_weight = float(anchor_weight)
         self.offset_margin = offset_margin
+        self.anchor_loss = (keypoint_targets.pretraining_loss if anchor_confidence
+                            else keypoint_targets.offset_loss)
         # One graph, two outputs: the detector CNN runs once per step for both losses.
         detector_features = detector.get_input_at(0)  # its input inside the classifier's graph
         cells = detector(detector_features, return_cells="heatmaps" if heatmaps else True)
@@ -60,7 +67,7 @@ class OffsetAnchoredTrainer(keras.Model):
         return images, targets, None
 
     def _anchor(self, targets, cells):
-        loss = keypoint_targets.offset_loss(targets, cells, self.offset_margin)
+        loss = self.anchor_loss(targets, cells, self.offset_margin)
         # Keras sums the replicas' gradients; the compiled loss is already divided by their count.
         return loss / tf.distribute.get_strategy().num_replicas_in_sync
 
@@ -84,8 +91,7 @@ class OffsetAnchoredTrainer(keras.Model):
     def _update_metrics(self, labels, logits, targets, cells):
         self.compiled_metrics.update_state(labels, logits)
         if targets is not None:
-            self.anchor_tracker.update_state(
-                keypoint_targets.offset_loss(targets, cells, self.offset_margin))
+            self.anchor_tracker.update_state(self.anchor_loss(targets, cells, self.offset_margin))
         return {metric.name: metric.result() for metric in self.metrics}
 
     @property

@@ -26,11 +26,12 @@ def _sgd(model):
                   keras.losses.SparseCategoricalCrossentropy(from_logits=True), ["accuracy"])
 
 
-@pytest.mark.parametrize("changes, heatmaps", [
-    (dict(offset_mode="sigmoid"), False),
-    (dict(offset_mode="dsnt", dsnt_resolution=3, dsnt_straight_through=True), True),
+@pytest.mark.parametrize("changes, heatmaps, confidence", [
+    (dict(offset_mode="sigmoid"), False, False),
+    (dict(offset_mode="dsnt", dsnt_resolution=3, dsnt_straight_through=True), True, False),
+    (dict(offset_mode="sigmoid"), False, True),
 ])
-def test_step_minimises_task_loss_plus_weighted_offset_loss(rng, changes, heatmaps):
+def test_step_minimises_task_loss_plus_weighted_anchor_loss(rng, changes, heatmaps, confidence):
     config = kg.ModelConfig(**TINY, **changes)
     images, labels, targets = _data(rng, config)
     keras.utils.set_random_seed(0)
@@ -45,12 +46,13 @@ def test_step_minimises_task_loss_plus_weighted_offset_loss(rng, changes, heatma
         cells = detector(backbone(images, training=True),
                          return_cells="heatmaps" if heatmaps else True)
         task = keras.losses.SparseCategoricalCrossentropy(from_logits=True)(labels, logits)
-        loss = task + 3.0 * kt.offset_loss(targets, cells)
+        anchor = (kt.pretraining_loss if confidence else kt.offset_loss)(targets, cells)
+        loss = task + 3.0 * anchor
     gradients = tape.gradient(loss, reference.trainable_variables)
     expected = [v.numpy() - 0.5 * (0 if g is None else g.numpy())
                 for v, g in zip(reference.trainable_variables, gradients)]
 
-    trainer = OffsetAnchoredTrainer(model, 3.0, heatmaps=heatmaps)
+    trainer = OffsetAnchoredTrainer(model, 3.0, heatmaps=heatmaps, anchor_confidence=confidence)
     _sgd(trainer)
     history = trainer.fit(images, (labels, targets), batch_size=4, epochs=1, shuffle=False,
                           verbose=0)

@@ -39,6 +39,9 @@ def parse_args(argv=None):
                              "on the target's bin (softmax/dsnt offsets)")
     anchor.add_argument("--anchor-method", choices=METHODS, default="sift",
                         help="keypoints the offsets are anchored to")
+    anchor.add_argument("--anchor-confidence", action="store_true",
+                        help="anchor the confidences (which keypoints are selected) too: the "
+                             "whole pre-training loss")
     args = parser.parse_args(argv)
     common.check_training_flags(args)
     if not args.anchor_weight >= 0:
@@ -97,7 +100,7 @@ def main(argv=None):
         trainer = model  # what fit trains; evaluation and export use `model`
         if args.anchor_weight:
             trainer = OffsetAnchoredTrainer(model, args.anchor_weight, args.anchor_loss == "ce",
-                                            config.offset_margin)
+                                            config.offset_margin, args.anchor_confidence)
             compile_classifier(trainer, args)
     train, validation = (anchored_splits(args, config, data) if args.anchor_weight
                          else (data.train, data.validation))
