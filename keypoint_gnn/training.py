@@ -178,30 +178,43 @@ def keypoint_quality(model, config, images, parts=None):
     return report, pixels
 
 
-def selected_cell_offsets(model, config, images, batch_size=128):
-    """In-cell offsets (y, x) in [0, 1] of the keypoints the grid regressor selects (its N
-    most confident points per image), as numpy (B, N, 2)."""
+def cell_predictions(model, images, batch_size=128):
+    """The grid regressor's (y offset, x offset, confidence logit) for every point slot, as
+    numpy (B, L, M, h, 3)."""
     backbone = model.get_layer("detector_backbone")
     detector = model.get_layer("detector")
-    offsets = []
-    for start in range(0, len(images), batch_size):
-        cells = detector(backbone(images[start:start + batch_size], training=False),
-                         return_cells=True).numpy()
-        flat = cells.reshape(len(cells), -1, 3)
-        order = np.argsort(-flat[..., 2], axis=1)[:, :config.num_keypoints]
-        offsets.append(np.take_along_axis(flat[..., :2], order[..., None], axis=1))
-    return np.concatenate(offsets)
+    return np.concatenate([
+        detector(backbone(images[start:start + batch_size], training=False),
+                 return_cells=True).numpy()
+        for start in range(0, len(images), batch_size)])
+
+
+def selected_cell_offsets(model, config, images, batch_size=128, cells=None):
+    """In-cell offsets (y, x) (in [0, 1], or [-g, 1 + g] with `offset_margin` g) of the
+    keypoints the grid regressor selects (its N most confident points per image), as numpy
+    (B, N, 2). `cells`: `cell_predictions` already computed for `images`."""
+    if cells is None:
+        cells = cell_predictions(model, images, batch_size)
+    flat = cells.reshape(len(cells), -1, 3)
+    order = np.argsort(-flat[..., 2], axis=1)[:, :config.num_keypoints]
+    return np.take_along_axis(flat[..., :2], order[..., None], axis=1)
 
 
 def offset_quality(model, config, images):
     """The grid regressor's offset measures on `images`, and its selected offsets.
 
-    Returns ({"border_fraction", and with `offset_margin` > 0 "range_end_fraction"}, offsets
-    (B, N, 2) in cell units).
+    Returns ({"border_fraction" of the selected keypoints, "border_fraction_all_slots" of every
+    point slot of every cell (selected or not), and with `offset_margin` > 0
+    "range_end_fraction"}, offsets (B, N, 2) of the selected keypoints in cell units).
     """
-    offsets = selected_cell_offsets(model, config, images)
-    quality = {"border_fraction": keypoint_metrics.border_fraction(
-        keypoint_metrics.in_cell_offsets(offsets))}
+    cells = cell_predictions(model, images)
+    offsets = selected_cell_offsets(model, config, images, cells=cells)
+    quality = {
+        "border_fraction": keypoint_metrics.border_fraction(
+            keypoint_metrics.in_cell_offsets(offsets)),
+        "border_fraction_all_slots": keypoint_metrics.border_fraction(
+            keypoint_metrics.in_cell_offsets(cells[..., :2])),
+    }
     if config.offset_margin > 0:
         quality["range_end_fraction"] = keypoint_metrics.range_end_fraction(
             offsets, config.offset_margin)

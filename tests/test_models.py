@@ -303,7 +303,8 @@ def test_offset_quality_measures_widened_offsets_in_their_cells():
     # Zero kernel; bias: y offset 2 * sigmoid(logit(0.725)) - 0.5 = 0.95 (near the bottom
     # border), x offset 2 * sigmoid(logit(0.025)) - 0.5 = -0.45 (0.55 into the left neighbour).
     detector.cell_conv.kernel.assign(np.zeros(detector.cell_conv.kernel.shape, "float32"))
-    bias = np.tile([np.log(0.725 / 0.275), np.log(0.025 / 0.975), 0.0], 2).astype("float32")
+    # Slot 0 of each cell (confidence logit 2, selected); slot 1 at the centre (logit -2).
+    bias = np.array([np.log(0.725 / 0.275), np.log(0.025 / 0.975), 2.0, 0.0, 0.0, -2.0], "float32")
     detector.cell_conv.bias.assign(bias)
     images = np.random.default_rng(0).uniform(size=(3, 16, 16, 3)).astype("float32")
     quality, offsets = training.offset_quality(model, config, images)
@@ -311,4 +312,5 @@ def test_offset_quality_measures_widened_offsets_in_their_cells():
     np.testing.assert_allclose(offsets[..., 0], 0.95, atol=1e-5)
     np.testing.assert_allclose(offsets[..., 1], -0.45, atol=1e-5)
     assert quality["border_fraction"] == 1.0  # in-cell (0.95, 0.55): y near a border
+    assert quality["border_fraction_all_slots"] == 0.5  # slot 1 sits at the cell centre
     assert quality["range_end_fraction"] == 1.0  # x within 0.1 of the range's end -0.5

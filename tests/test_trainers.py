@@ -11,7 +11,7 @@ import pytest
 import keypoint_gnn as kg
 from keypoint_gnn import training
 from keypoint_gnn._backend import keras, tf
-from trainers import classify, common, pretrain_keypoints, reconstruct
+from trainers import border_fraction, classify, common, pretrain_keypoints, reconstruct
 
 TINY_FLAGS = ["--image-size", "32", "--max-examples", "48", "--batch-size", "16", "--keypoints", "8",
               "--graph-units", "16", "--graph-layers", "2", "--verbose", "0"]
@@ -105,6 +105,11 @@ def test_widened_offsets_pretrain_and_classify(tmp_path):
     assert 0 <= quality["border_fraction"] <= 1 and 0 <= quality["range_end_fraction"] <= 1
     config = json.loads((tmp_path / "cls" / "config.json").read_text())
     assert config["offset_margin"] == 0.5
+    # The saved classifier measured again by trainers.border_fraction, on the same test split.
+    report = border_fraction.main([str(tmp_path / "cls"), "--max-examples", "48"])[str(tmp_path / "cls")]
+    assert report.pop("offset_mode") == "sigmoid"
+    assert report == pytest.approx({key: quality[key] for key in
+                                    ("border_fraction", "border_fraction_all_slots", "range_end_fraction")})
     assert (tmp_path / "cls" / "offsets.png").is_file()
 
 

@@ -1,4 +1,4 @@
-"""Border fraction of the grid regressor's selected keypoints, per pre-training run.
+"""Border fraction of the grid regressor's selected keypoints, per pre-training or classify run.
 
   python -m trainers.pretrain_keypoints --offset-mode MODE --epochs 3 --max-examples 1500 \
       --out runs/pre_MODE
@@ -11,6 +11,13 @@ confident points per image (as the detector does) and reports, over those keypoi
 `border_fraction` (margin 0.1 of the cell side; SIFT targets give about 0.4, uniform offsets
 0.36), the same at margin 0.02, the offsets' standard deviation, and the mean Euclidean error
 (cell units) of every slot that holds a SIFT target.
+
+A `trainers.classify` run directory (model.keras + config.json) gets the classifier's offset
+measures instead (`training.offset_quality`: the selected keypoints' border fraction, that of
+every point slot, and with widened offsets the range-end fraction), on the test split of
+--dataset / --seed / --max-examples:
+
+  python -m trainers.border_fraction runs/classify_grid --seed 0
 """
 import argparse
 import json
@@ -19,7 +26,8 @@ import pathlib
 import numpy as np
 
 import keypoint_gnn as kg
-from keypoint_gnn import metrics, models
+from keypoint_gnn import metrics, models, training
+from keypoint_gnn._backend import keras
 from keypoint_gnn.data import load_dataset
 from keypoint_gnn.keypoint_targets import cell_targets, pretraining_cell_size
 
@@ -31,7 +39,16 @@ def selected_offsets(cells, num_keypoints):
     return np.take_along_axis(flat[..., :2], order[..., None], axis=1)
 
 
+def measure_classifier(run, images):
+    config = kg.ModelConfig.from_json((run / "config.json").read_text())
+    model = keras.models.load_model(run / "model.keras", custom_objects=models.custom_objects())
+    quality, _ = training.offset_quality(model, config, images)
+    return {"offset_mode": config.offset_mode, **quality}
+
+
 def measure(run, images, method):
+    if (run / "model.keras").is_file():
+        return measure_classifier(run, images)
     config = kg.ModelConfig.from_json((run / "config.json").read_text())
     pretrainer = kg.build_keypoint_pretrainer(config)
     models.detector_model(pretrainer).load_weights(run / "detector.weights.h5")
@@ -51,7 +68,7 @@ def measure(run, images, method):
     }
 
 
-def main():
+def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("runs", nargs="+", type=pathlib.Path)
@@ -59,13 +76,14 @@ def main():
     parser.add_argument("--max-examples", type=int, default=None)
     parser.add_argument("--method", default="sift")
     parser.add_argument("--seed", type=int, default=0)
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
     image_size = kg.ModelConfig.from_json((args.runs[0] / "config.json").read_text()).image_size
     data = load_dataset(args.dataset, image_size=image_size, seed=args.seed, augment=False,
                         max_examples=args.max_examples)
     images = np.concatenate([x.numpy() for x, _ in data.test])
     report = {str(run): measure(run, images, args.method) for run in args.runs}
     print(json.dumps(report, indent=2))
+    return report
 
 
 if __name__ == "__main__":
