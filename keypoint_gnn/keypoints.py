@@ -387,7 +387,9 @@ class GridCoordinateRegressor(KeypointDetector):
     (`ops.widen_offsets`; YOLOv4's grid-sensitivity fix, g = 0.5 in YOLOv5): a keypoint may
     reach g cells into the neighbouring cells, so a cell border is an ordinary point of the
     range instead of the place where a sigmoid saturates. Positions beyond the map's edge are
-    clipped by the interconnects' sampling.
+    clipped by the interconnects' sampling. On the built-in set the selected keypoints still
+    went to the cell borders (the task loss draws them there; docs/RESULTS.md), but the widened
+    sigmoid was the most accurate regressor.
 
     **Input**: feature map `(B, h, w, C)`, h and w divisible by `cell_size`.
     **Output**: `[positions (B, N, 2), scores (B, N), score_map (B, h, w, 1)]`, N <= L*M*h; the
