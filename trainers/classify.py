@@ -9,13 +9,15 @@ import argparse
 import pathlib
 import time
 
-
-from trainers import common
-from keypoint_gnn import build_classifier, build_plain_cnn, models, viz
-from keypoint_gnn import training, xla
+from keypoint_gnn import build_classifier, build_plain_cnn, models, training, viz, xla
 from keypoint_gnn._backend import keras
 from keypoint_gnn.anchoring import OffsetAnchoredTrainer
-from keypoint_gnn.keypoint_targets import METHODS, pretraining_cell_size, targets_dataset
+from keypoint_gnn.keypoint_targets import (
+    METHODS,
+    pretraining_cell_size,
+    targets_dataset,
+)
+from trainers import common
 
 ANCHOR_LOSSES = ("mse", "ce")
 
