@@ -12,8 +12,18 @@ from keypoint_gnn.keypoint_targets import pretraining_loss
 TINY = dict(image_size=16, channels=3, num_classes=3, backbone_filters=(8,), detector_filters=(4,),
             num_keypoints=6, nms_pool_size=2, grid_cell_size=2, grid_points_per_cell=2,
             graph_units=8, graph_layers=2, diffpool_clusters=3, head_filters=(8,))
-VARIANTS = list(itertools.product(["attention", "maxpool_nms", "grid"], ["gcn", "diffpool", "none"],
-                                  ["linear", "sigmoid"]))
+# The default suite runs a subset that has every detector, GNN and score activation and every
+# detector with two GNNs (the default model among them); `make test-all` runs all 18.
+DEFAULT_SUITE_VARIANTS = {
+    ("attention", "gcn", "sigmoid"), ("attention", "none", "linear"),
+    ("maxpool_nms", "gcn", "sigmoid"), ("maxpool_nms", "diffpool", "linear"),
+    ("grid", "gcn", "linear"), ("grid", "diffpool", "sigmoid"), ("grid", "none", "sigmoid"),
+}
+VARIANTS = [
+    variant if variant in DEFAULT_SUITE_VARIANTS else pytest.param(*variant, marks=pytest.mark.slow)
+    for variant in itertools.product(["attention", "maxpool_nms", "grid"],
+                                     ["gcn", "diffpool", "none"], ["linear", "sigmoid"])
+]
 
 
 def _loss():
