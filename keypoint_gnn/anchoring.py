@@ -66,32 +66,32 @@ class OffsetAnchoredTrainer(keras.Model):
             return images, targets[0], targets[1]
         return images, targets, None
 
-    def _anchor(self, targets, cells):
-        loss = self.anchor_loss(targets, cells, self.offset_margin)
-        # Keras sums the replicas' gradients; the compiled loss is already divided by their count.
-        return loss / tf.distribute.get_strategy().num_replicas_in_sync
-
     def train_step(self, data):
         images, labels, targets = self._split(data)
         with tf.GradientTape() as tape:
             logits, cells = self.joint(images, training=True)
             loss = self.compiled_loss(labels, logits, regularization_losses=self.joint.losses)
+            anchor = None
             if targets is not None:
-                anchor = self._anchor(targets, cells)
-                loss = loss + self.anchor_weight * anchor
+                anchor = self.anchor_loss(targets, cells, self.offset_margin)
+                # Keras sums the replicas' gradients; the compiled loss is already divided by
+                # their count.
+                replicas = tf.distribute.get_strategy().num_replicas_in_sync
+                loss = loss + self.anchor_weight * anchor / replicas
         self.optimizer.minimize(loss, self.joint.trainable_variables, tape=tape)
-        return self._update_metrics(labels, logits, targets, cells)
+        return self._update_metrics(labels, logits, anchor)
 
     def test_step(self, data):
         images, labels, targets = self._split(data)
         logits, cells = self.joint(images, training=False)
         self.compiled_loss(labels, logits, regularization_losses=self.joint.losses)
-        return self._update_metrics(labels, logits, targets, cells)
+        anchor = None if targets is None else self.anchor_loss(targets, cells, self.offset_margin)
+        return self._update_metrics(labels, logits, anchor)
 
-    def _update_metrics(self, labels, logits, targets, cells):
+    def _update_metrics(self, labels, logits, anchor):
         self.compiled_metrics.update_state(labels, logits)
-        if targets is not None:
-            self.anchor_tracker.update_state(self.anchor_loss(targets, cells, self.offset_margin))
+        if anchor is not None:
+            self.anchor_tracker.update_state(anchor)
         return {metric.name: metric.result() for metric in self.metrics}
 
     @property

@@ -231,8 +231,9 @@ def pretraining_loss(y_true, y_pred, offset_margin=0.0):
     channels), the offset term is instead the cross-entropy of each filled slot's heat map on
     the bin that holds the target offset (row min(floor(b * y), b - 1), likewise the column),
     SuperPoint's loss (DeTone et al. 2018). With widened offsets (`offset_margin` g > 0) the
-    b bins span [-g, 1 + g], so the target's row is floor(b * (y + g) / (1 + 2g)). Squared error on the soft-argmax is minimised by
-    the conditional mean, which drifts to the cell centre wherever the target is uncertain;
+    b bins span [-g, 1 + g], so the target's row is floor(b * (y + g) / (1 + 2g)). Squared
+    error on the soft-argmax is minimised by the conditional mean, which drifts to the cell
+    centre wherever the target is uncertain;
     cross-entropy teaches where keypoints may lie, and straight-through offsets
     (`dsnt_straight_through`) place each keypoint at its map's likeliest bin.
 

@@ -189,14 +189,11 @@ def cell_predictions(model, images, batch_size=128):
         for start in range(0, len(images), batch_size)])
 
 
-def selected_cell_offsets(model, config, images, batch_size=128, cells=None):
-    """In-cell offsets (y, x) (in [0, 1], or [-g, 1 + g] with `offset_margin` g) of the
-    keypoints the grid regressor selects (its N most confident points per image), as numpy
-    (B, N, 2). `cells`: `cell_predictions` already computed for `images`."""
-    if cells is None:
-        cells = cell_predictions(model, images, batch_size)
+def most_confident_offsets(cells, num_keypoints):
+    """(B, L, M, h, 3) cell predictions -> (B, N, 2) offsets (y, x) of the N most confident
+    point slots per image, the ones the grid regressor selects."""
     flat = cells.reshape(len(cells), -1, 3)
-    order = np.argsort(-flat[..., 2], axis=1)[:, :config.num_keypoints]
+    order = np.argsort(-flat[..., 2], axis=1)[:, :num_keypoints]
     return np.take_along_axis(flat[..., :2], order[..., None], axis=1)
 
 
@@ -208,7 +205,7 @@ def offset_quality(model, config, images):
     "range_end_fraction"}, offsets (B, N, 2) of the selected keypoints in cell units).
     """
     cells = cell_predictions(model, images)
-    offsets = selected_cell_offsets(model, config, images, cells=cells)
+    offsets = most_confident_offsets(cells, config.num_keypoints)
     quality = {
         "border_fraction": keypoint_metrics.border_fraction(
             keypoint_metrics.in_cell_offsets(offsets)),

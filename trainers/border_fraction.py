@@ -32,13 +32,6 @@ from keypoint_gnn.data import load_dataset
 from keypoint_gnn.keypoint_targets import cell_targets, pretraining_cell_size
 
 
-def selected_offsets(cells, num_keypoints):
-    """(B, L, M, h, 3) cell predictions -> (B, N, 2) offsets of the N most confident points."""
-    flat = cells.reshape(len(cells), -1, 3)
-    order = np.argsort(-flat[..., 2], axis=1)[:, :num_keypoints]
-    return np.take_along_axis(flat[..., :2], order[..., None], axis=1)
-
-
 def measure_classifier(run, images):
     config = kg.ModelConfig.from_json((run / "config.json").read_text())
     model = keras.models.load_model(run / "model.keras", custom_objects=models.custom_objects())
@@ -53,7 +46,7 @@ def measure(run, images, method):
     pretrainer = kg.build_keypoint_pretrainer(config)
     models.detector_model(pretrainer).load_weights(run / "detector.weights.h5")
     cells = pretrainer.predict(images, batch_size=128, verbose=0)
-    offsets = selected_offsets(cells, config.num_keypoints)
+    offsets = training.most_confident_offsets(cells, config.num_keypoints)
     targets = cell_targets(images, pretraining_cell_size(config), config.grid_points_per_cell, method)
     present = targets[..., 2] > 0
     error = np.linalg.norm(cells[..., :2][present] - targets[..., :2][present], axis=-1)
