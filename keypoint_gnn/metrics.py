@@ -3,7 +3,8 @@
 The paper's weak spots are measurable: attention top-N piles keypoints into clusters
 (`redundancy`, `mean_nearest_neighbour_distance`), the coordinate regressor's offsets collapse
 onto cell borders (`border_fraction`), and keypoints may or may not land on the object parts
-that matter (`hit_rate`, `coverage`).
+that matter (`hit_rate`, `coverage`), and a detector may stop looking at the image and put
+the same keypoints into every image (`fixed_position_share`).
 
 Conventions:
 - Positions are `(B, N, 2)` arrays of (y, x). Any unit works as long as positions, parts,
@@ -13,6 +14,8 @@ Conventions:
   which are ignored.
 - Every measure returns a Python float, so a report can be written as JSON directly.
 """
+import math
+
 import numpy as np
 
 
@@ -238,7 +241,38 @@ def range_end_fraction(offsets, offset_margin, margin=0.1):
     return float(np.mean(np.any(near_end, axis=-1)))
 
 
-def keypoint_report(positions, parts=None, *, radius, min_distance, offsets=None):
+def fixed_position_share(positions, bin_size):
+    """Share of keypoints that sit at the detector's N most frequent positions.
+
+    Positions are binned to squares of side `bin_size`; over all B images, the N bins that
+    hold the most keypoints are the detector's "usual" positions, and the result is the share
+    of the B * N keypoints inside them. 1 means the detector puts the same N keypoints into
+    every image, whatever it shows (a fixed lattice); keypoints that follow the image content
+    give values towards the floor of about 1 / B (no position repeats). Detectors restricted
+    to a few candidate positions (attention top-N on an h x w map) have a floor of about
+    N / (h * w) even when their choice follows the content.
+
+    Args:
+      positions: (B, N, 2) (y, x), any unit.
+      bin_size: bin side in that unit, > 0.
+
+    Returns:
+      float in (0, 1]; 0 when there are no keypoints.
+    """
+    positions = _as_positions("positions", positions)
+    if not (isinstance(bin_size, (int, float)) and math.isfinite(bin_size) and bin_size > 0):
+        raise ValueError(f"bin_size={bin_size!r} must be a positive finite number")
+    total = positions.shape[0] * positions.shape[1]
+    if total == 0:
+        return 0.0
+    bins = np.floor(positions.reshape(-1, 2) / bin_size).astype(np.int64)
+    _, counts = np.unique(bins, axis=0, return_counts=True)
+    most = np.sort(counts)[::-1][:positions.shape[1]]
+    return float(most.sum() / total)
+
+
+def keypoint_report(positions, parts=None, *, radius, min_distance, offsets=None,
+                    position_bin=None):
     """All keypoint measures in one JSON-serialisable dict.
 
     Args:
@@ -249,11 +283,13 @@ def keypoint_report(positions, parts=None, *, radius, min_distance, offsets=None
       min_distance: redundancy distance in that unit.
       offsets: optional (..., 2) in-cell offsets in [0, 1] of the coordinate regressor; with
         them the report includes `border_fraction`.
+      position_bin: optional bin side for `fixed_position_share`, in the unit of `positions`;
+        with it the report includes that share.
 
     Returns:
       dict of floats/ints: num_images, keypoints_per_image, redundancy,
-      mean_nearest_neighbour_distance (if N >= 2), and hit_rate, coverage, border_fraction
-      when their inputs are given.
+      mean_nearest_neighbour_distance (if N >= 2), and hit_rate, coverage, border_fraction,
+      fixed_position_share when their inputs are given.
     """
     positions = _as_positions("positions", positions)
     _check_non_negative("radius", radius)
@@ -269,6 +305,8 @@ def keypoint_report(positions, parts=None, *, radius, min_distance, offsets=None
         report["coverage"] = coverage(positions, parts, radius)
     if offsets is not None:
         report["border_fraction"] = border_fraction(offsets)
+    if position_bin is not None:
+        report["fixed_position_share"] = fixed_position_share(positions, position_bin)
     return report
 
 

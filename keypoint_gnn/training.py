@@ -168,12 +168,15 @@ def keypoint_quality(model, config, images, parts=None):
     """Keypoint metrics in image pixels: redundancy (share of keypoint pairs closer than 1.5
     feature-map cells, so that keypoints in neighbouring cells, diagonals included, count as
     redundant), mean nearest-neighbour distance and, with true `parts`, hit rate and coverage
-    within a radius of one cell (`feature_stride` pixels)."""
+    within a radius of one cell (`feature_stride` pixels), and the share of keypoints at the
+    detector's N most frequent positions (1-pixel bins; 1 = the same keypoints in every
+    image)."""
     positions, _ = predict_keypoints(model, images)
     pixels = keypoint_metrics.feature_to_image_pixels(positions, config.feature_stride)
     radius = float(config.feature_stride)
     min_distance = 1.5 * radius
-    report = keypoint_metrics.keypoint_report(pixels, parts, radius=radius, min_distance=min_distance)
+    report = keypoint_metrics.keypoint_report(pixels, parts, radius=radius,
+                                              min_distance=min_distance, position_bin=1.0)
     report.update(radius_pixels=radius, min_distance_pixels=min_distance)
     return report, pixels
 

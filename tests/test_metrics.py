@@ -128,6 +128,45 @@ def test_psnr():
     np.testing.assert_allclose(metrics.psnr(np.array([0.1, 0.001])), [10.0, 30.0])
 
 
+def test_fixed_position_share_hand_cases():
+    lattice = np.tile(np.array([[[0.2, 0.3], [5.0, 7.0]]]), (4, 1, 1))  # same 2 points in 4 images
+    assert metrics.fixed_position_share(lattice, 1.0) == 1.0
+    moving = lattice + np.arange(4)[:, None, None] * 2.0  # every image shifted by 2 px
+    assert metrics.fixed_position_share(moving, 1.0) == pytest.approx(2 / 8)
+    # 3 of 4 images share the lattice; the fourth moves one of its 2 points: 7 of 8 in the top 2.
+    mixed = lattice.copy()
+    mixed[3, 0] = [9.0, 9.0]
+    assert metrics.fixed_position_share(mixed, 1.0) == pytest.approx(7 / 8)
+    # Bins: 0.2 and 0.9 share the bin [0, 1); with bin 0.5 they do not.
+    near = np.array([[[0.2, 0.2]], [[0.9, 0.9]]])
+    assert metrics.fixed_position_share(near, 1.0) == 1.0
+    assert metrics.fixed_position_share(near, 0.5) == pytest.approx(1 / 2)
+    assert metrics.fixed_position_share(np.zeros((0, 3, 2)), 1.0) == 0.0
+
+
+def naive_fixed_position_share(positions, bin_size):
+    counts = {}
+    for image in positions:
+        for y, x in image:
+            key = (math.floor(y / bin_size), math.floor(x / bin_size))
+            counts[key] = counts.get(key, 0) + 1
+    top = sorted(counts.values(), reverse=True)[:positions.shape[1]]
+    return sum(top) / (positions.shape[0] * positions.shape[1])
+
+
+def test_fixed_position_share_matches_naive_count():
+    rng = np.random.default_rng(3)
+    positions = rng.integers(0, 6, size=(20, 5, 2)).astype(float) + rng.uniform(0, 0.99, (20, 5, 2))
+    assert metrics.fixed_position_share(positions, 1.0) == pytest.approx(
+        naive_fixed_position_share(positions, 1.0))
+
+
+@pytest.mark.parametrize("bin_size", [0, -1.0, float("nan"), "1"])
+def test_fixed_position_share_rejects_bad_bins(bin_size):
+    with pytest.raises(ValueError, match=r"bin_size=.*positive finite"):
+        metrics.fixed_position_share(np.zeros((1, 2, 2)), bin_size)
+
+
 def test_report_is_json_and_skips_parts():
     report = metrics.keypoint_report(TRIANGLE, radius=1.0, min_distance=3.5)
     assert set(report) == {"num_images", "keypoints_per_image", "redundancy",
@@ -135,10 +174,11 @@ def test_report_is_json_and_skips_parts():
     assert report["redundancy"] == pytest.approx(1 / 3)
     parts = np.array([[[0.0, 0.0]]])
     full = metrics.keypoint_report(TRIANGLE, parts, radius=1.0, min_distance=3.5,
-                                   offsets=np.full((2, 2), 0.5))
+                                   offsets=np.full((2, 2), 0.5), position_bin=1.0)
     assert full["hit_rate"] == pytest.approx(1 / 3)
     assert full["coverage"] == pytest.approx(1.0)
     assert full["border_fraction"] == 0.0
+    assert full["fixed_position_share"] == 1.0  # one image: its own positions are the usual ones
     json.dumps(full)
     assert all(isinstance(v, (int, float)) for v in full.values())
 

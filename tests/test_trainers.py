@@ -107,9 +107,10 @@ def test_widened_offsets_pretrain_and_classify(tmp_path):
     assert config["offset_margin"] == 0.5
     # The saved classifier measured again by trainers.border_fraction, on the same test split.
     report = border_fraction.main([str(tmp_path / "cls"), "--max-examples", "48"])[str(tmp_path / "cls")]
-    assert report.pop("offset_mode") == "sigmoid"
+    assert report.pop("offset_mode") == "sigmoid" and report.pop("detector") == "grid"
     assert report == pytest.approx({key: quality[key] for key in
-                                    ("border_fraction", "border_fraction_all_slots", "range_end_fraction")})
+                                    ("border_fraction", "border_fraction_all_slots", "range_end_fraction",
+                                     "fixed_position_share")})
     assert (tmp_path / "cls" / "offsets.png").is_file()
 
 

@@ -12,10 +12,12 @@ confident points per image (as the detector does) and reports, over those keypoi
 0.36), the same at margin 0.02, the offsets' standard deviation, and the mean Euclidean error
 (cell units) of every slot that holds a SIFT target.
 
-A `trainers.classify` run directory (model.keras + config.json) gets the classifier's offset
-measures instead (`training.offset_quality`: the selected keypoints' border fraction, that of
-every point slot, and with widened offsets the range-end fraction), on the test split of
---dataset / --seed / --max-examples:
+A `trainers.classify` run directory (model.keras + config.json) gets the classifier's measures
+instead, on the test split of --dataset / --seed / --max-examples: for every detector the
+share of keypoints at its N most frequent positions (`metrics.fixed_position_share`, 1-pixel
+bins; 1 = the same keypoints in every image), and for the grid regressor its offset measures
+(`training.offset_quality`: the selected keypoints' border fraction, that of every point
+slot, and with widened offsets the range-end fraction):
 
   python -m trainers.border_fraction runs/classify_grid --seed 0
 """
@@ -35,8 +37,13 @@ from keypoint_gnn.keypoint_targets import cell_targets, pretraining_cell_size
 def measure_classifier(run, images):
     config = kg.ModelConfig.from_json((run / "config.json").read_text())
     model = keras.models.load_model(run / "model.keras", custom_objects=models.custom_objects())
-    quality, _ = training.offset_quality(model, config, images)
-    return {"offset_mode": config.offset_mode, **quality}
+    keypoints, _ = training.keypoint_quality(model, config, images)
+    report = {"detector": config.detector,
+              "fixed_position_share": keypoints["fixed_position_share"]}
+    if config.detector == "grid":
+        quality, _ = training.offset_quality(model, config, images)
+        report.update(offset_mode=config.offset_mode, **quality)
+    return report
 
 
 def measure(run, images, method):
