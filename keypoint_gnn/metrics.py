@@ -271,6 +271,27 @@ def fixed_position_share(positions, bin_size):
     return float(most.sum() / total)
 
 
+def selection_overlap(selected, reference):
+    """Mean share of each image's selected indices that are also in its reference selection.
+
+    Args:
+      selected, reference: (B, N) integer indices (e.g. the grid regressor's selected point
+        slots for an image and for a uniform-noise image); order within a row does not matter.
+
+    Returns:
+      float in [0, 1]: mean over images of |selected ∩ reference| / N; 0 when B or N is 0.
+    """
+    selected = np.asarray(selected)
+    reference = np.asarray(reference)
+    if selected.ndim != 2 or selected.shape != reference.shape:
+        raise ValueError(f"selected and reference must both be (B, N) index arrays of one "
+                         f"shape, got {selected.shape} and {reference.shape}")
+    if selected.size == 0:
+        return 0.0
+    shared = [np.intersect1d(a, b).size for a, b in zip(selected, reference)]
+    return float(np.mean(shared) / selected.shape[1])
+
+
 def keypoint_report(positions, parts=None, *, radius, min_distance, offsets=None,
                     position_bin=None):
     """All keypoint measures in one JSON-serialisable dict.

@@ -192,12 +192,45 @@ def cell_predictions(model, images, batch_size=128):
         for start in range(0, len(images), batch_size)])
 
 
+def most_confident_slots(cells, num_keypoints):
+    """(B, L, M, h, 3) cell predictions -> (B, N) flat indices (row-major over L, M, h) of the
+    N most confident point slots per image, the ones the grid regressor selects."""
+    flat = cells.reshape(len(cells), -1, 3)
+    return np.argsort(-flat[..., 2], axis=1, kind="stable")[:, :num_keypoints]
+
+
 def most_confident_offsets(cells, num_keypoints):
     """(B, L, M, h, 3) cell predictions -> (B, N, 2) offsets (y, x) of the N most confident
     point slots per image, the ones the grid regressor selects."""
     flat = cells.reshape(len(cells), -1, 3)
-    order = np.argsort(-flat[..., 2], axis=1)[:, :num_keypoints]
+    order = most_confident_slots(cells, num_keypoints)
     return np.take_along_axis(flat[..., :2], order[..., None], axis=1)
+
+
+def input_dependence(model, config, images, seed=0):
+    """How much the grid regressor's output depends on the image.
+
+    Returns a dict:
+      noise_selection_overlap: share of the N slots selected in each image that are also
+        selected in an image of uniform noise (same value range, one per image, `seed`); 1
+        means the selection ignores the image.
+      offset_std_across_images: standard deviation of each slot's (y, x) offsets over the
+        images, averaged over slots and axes (cell units); 0 means fixed offsets.
+      offset_std_across_slots: standard deviation over slots of each slot's mean offset; how
+        much the fixed part differs from slot to slot.
+    """
+    images = np.asarray(images, dtype=np.float32)
+    noise = np.random.default_rng(seed).uniform(
+        images.min(), images.max(), images.shape).astype(np.float32)
+    cells = cell_predictions(model, images)
+    slots = most_confident_slots(cells, config.num_keypoints)
+    noise_slots = most_confident_slots(cell_predictions(model, noise), config.num_keypoints)
+    offsets = cells[..., :2].reshape(len(cells), -1, 2)
+    return {
+        "noise_selection_overlap": keypoint_metrics.selection_overlap(slots, noise_slots),
+        "offset_std_across_images": float(offsets.std(axis=0).mean()),
+        "offset_std_across_slots": float(offsets.mean(axis=0).std(axis=0).mean()),
+    }
 
 
 def offset_quality(model, config, images):

@@ -167,6 +167,15 @@ def test_fixed_position_share_rejects_bad_bins(bin_size):
         metrics.fixed_position_share(np.zeros((1, 2, 2)), bin_size)
 
 
+def test_selection_overlap_hand_case():
+    selected = np.array([[0, 1, 2, 3], [4, 5, 6, 7]])
+    reference = np.array([[3, 2, 9, 8], [7, 6, 5, 4]])  # 2 of 4 shared, then all 4
+    assert metrics.selection_overlap(selected, reference) == pytest.approx((0.5 + 1.0) / 2)
+    assert metrics.selection_overlap(np.zeros((0, 3), int), np.zeros((0, 3), int)) == 0.0
+    with pytest.raises(ValueError, match=r"\(B, N\).*\(2, 4\) and \(2, 3\)"):
+        metrics.selection_overlap(selected, reference[:, :3])
+
+
 def test_report_is_json_and_skips_parts():
     report = metrics.keypoint_report(TRIANGLE, radius=1.0, min_distance=3.5)
     assert set(report) == {"num_images", "keypoints_per_image", "redundancy",

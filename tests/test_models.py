@@ -304,6 +304,38 @@ def test_head_skip_is_refused_for_the_autoencoder():
         kg.build_autoencoder(config)
 
 
+def test_input_dependence_of_a_detector_that_ignores_the_image():
+    from keypoint_gnn import training
+
+    config = kg.ModelConfig(**{**TINY, "detector": "grid"})
+    model = kg.build_classifier(config)
+    detector = model.get_layer("detector")
+    detector.cell_conv.kernel.assign(np.zeros(detector.cell_conv.kernel.shape, "float32"))
+    # Slot 0: offsets (0.9, 0.1), logit 2 (selected); slot 1: (0.5, 0.5), logit -2.
+    logit = lambda p: np.log(p / (1 - p))
+    detector.cell_conv.bias.assign(np.array([logit(0.9), logit(0.1), 2.0, 0.0, 0.0, -2.0], "float32"))
+    images = np.random.default_rng(0).uniform(size=(4, 16, 16, 3)).astype("float32")
+    report = training.input_dependence(model, config, images)
+    assert report["noise_selection_overlap"] == 1.0
+    assert report["offset_std_across_images"] == pytest.approx(0.0, abs=1e-6)
+    # Half the slots at 0.9 / 0.1, half at 0.5: a standard deviation of 0.2 on each axis.
+    assert report["offset_std_across_slots"] == pytest.approx(0.2, abs=1e-5)
+
+
+def test_input_dependence_of_a_detector_that_reads_the_image():
+    from keypoint_gnn import training
+
+    keras.utils.set_random_seed(0)
+    config = kg.ModelConfig(**{**TINY, "detector": "grid"})
+    model = kg.build_classifier(config)
+    images = np.zeros((4, 16, 16, 3), "float32")
+    for i, (y, x) in enumerate([(0, 0), (0, 10), (10, 0), (6, 6)]):  # a bright square each
+        images[i, y:y + 6, x:x + 6] = 1.0
+    report = training.input_dependence(model, config, images)
+    assert report["noise_selection_overlap"] < 1.0
+    assert report["offset_std_across_images"] > 0.0
+
+
 def test_offset_quality_measures_widened_offsets_in_their_cells():
     from keypoint_gnn import training
 

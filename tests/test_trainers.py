@@ -108,9 +108,9 @@ def test_widened_offsets_pretrain_and_classify(tmp_path):
     # The saved classifier measured again by trainers.border_fraction, on the same test split.
     report = border_fraction.main([str(tmp_path / "cls"), "--max-examples", "48"])[str(tmp_path / "cls")]
     assert report.pop("offset_mode") == "sigmoid" and report.pop("detector") == "grid"
-    assert report == pytest.approx({key: quality[key] for key in
-                                    ("border_fraction", "border_fraction_all_slots", "range_end_fraction",
-                                     "fixed_position_share")})
+    same = ("border_fraction", "border_fraction_all_slots", "range_end_fraction", "fixed_position_share")
+    assert {key: report[key] for key in same} == pytest.approx({key: quality[key] for key in same})
+    assert 0 <= report["noise_selection_overlap"] <= 1 and report["offset_std_across_images"] >= 0
     assert (tmp_path / "cls" / "offsets.png").is_file()
 
 

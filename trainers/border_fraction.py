@@ -17,7 +17,9 @@ instead, on the test split of --dataset / --seed / --max-examples: for every det
 share of keypoints at its N most frequent positions (`metrics.fixed_position_share`, 1-pixel
 bins; 1 = the same keypoints in every image), and for the grid regressor its offset measures
 (`training.offset_quality`: the selected keypoints' border fraction, that of every point
-slot, and with widened offsets the range-end fraction):
+slot, and with widened offsets the range-end fraction) and how much they depend on the image
+(`training.input_dependence`: the share of selected slots that an image of uniform noise
+selects too, and the offsets' spread across images against that across slots):
 
   python -m trainers.border_fraction runs/classify_grid --seed 0
 """
@@ -42,7 +44,8 @@ def measure_classifier(run, images):
               "fixed_position_share": keypoints["fixed_position_share"]}
     if config.detector == "grid":
         quality, _ = training.offset_quality(model, config, images)
-        report.update(offset_mode=config.offset_mode, **quality)
+        report.update(offset_mode=config.offset_mode, **quality,
+                      **training.input_dependence(model, config, images))
     return report
 
 
