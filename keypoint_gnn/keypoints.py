@@ -48,6 +48,14 @@ def check_dsnt_options(spread, weight, straight_through, offset_mode):
             )
 
 
+def check_standardize_offsets(value, offset_mode):
+    """`standardize_offsets`: a bool, True only with offset_mode="sigmoid"."""
+    check_bool("standardize_offsets", value)
+    if value and offset_mode != "sigmoid":
+        raise ValueError(f"standardize_offsets=True applies to offset_mode='sigmoid' only, not "
+                         f"offset_mode={offset_mode!r}")
+
+
 def check_offset_margin(value):
     """`offset_margin`: a finite number in [0, 1] (cells a keypoint may reach into its
     neighbours); raises ValueError naming the value."""
@@ -383,6 +391,14 @@ class GridCoordinateRegressor(KeypointDetector):
     keypoints, and straight-through offsets start from those positions (on the built-in set
     they stayed spread in three of four seeds; docs/RESULTS.md).
 
+    `standardize_offsets=True` (sigmoid offsets; beyond the paper and the issue's list)
+    standardises each image's offset logits over its cells, per slot and axis, and scales them
+    by pi/sqrt(3) before the sigmoid (`ops.standardize_over_cells`): every image's offsets then
+    have a fixed spread over the cells (uniform on (0, 1) for logistic-shaped logits), so the
+    regressor cannot give every cell the same offset. After task training the sigmoid
+    regressor otherwise stops reading the image and puts its keypoints on a fixed lattice whose
+    one common in-cell position lies on a border (docs/RESULTS.md, "The collapsed regressor
+    ignores the image").
     `offset_margin` = g > 0 widens every mode's offsets from [0, 1] to [-g, 1 + g]
     (`ops.widen_offsets`; YOLOv4's grid-sensitivity fix, g = 0.5 in YOLOv5): a keypoint may
     reach g cells into the neighbouring cells, so a cell border is an ordinary point of the
@@ -412,6 +428,8 @@ class GridCoordinateRegressor(KeypointDetector):
         pass, with the soft-argmax's gradient (`ops.argmax_offsets_straight_through`).
       offset_margin: g in [0, 1], cell units; offsets span [-g, 1 + g]. 0 (default) is the
         paper's [0, 1].
+      standardize_offsets: `"sigmoid"` only: standardise each image's offset logits over its
+        cells before the sigmoid (`ops.standardize_over_cells`).
     """
 
     # The XLA graph section (`keypoint_gnn.xla`) compiles `detect`, not `call`: a loss added
@@ -430,6 +448,7 @@ class GridCoordinateRegressor(KeypointDetector):
         dsnt_spread_weight=0.0,
         dsnt_straight_through=False,
         offset_margin=0.0,
+        standardize_offsets=False,
         **kwargs,
     ):
         super().__init__(num_keypoints, score_activation, **kwargs)
@@ -439,6 +458,7 @@ class GridCoordinateRegressor(KeypointDetector):
         check_dsnt_resolution(dsnt_resolution)
         check_dsnt_options(dsnt_spread, dsnt_spread_weight, dsnt_straight_through, offset_mode)
         check_offset_margin(offset_margin)
+        check_standardize_offsets(standardize_offsets, offset_mode)
         self.cell_size = cell_size
         self.points_per_cell = points_per_cell
         self.offset_mode = offset_mode
@@ -447,6 +467,7 @@ class GridCoordinateRegressor(KeypointDetector):
         self.dsnt_spread_weight = dsnt_spread_weight
         self.dsnt_straight_through = dsnt_straight_through
         self.offset_margin = offset_margin
+        self.standardize_offsets = standardize_offsets
 
     @property
     def heatmap_size(self):
@@ -508,7 +529,10 @@ class GridCoordinateRegressor(KeypointDetector):
 
     def _unit_offsets_and_logits(self, raw):
         if self.offset_mode == "sigmoid":
-            return tf.sigmoid(raw[..., :2]), raw[..., 2]
+            offset_logits = raw[..., :2]
+            if self.standardize_offsets:
+                offset_logits = ops.standardize_over_cells(offset_logits)
+            return tf.sigmoid(offset_logits), raw[..., 2]
         if self.dsnt_straight_through:
             offsets = ops.argmax_offsets_straight_through(raw[..., :-1], self.heatmap_size)
         else:
@@ -560,6 +584,7 @@ class GridCoordinateRegressor(KeypointDetector):
             dsnt_spread_weight=self.dsnt_spread_weight,
             dsnt_straight_through=self.dsnt_straight_through,
             offset_margin=self.offset_margin,
+            standardize_offsets=self.standardize_offsets,
         )
         return config
 

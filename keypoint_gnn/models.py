@@ -40,6 +40,8 @@ class ModelConfig:
       each map's highest bin; see `keypoints.GridCoordinateRegressor`. `offset_margin` > 0
       (cell units, at most 1) lets every mode's offsets reach that far into the neighbouring
       cells, [-g, 1 + g] instead of [0, 1] (YOLOv4's grid-sensitivity fix).
+      `standardize_offsets=True` (sigmoid offsets) standardises each image's offset logits
+      over its cells, so that no offset common to every cell can form.
     - `detector="perturbed_topk"`: top-N made differentiable by perturbed optimisers in
       training (`perturbed_samples` noise draws, noise scale `perturbed_sigma` relative to each
       image's score spread), over the maxima of `nms_pool_size` windows as in max-pool NMS
@@ -69,6 +71,7 @@ class ModelConfig:
     dsnt_spread_weight: float = 0.0
     dsnt_straight_through: bool = False
     offset_margin: float = 0.0
+    standardize_offsets: bool = False
     perturbed_samples: int = 20
     perturbed_sigma: float = 0.05
     perturbed_control_variate: bool = True
@@ -131,6 +134,7 @@ class ModelConfig:
         keypoints.check_dsnt_options(self.dsnt_spread, self.dsnt_spread_weight,
                                      self.dsnt_straight_through, self.offset_mode)
         keypoints.check_offset_margin(self.offset_margin)
+        keypoints.check_standardize_offsets(self.standardize_offsets, self.offset_mode)
         keypoints.check_perturbation(self.perturbed_samples, self.perturbed_sigma,
                                      names=("perturbed_samples", "perturbed_sigma"))
         if not self.backbone_filters or not self.detector_filters or not self.head_filters:
@@ -250,6 +254,7 @@ def _make_detector(config):
         dsnt_spread_weight=config.dsnt_spread_weight,
         dsnt_straight_through=config.dsnt_straight_through,
         offset_margin=config.offset_margin,
+        standardize_offsets=config.standardize_offsets,
         **common,
     )
 

@@ -393,6 +393,35 @@ def widen_offsets(offsets, margin):
     return (1.0 + 2.0 * margin) * offsets - margin
 
 
+# Standard deviation of the standard logistic distribution, pi / sqrt(3): a logit with that
+# spread around 0 has a sigmoid uniform on (0, 1).
+LOGISTIC_SD = 1.8137993642342178
+
+
+def standardize_over_cells(logits, epsilon=1e-3):
+    """Standardises each image's offset logits over its cells, then scales them by pi/sqrt(3).
+
+    a'[b, l, m, k, c] = (a - mean_lm a[b, :, :, k, c]) / sqrt(var_lm a[b, :, :, k, c] + eps)
+                        * pi / sqrt(3)
+
+    per image b, point slot k and axis c. The mean and spread over the cells are fixed: no
+    common shift (the same offset in every cell) can survive, and with logistic-shaped logits
+    sigmoid(a') is uniform on (0, 1). Within an image the cells keep their order.
+
+    Args:
+      logits: (B, L, M, h, 2) offset logits.
+      epsilon: added to the variance; a map of one cell (or equal logits) gives 0, offset 0.5.
+
+    Returns:
+      (B, L, M, h, 2), same dtype.
+    """
+    if logits.shape.rank != 5:
+        raise ValueError(f"standardize_over_cells expects (B, L, M, h, 2) logits, got shape "
+                         f"{logits.shape}")
+    mean, variance = tf.nn.moments(logits, axes=[1, 2], keepdims=True)
+    return (logits - mean) * tf.math.rsqrt(variance + epsilon) * LOGISTIC_SD
+
+
 def soft_argmax_offsets(logits, size):
     """Spatial soft-argmax of a size x size heat map inside a cell (DSNT, Nibali et al. 2018).
 

@@ -188,6 +188,41 @@ def test_widened_sigmoid_offsets_hand_set_kernel():
     np.testing.assert_allclose(cells[:, :2], [[-0.5, 1.5], [-0.5, 1.5]], atol=1e-6)
 
 
+def test_standardized_sigmoid_offsets_hand_set_kernel():
+    # Two 2x2 cells side by side, one point each. The y logit sums the cell's 4 features (ones
+    # in cell 0, zeros in cell 1) plus a bias of 5; the x logit is the bias 3 alone.
+    detector = GridCoordinateRegressor(num_keypoints=2, cell_size=2, points_per_cell=1,
+                                       standardize_offsets=True)
+    feature_map = np.zeros((1, 2, 4, 1), "float32")
+    feature_map[0, :, :2] = 1.0
+    detector(feature_map)
+    kernel = np.zeros(detector.cell_conv.kernel.shape, "float32")  # (2, 2, 1, 3)
+    kernel[..., 0, 0] = 1.0
+    detector.cell_conv.kernel.assign(kernel)
+    detector.cell_conv.bias.assign(np.array([5.0, 3.0, 0.0], "float32"))
+    cells = detector(feature_map, return_cells=True).numpy()[0, 0, :, 0]
+    # y logits 9 and 5: mean 7, variance 4 -> +-2 / sqrt(4.001) * pi / sqrt(3).
+    z = 2.0 / np.sqrt(4.001) * np.pi / np.sqrt(3.0)
+    np.testing.assert_allclose(cells[:, 0], 1 / (1 + np.exp([-z, z])), rtol=1e-5)
+    # x: the same logit in both cells; the common bias is removed, offset 0.5.
+    np.testing.assert_allclose(cells[:, 1], [0.5, 0.5], atol=1e-6)
+    plain = GridCoordinateRegressor(num_keypoints=2, cell_size=2, points_per_cell=1)
+    plain(feature_map)
+    plain.set_weights(detector.get_weights())
+    np.testing.assert_allclose(plain(feature_map, return_cells=True).numpy()[0, 0, :, 0, 1],
+                               1 / (1 + np.exp(-3.0)), rtol=1e-6)  # without it: sigmoid(3)
+
+
+@pytest.mark.parametrize("kwargs, message", [
+    (dict(offset_mode="dsnt", standardize_offsets=True),
+     "standardize_offsets=True applies to offset_mode='sigmoid' only, not offset_mode='dsnt'"),
+    (dict(standardize_offsets="yes"), "standardize_offsets='yes' must be True or False"),
+])
+def test_standardize_offsets_bad_values(kwargs, message):
+    with pytest.raises(ValueError, match=message):
+        GridCoordinateRegressor(num_keypoints=1, **kwargs)
+
+
 def test_widened_dsnt_offsets_hand_set_kernel():
     detector = GridCoordinateRegressor(num_keypoints=1, cell_size=2, points_per_cell=1,
                                        offset_mode="dsnt", dsnt_resolution=4, offset_margin=0.25)
@@ -471,6 +506,7 @@ def test_perturbed_top_k_over_windows_saves_and_loads(tmp_path, rng):
     GridCoordinateRegressor(num_keypoints=3, cell_size=2, offset_mode="dsnt", dsnt_spread=0.8,
                             dsnt_spread_weight=0.02, dsnt_straight_through=True),
     GridCoordinateRegressor(num_keypoints=3, cell_size=2, offset_margin=0.5),
+    GridCoordinateRegressor(num_keypoints=3, cell_size=2, standardize_offsets=True),
 ])
 def test_new_detector_options_round_trip_config(layer):
     config = layer.get_config()

@@ -80,6 +80,7 @@ BEYOND_PAPER_VARIANTS = [
     dict(detector="perturbed_topk", score_activation="linear", gnn="diffpool", nms_pool_size=1,
          perturbed_selection="slots", perturbed_control_variate=False),
     dict(detector="grid", offset_mode="softmax", offset_margin=0.5),
+    dict(detector="grid", standardize_offsets=True, offset_margin=0.25),
     dict(detector="grid", offset_mode="dsnt", dsnt_resolution=3, score_activation="linear",
          dsnt_spread_weight=0.1, dsnt_straight_through=True),
 ]
@@ -229,6 +230,8 @@ def test_pretrained_detector_weights_transfer(tmp_path, rng):
      "dsnt_spread_weight=0.1 applies to offset_mode='dsnt' only, not offset_mode='sigmoid'"),
     (dict(dsnt_straight_through=1), "dsnt_straight_through=1 must be True or False"),
     (dict(detector="grid", offset_margin=2), r"offset_margin=2 must be in \[0, 1\]"),
+    (dict(offset_mode="softmax", standardize_offsets=True),
+     "standardize_offsets=True applies to offset_mode='sigmoid' only, not offset_mode='softmax'"),
     (dict(perturbed_samples=0), "perturbed_samples=0 must be a positive integer"),
     (dict(head_skip="yes"), "head_skip='yes' must be True or False"),
     (dict(perturbed_selection="soft"), "perturbed_selection='soft' is not one of 'slots', 'marginal'"),

@@ -1,4 +1,6 @@
 """keypoint_gnn.ops against plain NumPy references and hand-worked cases."""
+import itertools
+
 import numpy as np
 import pytest
 
@@ -448,3 +450,24 @@ def test_perturbed_top_k_control_variate_keeps_the_mean_and_cuts_the_noise(rng):
     standard_error = np.sqrt(plain.var(axis=0) / len(plain) + baseline.var(axis=0) / len(baseline))
     assert np.all(np.abs(plain.mean(axis=0) - baseline.mean(axis=0)) < 4 * standard_error + 1e-9)
     assert baseline.var(axis=0).sum() < 0.5 * plain.var(axis=0).sum()
+
+
+def test_standardize_over_cells_matches_numpy(rng):
+    logits = rng.normal(3.0, 5.0, size=(2, 3, 4, 2, 2)).astype("float32")
+    expected = np.empty_like(logits)
+    for b, k, c in itertools.product(range(2), range(2), range(2)):
+        cells = logits[b, :, :, k, c].astype(np.float64)
+        expected[b, :, :, k, c] = ((cells - cells.mean()) / np.sqrt(cells.var() + 1e-3)
+                                   * np.pi / np.sqrt(3.0))
+    result = ops.standardize_over_cells(tf.constant(logits)).numpy()
+    np.testing.assert_allclose(result, expected, rtol=1e-4, atol=1e-5)
+    # A common shift of every cell's logits is removed.
+    shifted = ops.standardize_over_cells(tf.constant(logits + 7.0)).numpy()
+    np.testing.assert_allclose(shifted, result, rtol=1e-4, atol=1e-4)
+    # Equal logits in every cell give 0 (offset 0.5), not a division by zero.
+    np.testing.assert_allclose(ops.standardize_over_cells(tf.fill([1, 2, 2, 1, 2], 4.0)).numpy(), 0.0)
+
+
+def test_standardize_over_cells_rejects_other_shapes():
+    with pytest.raises(ValueError, match=r"\(B, L, M, h, 2\).*\(2, 3, 2\)"):
+        ops.standardize_over_cells(tf.zeros([2, 3, 2]))

@@ -193,6 +193,12 @@ def test_config_file_is_used_and_flags_override(tmp_path):
     assert config.detector == "attention" and config.graph_layers == 3
 
 
+def test_standardize_offsets_flag_reaches_the_config():
+    args = classify.parse_args(["--detector", "grid", "--standardize-offsets"])
+    assert common.model_config(args).standardize_offsets is True
+    assert common.model_config(classify.parse_args(["--detector", "grid"])).standardize_offsets is False
+
+
 def test_mirrored_two_cpus_gives_the_same_loss_as_one_device(rng):
     config = kg.ModelConfig(image_size=16, num_classes=3, backbone_filters=(8,), detector_filters=(4,),
                             num_keypoints=6, graph_units=8, graph_layers=2, head_filters=(8,), dropout=0.0)

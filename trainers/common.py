@@ -28,6 +28,7 @@ MODEL_FLAGS = {
     "dsnt_spread_weight": "dsnt_spread_weight",
     "dsnt_straight_through": "dsnt_straight_through",
     "offset_margin": "offset_margin",
+    "standardize_offsets": "standardize_offsets",
     "perturbed_samples": "perturbed_samples",
     "perturbed_sigma": "perturbed_sigma",
     "perturbed_selection": "perturbed_selection",
@@ -80,6 +81,9 @@ def add_model_flags(parser):
     group.add_argument("--offset-margin", type=float, default=None,
                        help="grid regressor: offsets span [-G, 1+G] cells instead of [0, 1], "
                             "G in [0, 1] (YOLOv4 grid sensitivity; 0.5 = YOLOv5)")
+    group.add_argument("--standardize-offsets", action="store_const", const=True, default=None,
+                       help="grid regressor, sigmoid offsets: standardise each image's offset "
+                            "logits over its cells (no offset common to every cell)")
     group.add_argument("--perturbed-samples", type=int, default=None, help="perturbed top-k noise samples")
     group.add_argument("--perturbed-sigma", type=float, default=None, help="perturbed top-k noise scale")
     group.add_argument("--perturbed-selection", choices=("marginal", "slots"), default=None,
