@@ -111,6 +111,10 @@ def test_widened_offsets_pretrain_and_classify(tmp_path):
     same = ("border_fraction", "border_fraction_all_slots", "range_end_fraction", "fixed_position_share")
     assert {key: report[key] for key in same} == pytest.approx({key: quality[key] for key in same})
     assert 0 <= report["noise_selection_overlap"] <= 1 and report["offset_std_across_images"] >= 0
+    # ... and the pre-trained detector, with the same input-dependence measures.
+    pre_report = border_fraction.main([str(tmp_path / "pre"), "--max-examples", "48"])[str(tmp_path / "pre")]
+    assert 0 <= pre_report["border_fraction"] <= 1 and 0 <= pre_report["noise_selection_overlap"] <= 1
+    assert pre_report["offset_std_across_slots"] >= 0
     assert (tmp_path / "cls" / "offsets.png").is_file()
 
 

@@ -10,7 +10,8 @@ it rebuilds the pre-trainer, predicts the cells of the same test split, keeps th
 confident points per image (as the detector does) and reports, over those keypoints:
 `border_fraction` (margin 0.1 of the cell side; SIFT targets give about 0.4, uniform offsets
 0.36), the same at margin 0.02, the offsets' standard deviation, and the mean Euclidean error
-(cell units) of every slot that holds a SIFT target.
+(cell units) of every slot that holds a SIFT target, and how much the cells depend on the image
+(`training.input_dependence`, as for classify runs below).
 
 A `trainers.classify` run directory (model.keras + config.json) gets the classifier's measures
 instead, on the test split of --dataset / --seed / --max-examples: for every detector the
@@ -68,6 +69,7 @@ def measure(run, images, method):
         "offset_std": float(offsets.std()),
         "target_offset_error": float(error.mean()),
         "target_border_fraction": metrics.border_fraction(targets[..., :2][present], margin=0.1),
+        **training.input_dependence(pretrainer, config, images),
     }
 
 
