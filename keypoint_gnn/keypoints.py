@@ -395,10 +395,11 @@ class GridCoordinateRegressor(KeypointDetector):
     standardises each image's offset logits over its cells, per slot and axis, and scales them
     by pi/sqrt(3) before the sigmoid (`ops.standardize_over_cells`): every image's offsets then
     have a fixed spread over the cells (uniform on (0, 1) for logistic-shaped logits), so the
-    regressor cannot give every cell the same offset. After task training the sigmoid
-    regressor otherwise stops reading the image and puts its keypoints on a fixed lattice whose
-    one common in-cell position lies on a border (docs/RESULTS.md, "The collapsed regressor
-    ignores the image").
+    regressor cannot give every cell the same offset. Without it, the sigmoid regressor's
+    strongest collapse is a fixed, image-independent lattice of keypoints whose common in-cell
+    position lies on a border. With it the offsets of all slots stay spread, but the
+    confidences may still select the slots near (or far from) the borders (docs/RESULTS.md,
+    "The collapsed regressor ignores the image").
     `offset_margin` = g > 0 widens every mode's offsets from [0, 1] to [-g, 1 + g]
     (`ops.widen_offsets`; YOLOv4's grid-sensitivity fix, g = 0.5 in YOLOv5): a keypoint may
     reach g cells into the neighbouring cells, so a cell border is an ordinary point of the
