@@ -391,7 +391,7 @@ class GridCoordinateRegressor(KeypointDetector):
     keypoints, and straight-through offsets start from those positions (on the built-in set
     they stayed spread in three of four seeds; docs/RESULTS.md).
 
-    `standardize_offsets=True` (sigmoid offsets; beyond the paper and the issue's list)
+    `standardize_offsets=True` (sigmoid offsets; beyond the paper)
     standardises each image's offset logits over its cells, per slot and axis, and scales them
     by pi/sqrt(3) before the sigmoid (`ops.standardize_over_cells`): every image's offsets then
     have a fixed spread over the cells (uniform on (0, 1) for logistic-shaped logits), so the
