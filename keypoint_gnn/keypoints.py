@@ -32,6 +32,14 @@ def check_dsnt_resolution(value):
         )
 
 
+def _check_offset_mode_only(name, value, active, offset_mode, required_mode):
+    """Raises ValueError when an option that applies to `required_mode` only is `active` under
+    another offset mode."""
+    if active and offset_mode != required_mode:
+        raise ValueError(f"{name}={value!r} applies to offset_mode={required_mode!r} only, not "
+                         f"offset_mode={offset_mode!r}")
+
+
 def check_dsnt_options(spread, weight, straight_through, offset_mode):
     """Checks the DSNT spread penalty's target (bins) and weight (finite numbers >= 0) and
     `dsnt_straight_through` (a bool); weight > 0 and straight-through apply to
@@ -39,21 +47,15 @@ def check_dsnt_options(spread, weight, straight_through, offset_mode):
     check_non_negative_number("dsnt_spread", spread)
     check_non_negative_number("dsnt_spread_weight", weight)
     check_bool("dsnt_straight_through", straight_through)
-    for name, value, active in (("dsnt_spread_weight", weight, weight > 0),
-                                ("dsnt_straight_through", straight_through, straight_through)):
-        if active and offset_mode != "dsnt":
-            raise ValueError(
-                f"{name}={value!r} applies to offset_mode='dsnt' only, not "
-                f"offset_mode={offset_mode!r}"
-            )
+    _check_offset_mode_only("dsnt_spread_weight", weight, weight > 0, offset_mode, "dsnt")
+    _check_offset_mode_only("dsnt_straight_through", straight_through, straight_through,
+                            offset_mode, "dsnt")
 
 
 def check_standardize_offsets(value, offset_mode):
     """`standardize_offsets`: a bool, True only with offset_mode="sigmoid"."""
     check_bool("standardize_offsets", value)
-    if value and offset_mode != "sigmoid":
-        raise ValueError(f"standardize_offsets=True applies to offset_mode='sigmoid' only, not "
-                         f"offset_mode={offset_mode!r}")
+    _check_offset_mode_only("standardize_offsets", value, value, offset_mode, "sigmoid")
 
 
 def check_offset_margin(value):

@@ -202,9 +202,9 @@ def most_confident_slots(cells, num_keypoints):
 def most_confident_offsets(cells, num_keypoints):
     """(B, L, M, h, 3) cell predictions -> (B, N, 2) offsets (y, x) of the N most confident
     point slots per image, the ones the grid regressor selects."""
-    flat = cells.reshape(len(cells), -1, 3)
+    offsets = cells[..., :2].reshape(len(cells), -1, 2)
     order = most_confident_slots(cells, num_keypoints)
-    return np.take_along_axis(flat[..., :2], order[..., None], axis=1)
+    return np.take_along_axis(offsets, order[..., None], axis=1)
 
 
 def input_dependence(model, config, images, seed=0):
