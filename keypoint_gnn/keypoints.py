@@ -58,6 +58,11 @@ def check_standardize_offsets(value, offset_mode):
     _check_offset_mode_only("standardize_offsets", value, value, offset_mode, "sigmoid")
 
 
+def check_offset_uniformity_weight(value):
+    """`offset_uniformity_weight`: a finite number >= 0 (0: no penalty)."""
+    check_non_negative_number("offset_uniformity_weight", value)
+
+
 def check_offset_margin(value):
     """`offset_margin`: a finite number in [0, 1] (cells a keypoint may reach into its
     neighbours); raises ValueError naming the value."""
@@ -402,6 +407,14 @@ class GridCoordinateRegressor(KeypointDetector):
     position lies on a border. With it the offsets of all slots stay spread, but the
     confidences may still select the slots near (or far from) the borders (docs/RESULTS.md,
     "The collapsed regressor ignores the image").
+    `offset_uniformity_weight` = w > 0 (any mode; beyond the paper) adds, via `add_loss`,
+    w * the squared 2-Wasserstein distance between the selected keypoints' unit offsets
+    (before `offset_margin` widens them), pooled over the batch, and the uniform distribution
+    on [0, 1], averaged over the y and x axes (`ops.wasserstein_to_uniform`). It acts on the
+    N keypoints the model uses, where the confidences may pick border (or centre) slots even
+    when every slot's offsets are spread, and pulls their in-cell positions towards the spread
+    the data's own keypoints would have if parts lie anywhere in a cell; it says nothing about
+    which cell or slot is selected.
     `offset_margin` = g > 0 widens every mode's offsets from [0, 1] to [-g, 1 + g]
     (`ops.widen_offsets`; YOLOv4's grid-sensitivity fix, g = 0.5 in YOLOv5): a keypoint may
     reach g cells into the neighbouring cells, so a cell border is an ordinary point of the
@@ -433,6 +446,8 @@ class GridCoordinateRegressor(KeypointDetector):
         paper's [0, 1].
       standardize_offsets: `"sigmoid"` only: standardise each image's offset logits over its
         cells before the sigmoid (`ops.standardize_over_cells`).
+      offset_uniformity_weight: weight of the selected offsets' distance to the uniform; 0
+        (default) leaves it out.
     """
 
     # The XLA graph section (`keypoint_gnn.xla`) compiles `detect`, not `call`: a loss added
@@ -452,6 +467,7 @@ class GridCoordinateRegressor(KeypointDetector):
         dsnt_straight_through=False,
         offset_margin=0.0,
         standardize_offsets=False,
+        offset_uniformity_weight=0.0,
         **kwargs,
     ):
         super().__init__(num_keypoints, score_activation, **kwargs)
@@ -462,6 +478,7 @@ class GridCoordinateRegressor(KeypointDetector):
         check_dsnt_options(dsnt_spread, dsnt_spread_weight, dsnt_straight_through, offset_mode)
         check_offset_margin(offset_margin)
         check_standardize_offsets(standardize_offsets, offset_mode)
+        check_offset_uniformity_weight(offset_uniformity_weight)
         self.cell_size = cell_size
         self.points_per_cell = points_per_cell
         self.offset_mode = offset_mode
@@ -471,6 +488,7 @@ class GridCoordinateRegressor(KeypointDetector):
         self.dsnt_straight_through = dsnt_straight_through
         self.offset_margin = offset_margin
         self.standardize_offsets = standardize_offsets
+        self.offset_uniformity_weight = offset_uniformity_weight
 
     @property
     def heatmap_size(self):
@@ -516,6 +534,11 @@ class GridCoordinateRegressor(KeypointDetector):
     def spread_penalized(self):
         return self.dsnt_spread_weight > 0
 
+    @property
+    def penalized(self):
+        """Whether `call` adds a loss: the DSNT spread penalty or the offset uniformity."""
+        return self.spread_penalized or self.offset_uniformity_weight > 0
+
     def _raw_cells(self, feature_map):
         """(B, L, M, h, channels_per_point) convolution outputs, float32."""
         raw = tf.cast(self.cell_conv(feature_map), tf.float32)
@@ -524,13 +547,9 @@ class GridCoordinateRegressor(KeypointDetector):
             raw, [shape[0], shape[1], shape[2], self.points_per_cell, self.channels_per_point]
         )
 
-    def _offsets_and_logits(self, raw):
-        """Offsets (B, L, M, h, 2) (y, x) in [-g, 1 + g] (g = offset_margin) and confidence
-        logits (B, L, M, h)."""
-        offsets, logits = self._unit_offsets_and_logits(raw)
-        return ops.widen_offsets(offsets, self.offset_margin), logits
-
     def _unit_offsets_and_logits(self, raw):
+        """Offsets (B, L, M, h, 2) (y, x) in [0, 1], before `offset_margin` widens them, and
+        confidence logits (B, L, M, h)."""
         if self.offset_mode == "sigmoid":
             offset_logits = raw[..., :2]
             if self.standardize_offsets:
@@ -546,15 +565,19 @@ class GridCoordinateRegressor(KeypointDetector):
 
     def call(self, feature_map, return_cells=False):
         outputs, penalty = self.detect(feature_map, return_cells)
-        if self.spread_penalized:
-            self.add_loss(self.dsnt_spread_weight * penalty)
+        if self.penalized:
+            self.add_loss(penalty)
         return outputs
 
     def detect(self, feature_map, return_cells=False):
-        """`call`'s outputs and the heat-map spread penalty (0 when not `spread_penalized`)."""
+        """`call`'s outputs and the weighted penalty that `call` adds as a loss: the heat-map
+        spread penalty and, on the keypoint path (not with `return_cells`), the selected
+        offsets' uniformity penalty; 0 when not `penalized`."""
         raw = self._raw_cells(feature_map)
-        offsets, logits = self._offsets_and_logits(raw)
-        penalty = (ops.heatmap_spread_penalty(raw[..., :-1], self.heatmap_size, self.dsnt_spread)
+        unit_offsets, logits = self._unit_offsets_and_logits(raw)
+        offsets = ops.widen_offsets(unit_offsets, self.offset_margin)
+        penalty = (self.dsnt_spread_weight
+                   * ops.heatmap_spread_penalty(raw[..., :-1], self.heatmap_size, self.dsnt_spread)
                    if self.spread_penalized else tf.zeros([]))
         if return_cells:
             # (B, L, M, h, 3): (y offset, x offset, confidence logit), for pre-training.
@@ -572,6 +595,11 @@ class GridCoordinateRegressor(KeypointDetector):
         flat_logits = tf.reshape(logits, [-1, rows * cols * self.points_per_cell])
         raw_scores, index = tf.math.top_k(flat_logits, k=self.num_keypoints)
         positions = tf.gather(candidates, index, batch_dims=1)
+        if self.offset_uniformity_weight > 0:
+            flat_offsets = tf.reshape(unit_offsets, [-1, rows * cols * self.points_per_cell, 2])
+            selected = tf.reshape(tf.gather(flat_offsets, index, batch_dims=1), [-1, 2])
+            penalty += self.offset_uniformity_weight * tf.reduce_mean(
+                ops.wasserstein_to_uniform(selected))
         cell_best = tf.reduce_max(self.activate(logits), axis=-1, keepdims=True)
         score_map = tf.repeat(tf.repeat(cell_best, self.cell_size, axis=1), self.cell_size, axis=2)
         return (positions, self.activate(raw_scores), score_map), penalty
@@ -588,6 +616,7 @@ class GridCoordinateRegressor(KeypointDetector):
             dsnt_straight_through=self.dsnt_straight_through,
             offset_margin=self.offset_margin,
             standardize_offsets=self.standardize_offsets,
+            offset_uniformity_weight=self.offset_uniformity_weight,
         )
         return config
 

@@ -42,6 +42,8 @@ class ModelConfig:
       cells, [-g, 1 + g] instead of [0, 1] (YOLOv4's grid-sensitivity fix).
       `standardize_offsets=True` (sigmoid offsets) standardises each image's offset logits
       over its cells, so that no offset common to every cell can form.
+      `offset_uniformity_weight` > 0 adds that weight times the selected keypoints' in-cell
+      offsets' squared Wasserstein distance to the uniform on [0, 1] to the loss.
     - `detector="perturbed_topk"`: top-N made differentiable by perturbed optimisers in
       training (`perturbed_samples` noise draws, noise scale `perturbed_sigma` relative to each
       image's score spread), over the maxima of `nms_pool_size` windows as in max-pool NMS
@@ -72,6 +74,7 @@ class ModelConfig:
     dsnt_straight_through: bool = False
     offset_margin: float = 0.0
     standardize_offsets: bool = False
+    offset_uniformity_weight: float = 0.0
     perturbed_samples: int = 20
     perturbed_sigma: float = 0.05
     perturbed_control_variate: bool = True
@@ -135,6 +138,7 @@ class ModelConfig:
                                      self.dsnt_straight_through, self.offset_mode)
         keypoints.check_offset_margin(self.offset_margin)
         keypoints.check_standardize_offsets(self.standardize_offsets, self.offset_mode)
+        keypoints.check_offset_uniformity_weight(self.offset_uniformity_weight)
         keypoints.check_perturbation(self.perturbed_samples, self.perturbed_sigma,
                                      names=("perturbed_samples", "perturbed_sigma"))
         if not self.backbone_filters or not self.detector_filters or not self.head_filters:
@@ -255,6 +259,7 @@ def _make_detector(config):
         dsnt_straight_through=config.dsnt_straight_through,
         offset_margin=config.offset_margin,
         standardize_offsets=config.standardize_offsets,
+        offset_uniformity_weight=config.offset_uniformity_weight,
         **common,
     )
 

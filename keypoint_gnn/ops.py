@@ -422,6 +422,36 @@ def standardize_over_cells(logits, epsilon=1e-3):
     return (logits - mean) * tf.math.rsqrt(variance + epsilon) * LOGISTIC_SD
 
 
+def wasserstein_to_uniform(values):
+    """Squared 2-Wasserstein distance between each column's sample and the uniform on [0, 1].
+
+    For the n values of a column sorted, x_(1) <= ... <= x_(n), the empirical quantile function
+    is x_(i) on ((i-1)/n, i/n], and the uniform's is u, so
+
+      W2^2 = int_0^1 (Q(u) - u)^2 du = 1/n sum_i (x_(i) - (i - 0.5)/n)^2 + 1/(12 n^2)
+
+    exactly (the last term: the uniform's spread inside each 1/n step, the distance of a
+    perfectly spread sample). It is 0 only in the limit of a uniform sample, grows as the values
+    pile up anywhere (at the borders, at the centre, on a lattice), and is differentiable
+    almost everywhere: the gradient moves each value towards its quantile (i - 0.5)/n.
+
+    Args:
+      values: (n, d) float, n >= 1 samples of d variables (e.g. the y and x in-cell offsets of
+        n keypoints).
+
+    Returns:
+      (d,) distances, same dtype.
+    """
+    if values.shape.rank != 2:
+        raise ValueError(f"wasserstein_to_uniform expects (n, d) values, got shape {values.shape}")
+    count = tf.shape(values)[0]
+    sorted_values = tf.sort(values, axis=0)
+    n = tf.cast(count, values.dtype)
+    quantiles = (tf.cast(tf.range(count), values.dtype) + 0.5) / n
+    return (tf.reduce_mean(tf.square(sorted_values - quantiles[:, None]), axis=0)
+            + 1.0 / (12.0 * tf.square(n)))
+
+
 def soft_argmax_offsets(logits, size):
     """Spatial soft-argmax of a size x size heat map inside a cell (DSNT, Nibali et al. 2018).
 

@@ -213,6 +213,76 @@ def test_standardized_sigmoid_offsets_hand_set_kernel():
                                1 / (1 + np.exp(-3.0)), rtol=1e-6)  # without it: sigmoid(3)
 
 
+def test_offset_uniformity_penalty_is_added_as_a_loss(rng):
+    feature_map = tf.constant(rng.normal(size=(3, 4, 4, 2)).astype("float32"))
+    detector = GridCoordinateRegressor(num_keypoints=5, cell_size=2, points_per_cell=2,
+                                       offset_margin=0.5, offset_uniformity_weight=0.7)
+    positions, _, _ = detector(feature_map)
+    assert len(detector.losses) == 1
+    # Reference: the 5 most confident slots' unit offsets per image (before the margin),
+    # pooled, against the uniform's quantiles, per axis, by the closed form.
+    raw = detector.cell_conv(feature_map).numpy().reshape(3, 8, 3).astype("float64")
+    offsets = 1 / (1 + np.exp(-raw[..., :2]))
+    chosen = np.argsort(-raw[..., 2], axis=1, kind="stable")[:, :5]
+    selected = np.take_along_axis(offsets, chosen[..., None], axis=1).reshape(-1, 2)
+    n = len(selected)
+    quantiles = (np.arange(n) + 0.5) / n
+    expected = np.mean([np.mean((np.sort(selected[:, c]) - quantiles) ** 2) + 1 / (12 * n * n)
+                        for c in range(2)])
+    np.testing.assert_allclose(float(detector.losses[0]), 0.7 * expected, rtol=1e-4)
+    # The penalty only adds a loss: the keypoints are those of the same regressor without it.
+    plain = GridCoordinateRegressor(num_keypoints=5, cell_size=2, points_per_cell=2,
+                                    offset_margin=0.5)
+    plain(feature_map)
+    plain.set_weights(detector.get_weights())
+    np.testing.assert_allclose(plain(feature_map)[0].numpy(), positions.numpy())
+    assert plain.losses == []
+    # Pre-training's cell path has no selection, hence no uniformity penalty.
+    detector(feature_map, return_cells=True)
+    assert float(tf.add_n(detector.losses)) == 0.0
+
+
+def test_offset_uniformity_penalty_alone_spreads_border_offsets(rng):
+    """Gradient descent on the penalty alone moves offsets piled on the borders to a spread."""
+    feature_map = tf.constant(rng.normal(size=(8, 8, 8, 3)).astype("float32"))
+    detector = GridCoordinateRegressor(num_keypoints=16, cell_size=2, points_per_cell=2,
+                                       offset_uniformity_weight=1.0)
+    detector(feature_map)
+    kernel = detector.cell_conv.kernel.numpy()
+    detector.cell_conv.kernel.assign(kernel * 8.0)  # saturated offset logits: borders
+
+    def border_fraction():
+        cells = detector(feature_map, return_cells=True).numpy()
+        offsets = cells[..., :2].reshape(8, -1, 2)
+        chosen = np.argsort(-cells[..., 2].reshape(8, -1), axis=1, kind="stable")[:, :16]
+        selected = np.take_along_axis(offsets, chosen[..., None], axis=1)
+        near = (selected < 0.1) | (selected > 0.9)
+        return near.any(axis=-1).mean()
+
+    optimizer = keras.optimizers.Adam(0.05)
+
+    @tf.function
+    def step():
+        with tf.GradientTape() as tape:
+            detector(feature_map)
+            loss = tf.add_n(detector.losses)
+        variables = detector.trainable_variables
+        optimizer.apply_gradients(zip(tape.gradient(loss, variables), variables))
+
+    before = border_fraction()
+    for _ in range(150):
+        step()
+    assert before > 0.7
+    assert 0.26 <= border_fraction() <= 0.46  # uniform offsets: 1 - 0.8^2 = 0.36
+
+
+@pytest.mark.parametrize("value", [-0.1, float("nan"), "1", True])
+def test_offset_uniformity_weight_bad_values(value):
+    with pytest.raises(ValueError, match=f"offset_uniformity_weight={value!r} must be a finite "
+                                         "number >= 0"):
+        GridCoordinateRegressor(num_keypoints=1, offset_uniformity_weight=value)
+
+
 @pytest.mark.parametrize("kwargs, message", [
     (dict(offset_mode="dsnt", standardize_offsets=True),
      "standardize_offsets=True applies to offset_mode='sigmoid' only, not offset_mode='dsnt'"),
@@ -507,6 +577,8 @@ def test_perturbed_top_k_over_windows_saves_and_loads(tmp_path, rng):
                             dsnt_spread_weight=0.02, dsnt_straight_through=True),
     GridCoordinateRegressor(num_keypoints=3, cell_size=2, offset_margin=0.5),
     GridCoordinateRegressor(num_keypoints=3, cell_size=2, standardize_offsets=True),
+    GridCoordinateRegressor(num_keypoints=3, cell_size=2, offset_mode="dsnt",
+                            offset_uniformity_weight=0.5),
 ])
 def test_new_detector_options_round_trip_config(layer):
     config = layer.get_config()

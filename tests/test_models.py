@@ -81,6 +81,7 @@ BEYOND_PAPER_VARIANTS = [
          perturbed_selection="slots", perturbed_control_variate=False),
     dict(detector="grid", offset_mode="softmax", offset_margin=0.5),
     dict(detector="grid", standardize_offsets=True, offset_margin=0.25),
+    dict(detector="grid", standardize_offsets=True, offset_uniformity_weight=1.0),
     dict(detector="grid", offset_mode="dsnt", dsnt_resolution=3, score_activation="linear",
          dsnt_spread_weight=0.1, dsnt_straight_through=True),
 ]
@@ -110,6 +111,9 @@ def test_beyond_paper_variant(tmp_path, rng, changes):
         assert positions.shape == (4, 6, 2)
         gradient = tape.gradient(loss, detector_layer.score_conv.kernel).numpy()
     assert np.all(np.isfinite(gradient)) and np.abs(gradient).sum() > 0
+    # The regressor's penalties reach the model's losses, hence model.fit's.
+    penalties = config.detector == "grid" and config.offset_uniformity_weight > 0
+    assert len(detector_layer.losses) == int(penalties or config.dsnt_spread_weight > 0)
 
     restored = _check_fit_and_round_trips(model, images, labels, tmp_path)
     assert restored.get_layer("detector").get_config() == detector_layer.get_config()
@@ -232,6 +236,7 @@ def test_pretrained_detector_weights_transfer(tmp_path, rng):
     (dict(detector="grid", offset_margin=2), r"offset_margin=2 must be in \[0, 1\]"),
     (dict(offset_mode="softmax", standardize_offsets=True),
      "standardize_offsets=True applies to offset_mode='sigmoid' only, not offset_mode='softmax'"),
+    (dict(offset_uniformity_weight=-1.0), r"offset_uniformity_weight=-1.0 must be a finite number >= 0"),
     (dict(perturbed_samples=0), "perturbed_samples=0 must be a positive integer"),
     (dict(head_skip="yes"), "head_skip='yes' must be True or False"),
     (dict(perturbed_selection="soft"), "perturbed_selection='soft' is not one of 'slots', 'marginal'"),

@@ -197,6 +197,12 @@ def test_config_file_is_used_and_flags_override(tmp_path):
     assert config.detector == "attention" and config.graph_layers == 3
 
 
+def test_offset_uniformity_weight_flag_reaches_the_config():
+    args = classify.parse_args(["--detector", "grid", "--offset-uniformity-weight", "2.5"])
+    assert common.model_config(args).offset_uniformity_weight == 2.5
+    assert common.model_config(classify.parse_args([])).offset_uniformity_weight == 0.0
+
+
 def test_standardize_offsets_flag_reaches_the_config():
     args = classify.parse_args(["--detector", "grid", "--standardize-offsets"])
     assert common.model_config(args).standardize_offsets is True

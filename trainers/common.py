@@ -29,6 +29,7 @@ MODEL_FLAGS = {
     "dsnt_straight_through": "dsnt_straight_through",
     "offset_margin": "offset_margin",
     "standardize_offsets": "standardize_offsets",
+    "offset_uniformity_weight": "offset_uniformity_weight",
     "perturbed_samples": "perturbed_samples",
     "perturbed_sigma": "perturbed_sigma",
     "perturbed_selection": "perturbed_selection",
@@ -84,6 +85,9 @@ def add_model_flags(parser):
     group.add_argument("--standardize-offsets", action="store_const", const=True, default=None,
                        help="grid regressor, sigmoid offsets: standardise each image's offset "
                             "logits over its cells (no offset common to every cell)")
+    group.add_argument("--offset-uniformity-weight", type=float, default=None,
+                       help="grid regressor: weight of a loss pulling the selected keypoints' "
+                            "in-cell offsets towards a uniform spread (0: none)")
     group.add_argument("--perturbed-samples", type=int, default=None, help="perturbed top-k noise samples")
     group.add_argument("--perturbed-sigma", type=float, default=None, help="perturbed top-k noise scale")
     group.add_argument("--perturbed-selection", choices=("marginal", "slots"), default=None,
