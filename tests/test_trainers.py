@@ -11,7 +11,8 @@ import pytest
 import keypoint_gnn as kg
 from keypoint_gnn import training
 from keypoint_gnn._backend import keras, tf
-from trainers import border_fraction, classify, common, pretrain_keypoints, reconstruct
+from trainers import (border_fraction, classify, common, pretrain_keypoints, recalibrate_bn,
+                      reconstruct)
 
 TINY_FLAGS = ["--image-size", "32", "--max-examples", "48", "--batch-size", "16", "--keypoints", "8",
               "--graph-units", "16", "--graph-layers", "2", "--verbose", "0"]
@@ -266,3 +267,29 @@ def test_two_worker_multiworker_run_on_localhost(tmp_path):
         assert process.returncode == 0, output[-3000:]
     metrics = json.loads((tmp_path / "run" / "metrics.json").read_text())
     assert metrics["strategy"] == "multiworker" and metrics["replicas"] == 2
+
+
+def test_classify_recalibrates_batch_norm_and_the_tool_measures_the_saved_run(tmp_path):
+    out = tmp_path / "run"
+    result = classify.main(TINY_FLAGS + ["--epochs", "1", "--detector", "perturbed_topk",
+                                         "--recalibrate-bn", "2", "--no-export", "--out", str(out)])
+    recalibration = json.loads((out / "metrics.json").read_text())["batch_norm_recalibration"]
+    assert recalibration["batches"] == 2
+    assert 0 <= recalibration["test_accuracy_moving_averages"] <= 1
+    # model.keras holds the recalibrated statistics: evaluated again on the same test split it
+    # gives classify's test accuracy.
+    report = recalibrate_bn.main([str(out), "--max-examples", "48", "--batch-size", "16",
+                                  "--batches", "2", "--save"])[str(out)]
+    np.testing.assert_allclose(report["test_accuracy_moving_averages"], result["test_accuracy"],
+                               atol=1e-6)
+    assert report["batches"] == 2 and 0 <= report["test_accuracy_recalibrated"] <= 1
+    assert (out / "model_recalibrated.keras").is_file()
+
+
+def test_recalibration_bad_flags(tmp_path):
+    with pytest.raises(common.UserError, match="--recalibrate-bn=-1 must be >= 0"):
+        classify.parse_args(["--recalibrate-bn", "-1"])
+    with pytest.raises(common.UserError, match="--batches=0 must be at least 1"):
+        recalibrate_bn.main([str(tmp_path), "--batches", "0"])
+    with pytest.raises(common.UserError, match="no config.json"):
+        recalibrate_bn.main([str(tmp_path)])

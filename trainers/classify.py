@@ -9,7 +9,7 @@ import argparse
 import pathlib
 import time
 
-from keypoint_gnn import build_classifier, build_plain_cnn, models, training, viz, xla
+from keypoint_gnn import build_classifier, build_plain_cnn, models, precise_bn, training, viz, xla
 from keypoint_gnn._backend import keras
 from keypoint_gnn.anchoring import OffsetAnchoredTrainer
 from keypoint_gnn.keypoint_targets import (
@@ -32,6 +32,10 @@ def parse_args(argv=None):
     parser.add_argument("--name", default=None, help="export name (default: from the run)")
     parser.add_argument("--export-dir", default="saved_models", help="TF Serving model base directory")
     parser.add_argument("--no-export", action="store_true", help="skip the SavedModel export")
+    parser.add_argument("--recalibrate-bn", type=int, default=0, metavar="BATCHES",
+                        help="after training, recompute the batch-norm statistics with the final "
+                             "weights over this many training batches (precise BN) before the "
+                             "test evaluation and export; 0 (default): keep the moving averages")
     anchor = parser.add_argument_group("keypoint anchoring (grid regressor)")
     anchor.add_argument("--anchor-weight", type=float, default=0.0,
                         help="keep the offsets' SIFT/ORB pre-training loss on in task training, "
@@ -48,6 +52,9 @@ def parse_args(argv=None):
     common.check_training_flags(args)
     if not args.anchor_weight >= 0:
         raise common.UserError(f"--anchor-weight={args.anchor_weight} must be >= 0")
+    if args.recalibrate_bn < 0:
+        raise common.UserError(f"--recalibrate-bn={args.recalibrate_bn} must be >= 0 (batches; "
+                               "0 keeps the moving averages)")
     return args
 
 
@@ -85,6 +92,17 @@ def compile_classifier(model, args):
     )
 
 
+def recalibrate(model, data, num_batches):
+    """Precise BN after training (`--recalibrate-bn`): the test figures with the moving
+    averages, then the statistics recomputed over `num_batches` training batches. None when 0."""
+    if not num_batches:
+        return None
+    loss, accuracy = model.evaluate(data.test, verbose=0)
+    used = precise_bn.recalibrate_batch_norm(model, data.train, num_batches)
+    return {"batches": used, "test_accuracy_moving_averages": float(accuracy),
+            "test_loss_moving_averages": float(loss)}
+
+
 def main(argv=None):
     args = parse_args(argv)
     strategy, data, config = common.start_run(args)
@@ -116,6 +134,7 @@ def main(argv=None):
         history = trainer.fit(train, validation_data=validation, epochs=args.epochs,
                               callbacks=callbacks, verbose=common.verbosity(args))
         train_seconds = time.perf_counter() - start
+        recalibration = recalibrate(model, data, args.recalibrate_bn)
         test_loss, test_accuracy = model.evaluate(data.test, verbose=0)
     # Every worker takes part in reading the weights (batch-norm statistics are all-reduced).
     model = training.unreplicated(model, strategy, lambda: build_model(config, args.plain_cnn))
@@ -132,6 +151,8 @@ def main(argv=None):
                                config=config, history=history, epoch_seconds=timer.seconds,
                                train_seconds=train_seconds),
     }
+    if recalibration:
+        result["batch_norm_recalibration"] = recalibration
     if not args.plain_cnn:
         quality, pixels = training.keypoint_quality(model, config, test_images, data.test_parts)
         result["keypoints"] = quality
