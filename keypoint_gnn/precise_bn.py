@@ -16,8 +16,8 @@ than the BN statistics do not change. Training mode also draws the perturbed top
 the head's dropout; in this project's models every BN layer sits in the two CNNs, upstream of
 both, so they do not change what the BN layers see.
 """
-from keypoint_gnn._checks import check_positive_int
 from keypoint_gnn._backend import keras
+from keypoint_gnn._checks import check_positive_int
 
 
 def batch_norm_layers(model):

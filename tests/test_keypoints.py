@@ -242,6 +242,22 @@ def test_offset_uniformity_penalty_is_added_as_a_loss(rng):
     assert float(tf.add_n(detector.losses)) == 0.0
 
 
+def _descend_on_added_losses(detector, feature_map, steps, learning_rate):
+    """Adam steps on the detector's own added losses (its penalties) alone."""
+    optimizer = keras.optimizers.Adam(learning_rate)
+
+    @tf.function
+    def step():
+        with tf.GradientTape() as tape:
+            detector(feature_map)
+            loss = tf.add_n(detector.losses)
+        variables = detector.trainable_variables
+        optimizer.apply_gradients(zip(tape.gradient(loss, variables), variables))
+
+    for _ in range(steps):
+        step()
+
+
 def test_offset_uniformity_penalty_alone_spreads_border_offsets(rng):
     """Gradient descent on the penalty alone moves offsets piled on the borders to a spread."""
     feature_map = tf.constant(rng.normal(size=(8, 8, 8, 3)).astype("float32"))
@@ -259,19 +275,8 @@ def test_offset_uniformity_penalty_alone_spreads_border_offsets(rng):
         near = (selected < 0.1) | (selected > 0.9)
         return near.any(axis=-1).mean()
 
-    optimizer = keras.optimizers.Adam(0.05)
-
-    @tf.function
-    def step():
-        with tf.GradientTape() as tape:
-            detector(feature_map)
-            loss = tf.add_n(detector.losses)
-        variables = detector.trainable_variables
-        optimizer.apply_gradients(zip(tape.gradient(loss, variables), variables))
-
     before = border_fraction()
-    for _ in range(150):
-        step()
+    _descend_on_added_losses(detector, feature_map, steps=150, learning_rate=0.05)
     assert before > 0.7
     assert 0.26 <= border_fraction() <= 0.46  # uniform offsets: 1 - 0.8^2 = 0.36
 
@@ -420,19 +425,13 @@ def test_dsnt_spread_penalty_alone_sharpens_the_heat_maps(rng):
                                        offset_mode="dsnt", dsnt_resolution=6, dsnt_spread=0.5,
                                        dsnt_spread_weight=1.0)
     detector(feature_map)
-    optimizer = keras.optimizers.Adam(0.05)
 
     def spread():
         raw = tf.reshape(detector.cell_conv(feature_map), [-1, 37])
         return ops.heatmap_spread(raw[:, :36], 6).numpy()
 
     before = spread()
-    for _ in range(150):
-        with tf.GradientTape() as tape:
-            detector(feature_map)
-            loss = tf.add_n(detector.losses)
-        variables = detector.trainable_variables
-        optimizer.apply_gradients(zip(tape.gradient(loss, variables), variables))
+    _descend_on_added_losses(detector, feature_map, steps=150, learning_rate=0.05)
     after = spread()
     assert before.mean() > 1.2  # near a flat 6x6 map's sqrt(35 / 12) = 1.71
     np.testing.assert_allclose(after, 0.5, atol=0.15)

@@ -26,7 +26,6 @@ selects too, and the offsets' spread across images against that across slots):
 """
 import argparse
 import json
-import pathlib
 
 import numpy as np
 
@@ -35,6 +34,7 @@ from keypoint_gnn import metrics, models, training
 from keypoint_gnn._backend import keras
 from keypoint_gnn.data import load_dataset
 from keypoint_gnn.keypoint_targets import cell_targets, pretraining_cell_size
+from trainers import common
 
 
 def measure_classifier(run, images):
@@ -76,11 +76,8 @@ def measure(run, images, method):
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("runs", nargs="+", type=pathlib.Path)
-    parser.add_argument("--dataset", default="builtin")
-    parser.add_argument("--max-examples", type=int, default=None)
+    common.add_measured_runs_flags(parser)
     parser.add_argument("--method", default="sift")
-    parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args(argv)
     image_size = kg.ModelConfig.from_json((args.runs[0] / "config.json").read_text()).image_size
     data = load_dataset(args.dataset, image_size=image_size, seed=args.seed, augment=False,

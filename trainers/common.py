@@ -56,6 +56,14 @@ def add_data_flags(parser):
     group.add_argument("--augment", default=True, help="flip,crop | crop | flip | none (default: per data set)")
 
 
+def add_measured_runs_flags(parser):
+    """Run directories to measure and the data set to measure them on (the runs' own)."""
+    parser.add_argument("runs", nargs="+", type=pathlib.Path)
+    parser.add_argument("--dataset", default="builtin")
+    parser.add_argument("--max-examples", type=int, default=None)
+    parser.add_argument("--seed", type=int, default=0)
+
+
 def add_model_flags(parser):
     group = parser.add_argument_group("model (override --config)")
     group.add_argument("--config", default=None, help="JSON ModelConfig, as written by trainers.tune")

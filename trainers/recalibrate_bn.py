@@ -13,7 +13,6 @@ JSON report; with --save, also writes the recalibrated model to RUN/model_recali
 """
 import argparse
 import json
-import pathlib
 
 import keypoint_gnn as kg
 from keypoint_gnn import models, precise_bn
@@ -46,10 +45,7 @@ def measure(run, data, batches, save):
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("runs", nargs="+", type=pathlib.Path)
-    parser.add_argument("--dataset", default="builtin")
-    parser.add_argument("--max-examples", type=int, default=None)
-    parser.add_argument("--seed", type=int, default=0)
+    common.add_measured_runs_flags(parser)
     parser.add_argument("--batch-size", type=int, default=64)
     parser.add_argument("--batches", type=int, default=50,
                         help="training batches to average the statistics over (default 50)")
