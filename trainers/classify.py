@@ -9,7 +9,7 @@ import argparse
 import pathlib
 import time
 
-from keypoint_gnn import build_classifier, build_plain_cnn, models, precise_bn, training, viz, xla
+from keypoint_gnn import build_classifier, build_plain_cnn, models, training, viz, xla
 from keypoint_gnn._backend import keras
 from keypoint_gnn.anchoring import OffsetAnchoredTrainer
 from keypoint_gnn.keypoint_targets import (
@@ -92,17 +92,6 @@ def compile_classifier(model, args):
     )
 
 
-def recalibrate(model, data, num_batches):
-    """Precise BN after training (`--recalibrate-bn`): the test figures with the moving
-    averages, then the statistics recomputed over `num_batches` training batches. None when 0."""
-    if not num_batches:
-        return None
-    loss, accuracy = model.evaluate(data.test, verbose=0)
-    used = precise_bn.recalibrate_batch_norm(model, data.train, num_batches)
-    return {"batches": used, "test_accuracy_moving_averages": float(accuracy),
-            "test_loss_moving_averages": float(loss)}
-
-
 def main(argv=None):
     args = parse_args(argv)
     strategy, data, config = common.start_run(args)
@@ -134,7 +123,8 @@ def main(argv=None):
         history = trainer.fit(train, validation_data=validation, epochs=args.epochs,
                               callbacks=callbacks, verbose=common.verbosity(args))
         train_seconds = time.perf_counter() - start
-        recalibration = recalibrate(model, data, args.recalibrate_bn)
+        recalibration = (common.recalibrate_batch_norm(model, data, args.recalibrate_bn)
+                         if args.recalibrate_bn else None)
         test_loss, test_accuracy = model.evaluate(data.test, verbose=0)
     # Every worker takes part in reading the weights (batch-norm statistics are all-reduced).
     model = training.unreplicated(model, strategy, lambda: build_model(config, args.plain_cnn))

@@ -5,7 +5,7 @@ import sys
 
 import keypoint_gnn  # noqa: F401  (selects tf_keras before anything else touches tf.keras)
 from keypoint_gnn import ModelConfig
-from keypoint_gnn import training, xla
+from keypoint_gnn import precise_bn, training, xla
 from keypoint_gnn._backend import keras
 from keypoint_gnn.data import load_dataset
 from keypoint_gnn.training import STRATEGIES
@@ -182,6 +182,15 @@ def start_run(args, *, task="classify", augment=None, **config_fields):
     config = model_config(args, num_classes=info.num_classes, channels=info.channels,
                           image_size=info.image_size, **config_fields)
     return strategy, data, config
+
+
+def recalibrate_batch_norm(model, data, num_batches):
+    """Precise BN on a compiled classifier: its test loss and accuracy with the moving
+    averages, then the statistics recomputed over `num_batches` batches of `data.train`."""
+    loss, accuracy = model.evaluate(data.test, verbose=0)
+    used = precise_bn.recalibrate_batch_norm(model, data.train, num_batches)
+    return {"batches": used, "test_accuracy_moving_averages": float(accuracy),
+            "test_loss_moving_averages": float(loss)}
 
 
 def run_main(main):

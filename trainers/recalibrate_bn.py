@@ -15,7 +15,7 @@ import argparse
 import json
 
 import keypoint_gnn as kg
-from keypoint_gnn import models, precise_bn
+from keypoint_gnn import models
 from keypoint_gnn._backend import keras
 from keypoint_gnn.data import load_dataset
 from trainers import common
@@ -28,14 +28,9 @@ def measure(run, data, batches, save):
     model = keras.models.load_model(run / "model.keras", custom_objects=models.custom_objects())
     model.compile(loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
                   metrics=["accuracy"])
+    report = common.recalibrate_batch_norm(model, data, batches)
     loss, accuracy = model.evaluate(data.test, verbose=0)
-    used = precise_bn.recalibrate_batch_norm(model, data.train, batches)
-    new_loss, new_accuracy = model.evaluate(data.test, verbose=0)
-    report = {"batches": used,
-              "test_accuracy_moving_averages": float(accuracy),
-              "test_loss_moving_averages": float(loss),
-              "test_accuracy_recalibrated": float(new_accuracy),
-              "test_loss_recalibrated": float(new_loss)}
+    report.update(test_accuracy_recalibrated=float(accuracy), test_loss_recalibrated=float(loss))
     if save:
         model.save(run / "model_recalibrated.keras")
         report["saved"] = str(run / "model_recalibrated.keras")
