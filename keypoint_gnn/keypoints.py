@@ -8,6 +8,7 @@ Each detector takes the detector CNN's feature map `(B, h, w, C)` and returns th
 - `score_map` `(B, h, w, 1)`: the activated score map, for conf-MSE and for drawing.
 """
 import math
+import warnings
 
 from keypoint_gnn import ops
 from keypoint_gnn._checks import (check_bool, check_choice, check_non_negative_number,
@@ -21,6 +22,7 @@ MIN_DSNT_RESOLUTION = 4
 # Floor of the per-image score spread that scales PerturbedTopK's noise.
 _MIN_SCORE_SPREAD = 1e-3
 PERTURBED_SELECTIONS = ("slots", "marginal")
+PERTURBED_ESTIMATORS = ("sampled", "threshold")
 
 
 def check_dsnt_resolution(value):
@@ -90,6 +92,18 @@ def check_pool_windows(num_keypoints, pool_size, height, width, pool_name="pool_
             f"num_keypoints={num_keypoints} exceeds the {windows} pooling windows of "
             f"{pool_size}x{pool_size} on the {height}x{width} {map_name}; use num_keypoints <= "
             f"{windows} or a smaller {pool_name}"
+        )
+
+
+def check_perturbed_estimator(estimator, selection, names=("estimator", "selection")):
+    """`estimator` is one of PERTURBED_ESTIMATORS; "threshold" gives inclusion probabilities,
+    so it needs selection="marginal"."""
+    check_choice(names[0], estimator, PERTURBED_ESTIMATORS)
+    if estimator == "threshold" and selection != "marginal":
+        raise ValueError(
+            f"{names[0]}='threshold' needs {names[1]}='marginal', not {names[1]}={selection!r}: "
+            "it gives each candidate's probability of being selected, not sampled slots; use "
+            f"{names[0]}='sampled' with {selection!r}"
         )
 
 
@@ -227,6 +241,15 @@ class PerturbedTopK(AttentionTopK):
     averaging ("slots") blends the positions of different candidates whenever the samples
     disagree, a train/test mismatch that this mode does not have.
 
+    `estimator="threshold"` (marginal selection only) replaces the sampled m by the threshold
+    approximation m_i = Phi((r_i - tau) / sigma_b), sum_i m_i = N
+    (`ops.gaussian_top_k_marginals`): the same noise model and smoothing, a deterministic
+    gradient (no noise draws; `num_samples` and `control_variate` are then unused).
+
+    When N equals the number of windows every window is selected whatever the scores: the
+    selection is fixed, m = 1, and the detector learns only through the scores' values, as
+    max-pool NMS does (a warning says so at build time).
+
     Why windows: neighbouring locations score alike, so a top-N over all locations picks
     clusters of them (13.6% of keypoint pairs closer than 1.5 cells against max-pool NMS's
     4.2%, docs/RESULTS.md). With p > 1 each sampled selection holds at most one keypoint per
@@ -249,6 +272,8 @@ class PerturbedTopK(AttentionTopK):
         small. False reproduces the plain estimator.
       selection: `"slots"` (Cordonnier et al.: averaged sorted slots, fractional positions
         in training) or `"marginal"` (hard forward pass, perturbed gradient; see above).
+      estimator: `"sampled"` (the perturbed-optimiser estimator over `num_samples` draws) or
+        `"threshold"` (marginal selection only: noise-free threshold approximation, see above).
 
     Example:
       >>> detector = PerturbedTopK(num_keypoints=8, num_samples=10, pool_size=2)
@@ -258,7 +283,8 @@ class PerturbedTopK(AttentionTopK):
     """
 
     def __init__(self, num_keypoints, score_activation="linear", num_samples=20, sigma=0.05,
-                 pool_size=1, control_variate=False, selection="slots", **kwargs):
+                 pool_size=1, control_variate=False, selection="slots", estimator="sampled",
+                 **kwargs):
         super().__init__(num_keypoints, score_activation, **kwargs)
         check_perturbation(num_samples, sigma)
         check_positive_int("pool_size", pool_size)
@@ -267,11 +293,21 @@ class PerturbedTopK(AttentionTopK):
         self.pool_size = pool_size
         self.control_variate = bool(control_variate)
         check_choice("selection", selection, PERTURBED_SELECTIONS)
+        check_perturbed_estimator(estimator, selection)
         self.selection = selection
+        self.estimator = estimator
 
     def _check_map_size(self, height, width):
         super()._check_map_size(height, width)
         check_pool_windows(self.num_keypoints, self.pool_size, height, width)
+        windows = (height // self.pool_size) * (width // self.pool_size)
+        if self.num_keypoints == windows:
+            warnings.warn(
+                f"PerturbedTopK: num_keypoints={self.num_keypoints} equals the {windows} windows "
+                f"of {self.pool_size}x{self.pool_size} on the {height}x{width} map, so every "
+                "window is selected whatever the scores: the perturbed gradient is zero and the "
+                "detector trains exactly as max-pool NMS; use fewer keypoints or a smaller "
+                "pool_size for a selection to learn", stacklevel=2)
 
     def select(self, raw_score_map):
         if self.pool_size == 1:
@@ -289,13 +325,17 @@ class PerturbedTopK(AttentionTopK):
         raw = tf.reshape(window_max, [-1, windows])
         candidates = tf.reshape(window_positions, [-1, windows, 2])
         spread = tf.stop_gradient(tf.maximum(tf.math.reduce_std(raw, axis=1), _MIN_SCORE_SPREAD))
-        indicators = ops.perturbed_top_k_indicators(
-            raw, self.num_keypoints, self.num_samples, self.sigma * spread, noise=noise,
-            control_variate=self.control_variate,
-        )
+        if self.estimator == "threshold":
+            marginals = ops.gaussian_top_k_marginals(raw, self.num_keypoints, self.sigma * spread)
+        else:
+            indicators = ops.perturbed_top_k_indicators(
+                raw, self.num_keypoints, self.num_samples, self.sigma * spread, noise=noise,
+                control_variate=self.control_variate,
+            )
+            marginals = tf.reduce_sum(indicators, axis=1)
         if self.selection == "marginal":
             top_raw, index = tf.math.top_k(raw, k=self.num_keypoints)
-            chosen = tf.gather(tf.reduce_sum(indicators, axis=1), index, batch_dims=1)
+            chosen = tf.gather(marginals, index, batch_dims=1)
             positions = tf.gather(candidates, index, batch_dims=1)
             return positions, self.activate(top_raw) * (1.0 + chosen - tf.stop_gradient(chosen))
         positions = tf.einsum("bkn,bnc->bkc", indicators, candidates)
@@ -322,7 +362,8 @@ class PerturbedTopK(AttentionTopK):
     def get_config(self):
         config = super().get_config()
         config.update(num_samples=self.num_samples, sigma=self.sigma, pool_size=self.pool_size,
-                      control_variate=self.control_variate, selection=self.selection)
+                      control_variate=self.control_variate, selection=self.selection,
+                      estimator=self.estimator)
         return config
 
 

@@ -50,7 +50,10 @@ class ModelConfig:
       (`nms_pool_size=1`: over every location, attention top-N); `perturbed_control_variate`
       (default True) subtracts a leave-one-out baseline in its gradient estimator;
       `perturbed_selection` ("marginal", default: hard forward pass, perturbed gradient; or
-      "slots", Cordonnier et al.'s averaged slots); see `keypoints.PerturbedTopK`.
+      "slots", Cordonnier et al.'s averaged slots); `perturbed_estimator` ("sampled", default:
+      the perturbed-optimiser estimator; or "threshold", marginal selection only: the
+      inclusion probabilities' noise-free threshold approximation); see
+      `keypoints.PerturbedTopK`.
 
     Units: `image_size` in image pixels; `nms_pool_size` and `grid_cell_size` in feature-map
     pixels (image pixels divided by `feature_stride`).
@@ -79,6 +82,7 @@ class ModelConfig:
     perturbed_sigma: float = 0.05
     perturbed_control_variate: bool = True
     perturbed_selection: str = "marginal"
+    perturbed_estimator: str = "sampled"
     gnn: str = "gcn"
     graph_layers: int = 4
     graph_units: int = 64
@@ -141,6 +145,8 @@ class ModelConfig:
         keypoints.check_offset_uniformity_weight(self.offset_uniformity_weight)
         keypoints.check_perturbation(self.perturbed_samples, self.perturbed_sigma,
                                      names=("perturbed_samples", "perturbed_sigma"))
+        keypoints.check_perturbed_estimator(self.perturbed_estimator, self.perturbed_selection,
+                                            names=("perturbed_estimator", "perturbed_selection"))
         if not self.backbone_filters or not self.detector_filters or not self.head_filters:
             raise ValueError("backbone_filters, detector_filters and head_filters must not be empty")
         if len(self.detector_filters) != len(self.backbone_filters):
@@ -246,6 +252,7 @@ def _make_detector(config):
                                        pool_size=config.nms_pool_size,
                                        control_variate=config.perturbed_control_variate,
                                        selection=config.perturbed_selection,
+                                       estimator=config.perturbed_estimator,
                                        **common)
     if config.detector == "maxpool_nms":
         return keypoints.MaxPoolNMS(pool_size=config.nms_pool_size, **common)

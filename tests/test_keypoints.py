@@ -1,4 +1,6 @@
 """Detector layers: selections against NumPy, gradients, configuration errors."""
+import math
+
 import numpy as np
 import pytest
 
@@ -570,6 +572,7 @@ def test_perturbed_top_k_over_windows_saves_and_loads(tmp_path, rng):
     PerturbedTopK(num_keypoints=3, num_samples=5, pool_size=2),
     PerturbedTopK(num_keypoints=3, num_samples=5, pool_size=2, control_variate=True),
     PerturbedTopK(num_keypoints=3, num_samples=5, selection="marginal"),
+    PerturbedTopK(num_keypoints=3, pool_size=2, selection="marginal", estimator="threshold"),
     GridCoordinateRegressor(num_keypoints=3, cell_size=2, offset_mode="softmax"),
     GridCoordinateRegressor(num_keypoints=3, cell_size=2, offset_mode="dsnt", dsnt_resolution=5),
     GridCoordinateRegressor(num_keypoints=3, cell_size=2, offset_mode="dsnt", dsnt_spread=0.8,
@@ -585,11 +588,12 @@ def test_new_detector_options_round_trip_config(layer):
     assert restored.get_config() == config
 
 
-@pytest.mark.parametrize("pool_size", [1, 2])
-def test_marginal_selection_trains_on_the_inference_selection(rng, pool_size):
+@pytest.mark.parametrize("pool_size, estimator", [(1, "sampled"), (2, "sampled"),
+                                                  (1, "threshold"), (2, "threshold")])
+def test_marginal_selection_trains_on_the_inference_selection(rng, pool_size, estimator):
     feature_map = rng.normal(size=(2, 8, 8, 3)).astype("float32")
     detector = PerturbedTopK(num_keypoints=6, score_activation="sigmoid", num_samples=4,
-                             pool_size=pool_size, selection="marginal")
+                             pool_size=pool_size, selection="marginal", estimator=estimator)
     inference = [t.numpy() for t in detector(feature_map, training=False)]
     training = [t.numpy() for t in detector(feature_map, training=True)]
     for expected, actual in zip(inference, training):
@@ -623,6 +627,75 @@ def test_marginal_selection_gradient_matches_numpy(rng):
             weight = sum(upstream[b, j] * raw[b, n] for j, n in enumerate(chosen) if n in selected)
             expected[b] += weight * noise[b, s] / (samples * scale)
     np.testing.assert_allclose(gradient, expected, rtol=1e-8, atol=1e-10)
+
+
+def test_threshold_estimator_gradient_matches_numpy(rng):
+    """Linear scores, NMS windows of 2: d/dr of sum_j G_j s_j, with s_j = r_(n_j) and the
+    threshold inclusion probabilities m_i = Phi((r_i - tau) / sigma_b) over the window maxima:
+    d m_i / d r_l = phi_i / sigma_b (delta_il - phi_l / sum phi), reaching each window's argmax."""
+    batch, size, k, pool, relative_sigma = 2, 6, 4, 2, 0.5
+    raw_map = rng.normal(size=(batch, size, size, 1))
+    upstream = rng.normal(size=(batch, k))
+    detector = PerturbedTopK(num_keypoints=k, sigma=relative_sigma, pool_size=pool,
+                             selection="marginal", estimator="threshold", dtype="float64")
+    raw_t = tf.constant(raw_map)
+    with tf.GradientTape() as tape:
+        tape.watch(raw_t)
+        _, scores = detector.perturbed_select(raw_t)
+        loss = tf.reduce_sum(scores * upstream)
+    gradient = tape.gradient(loss, raw_t).numpy().reshape(batch, size, size)
+
+    expected = np.zeros((batch, size, size))
+    for b in range(batch):
+        windows = raw_map[b, :, :, 0].reshape(size // pool, pool, size // pool, pool)
+        windows = windows.transpose(0, 2, 1, 3).reshape(-1, pool * pool)
+        maxima, where = windows.max(axis=1), windows.argmax(axis=1)
+        window_y, window_x = np.divmod(np.arange(len(maxima)), size // pool)
+        pixels = np.stack([window_y * pool + where // pool, window_x * pool + where % pool], axis=1)
+        sigma = relative_sigma * maxima.std()
+        low, high = maxima.min() - 40 * sigma, maxima.max() + 40 * sigma
+        for _ in range(200):
+            tau = (low + high) / 2
+            inside = 0.5 * (1 + np.vectorize(math.erf)((maxima - tau) / (sigma * math.sqrt(2))))
+            low, high = (tau, high) if inside.sum() > k else (low, tau)
+        density = np.exp(-0.5 * ((maxima - tau) / sigma) ** 2)
+        jacobian = density[:, None] / (sigma * math.sqrt(2 * math.pi)) * (
+            np.eye(len(maxima)) - density[None, :] / density.sum())
+        chosen = np.argsort(-maxima)[:k]
+        window_gradient = np.zeros(len(maxima))
+        window_gradient[chosen] += upstream[b]  # d r_(n_j) / d r
+        window_gradient += (upstream[b] * maxima[chosen]) @ jacobian[chosen]
+        for (y, x), value in zip(pixels, window_gradient):
+            expected[b, y, x] = value
+    np.testing.assert_allclose(gradient, expected, rtol=1e-6, atol=1e-9)
+
+
+def test_threshold_estimator_draws_no_noise(rng):
+    """Same inputs, same gradient: nothing random is left in training mode."""
+    feature_map = tf.constant(rng.normal(size=(2, 8, 8, 3)).astype("float32"))
+    detector = PerturbedTopK(num_keypoints=5, pool_size=2, selection="marginal", estimator="threshold")
+    detector(feature_map)
+    gradients = []
+    for _ in range(2):
+        with tf.GradientTape() as tape:
+            loss = tf.reduce_sum(detector(feature_map, training=True)[1])
+        gradients.append(tape.gradient(loss, detector.score_conv.kernel).numpy())
+    np.testing.assert_array_equal(gradients[0], gradients[1])
+    assert np.abs(gradients[0]).sum() > 0
+
+
+def test_perturbed_top_k_warns_when_every_window_is_selected():
+    detector = PerturbedTopK(num_keypoints=4, pool_size=2)
+    with pytest.warns(UserWarning, match="num_keypoints=4 equals the 4 windows of 2x2 on the 4x4 map"):
+        detector(tf.zeros([1, 4, 4, 2]))
+
+
+def test_bad_perturbed_estimator_is_refused():
+    with pytest.raises(ValueError, match="estimator='exact' is not one of 'sampled', 'threshold'"):
+        PerturbedTopK(num_keypoints=3, selection="marginal", estimator="exact")
+    with pytest.raises(ValueError, match="estimator='threshold' needs selection='marginal', not "
+                                         "selection='slots'"):
+        PerturbedTopK(num_keypoints=3, selection="slots", estimator="threshold")
 
 
 def test_unknown_perturbed_selection_is_refused():

@@ -1,5 +1,6 @@
 """keypoint_gnn.ops against plain NumPy references and hand-worked cases."""
 import itertools
+import math
 
 import numpy as np
 import pytest
@@ -450,6 +451,103 @@ def test_perturbed_top_k_control_variate_keeps_the_mean_and_cuts_the_noise(rng):
     standard_error = np.sqrt(plain.var(axis=0) / len(plain) + baseline.var(axis=0) / len(baseline))
     assert np.all(np.abs(plain.mean(axis=0) - baseline.mean(axis=0)) < 4 * standard_error + 1e-9)
     assert baseline.var(axis=0).sum() < 0.5 * plain.var(axis=0).sum()
+
+
+def _normal_cdf(x):
+    return 0.5 * (1.0 + np.vectorize(math.erf)(np.asarray(x) / math.sqrt(2.0)))
+
+
+def numpy_gaussian_top_k_marginals(scores, k, sigma):
+    """Reference: Phi((s - tau) / sigma) with tau from a float64 bisection on sum = k, per row;
+    also returns tau."""
+    sigma = np.broadcast_to(np.asarray(sigma, "float64").reshape(-1), (len(scores),))
+    marginals, taus = [], []
+    for row, scale in zip(scores, sigma):
+        low, high = row.min() - 40 * scale, row.max() + 40 * scale
+        for _ in range(200):
+            middle = (low + high) / 2
+            low, high = (middle, high) if _normal_cdf((row - middle) / scale).sum() > k else (low, middle)
+        taus.append((low + high) / 2)
+        marginals.append(_normal_cdf((row - taus[-1]) / scale))
+    return np.array(marginals), np.array(taus)
+
+
+@pytest.mark.parametrize("sigma", [0.3, np.array([0.05, 0.4, 2.0])])
+def test_gaussian_top_k_marginals_match_numpy(rng, sigma):
+    scores = rng.normal(size=(3, 20))
+    marginals = ops.gaussian_top_k_marginals(tf.constant(scores), 6, tf.constant(sigma, tf.float64)).numpy()
+    expected, _ = numpy_gaussian_top_k_marginals(scores, 6, sigma)
+    np.testing.assert_allclose(marginals, expected, atol=1e-9)
+    np.testing.assert_allclose(marginals.sum(axis=1), 6.0, atol=1e-9)
+
+
+def test_gaussian_top_k_marginals_hand_cases():
+    # Symmetric pair, k = 1: tau = 0, so m = (Phi(a / sigma), Phi(-a / sigma)).
+    marginals = ops.gaussian_top_k_marginals(tf.constant([[0.3, -0.3]], tf.float64), 1, 0.2)
+    np.testing.assert_allclose(marginals.numpy(), [[_normal_cdf(1.5), _normal_cdf(-1.5)]], atol=1e-12)
+    # Four equal scores, k = 2: each is selected half the time.
+    marginals = ops.gaussian_top_k_marginals(tf.ones([1, 4], tf.float64), 2, 0.7)
+    np.testing.assert_allclose(marginals.numpy(), 0.5, atol=1e-12)
+
+
+def test_gaussian_top_k_marginals_gradient_is_the_implicit_function_gradient(rng):
+    """d m_i / d s_j = phi_i / sigma (delta_ij - phi_j / sum phi), by hand, and the same by
+    central differences of the forward pass (which solves tau again each time)."""
+    scores, upstream, sigma = rng.normal(size=(2, 9)), rng.normal(size=(2, 9)), 0.4
+    scores_t = tf.constant(scores)
+    with tf.GradientTape() as tape:
+        tape.watch(scores_t)
+        loss = tf.reduce_sum(upstream * ops.gaussian_top_k_marginals(scores_t, 3, sigma))
+    gradient = tape.gradient(loss, scores_t).numpy()
+
+    _, taus = numpy_gaussian_top_k_marginals(scores, 3, sigma)
+    expected = np.zeros_like(scores)
+    for b in range(2):
+        density = np.exp(-0.5 * ((scores[b] - taus[b]) / sigma) ** 2) / math.sqrt(2 * math.pi)
+        jacobian = density[:, None] / sigma * (np.eye(9) - density[None, :] / density.sum())
+        expected[b] = upstream[b] @ jacobian
+    np.testing.assert_allclose(gradient, expected, rtol=1e-7, atol=1e-10)
+
+    step, numerical = 1e-6, np.zeros_like(scores)
+    for index in np.ndindex(*scores.shape):
+        shift = np.zeros_like(scores)
+        shift[index] = step
+        plus, minus = (np.sum(upstream * ops.gaussian_top_k_marginals(tf.constant(scores + d), 3, sigma))
+                       for d in (shift, -shift))
+        numerical[index] = (plus - minus) / (2 * step)
+    np.testing.assert_allclose(gradient, numerical, rtol=1e-5, atol=1e-7)
+
+
+def test_gaussian_top_k_marginals_approximate_sampled_inclusion_probabilities(rng):
+    """The threshold approximation against each location's frequency in the top k of 5,000
+    noisy copies (n = 144, k = 32, as over the built-in set's 12 x 12 map)."""
+    scores = rng.normal(size=(1, 144))
+    sigma = 0.5 * scores.std()
+    chosen = np.argsort(-(scores + sigma * rng.normal(size=(5000, 144))), axis=1)[:, :32]
+    frequency = np.bincount(chosen.ravel(), minlength=144) / 5000
+    marginals = ops.gaussian_top_k_marginals(tf.constant(scores), 32, sigma).numpy()[0]
+    assert np.abs(marginals - frequency).max() < 0.04
+    assert np.abs(marginals - frequency).mean() < 0.005
+
+
+def test_gaussian_top_k_marginals_when_every_score_is_selected(rng):
+    scores = tf.constant(rng.normal(size=(2, 5)))
+    with tf.GradientTape() as tape:
+        tape.watch(scores)
+        marginals = ops.gaussian_top_k_marginals(scores, 5, 0.1)
+    np.testing.assert_allclose(marginals.numpy(), 1.0)
+    gradient = tape.gradient(marginals, scores).numpy()
+    assert np.all(np.isfinite(gradient)) and np.abs(gradient).max() < 1e-12
+
+
+@pytest.mark.parametrize("k, sigma, message", [
+    (0, 0.1, r"k=0 must be an integer in \[1, 8\]"),
+    (9, 0.1, r"k=9 must be an integer in \[1, 8\]"),
+    (3, 0.0, "sigma=0.0 must be a positive noise scale"),
+])
+def test_gaussian_top_k_marginals_errors(k, sigma, message):
+    with pytest.raises(ValueError, match=message):
+        ops.gaussian_top_k_marginals(tf.zeros([1, 8]), k, sigma)
 
 
 def test_standardize_over_cells_matches_numpy(rng):

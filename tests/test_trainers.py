@@ -157,6 +157,8 @@ def _run_cli(module, *flags):
      "dsnt_spread_weight=0.1 applies to offset_mode='dsnt' only"),
     (["--offset-mode", "dsnt", "--dsnt-spread", "-2"], "dsnt_spread=-2.0 must be a finite number >= 0"),
     (["--detector", "grid", "--offset-margin", "1.5"], "offset_margin=1.5 must be in [0, 1]"),
+    (["--detector", "perturbed_topk", "--perturbed-selection", "slots", "--perturbed-estimator",
+      "threshold"], "perturbed_estimator='threshold' needs perturbed_selection='marginal'"),
     (["--anchor-weight", "-1"], "--anchor-weight=-1.0 must be >= 0"),
     (["--anchor-weight", "1", "--max-examples", "8"], "--anchor-weight applies to --detector grid, not --detector maxpool_nms"),
     (["--detector", "grid", "--anchor-weight", "1", "--anchor-loss", "ce", "--max-examples", "8"],
@@ -202,6 +204,12 @@ def test_offset_uniformity_weight_flag_reaches_the_config():
     args = classify.parse_args(["--detector", "grid", "--offset-uniformity-weight", "2.5"])
     assert common.model_config(args).offset_uniformity_weight == 2.5
     assert common.model_config(classify.parse_args([])).offset_uniformity_weight == 0.0
+
+
+def test_perturbed_estimator_flag_reaches_the_config():
+    args = classify.parse_args(["--detector", "perturbed_topk", "--perturbed-estimator", "threshold"])
+    assert common.model_config(args).perturbed_estimator == "threshold"
+    assert common.model_config(classify.parse_args([])).perturbed_estimator == "sampled"
 
 
 def test_standardize_offsets_flag_reaches_the_config():

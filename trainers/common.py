@@ -33,6 +33,7 @@ MODEL_FLAGS = {
     "perturbed_samples": "perturbed_samples",
     "perturbed_sigma": "perturbed_sigma",
     "perturbed_selection": "perturbed_selection",
+    "perturbed_estimator": "perturbed_estimator",
     "image_size": "image_size",
     "head_skip": "head_skip",
 }
@@ -101,6 +102,10 @@ def add_model_flags(parser):
     group.add_argument("--perturbed-selection", choices=("marginal", "slots"), default=None,
                        help="perturbed top-k: hard forward + perturbed gradient (marginal, default) "
                             "or averaged sorted slots (slots, Cordonnier et al.)")
+    group.add_argument("--perturbed-estimator", choices=("sampled", "threshold"), default=None,
+                       help="perturbed top-k gradient: sampled perturbed-optimiser estimator "
+                            "(default) or its noise-free threshold approximation (marginal "
+                            "selection only)")
     group.add_argument("--diffpool-clusters", type=int, default=None)
     group.add_argument("--head-skip", action="store_const", const=True, default=None,
                        help="classifier head also sees the CNN feature map (beyond the paper)")
