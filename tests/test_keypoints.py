@@ -690,6 +690,32 @@ def test_perturbed_top_k_warns_when_every_window_is_selected():
         detector(tf.zeros([1, 4, 4, 2]))
 
 
+@pytest.mark.parametrize("estimator", ["sampled", "threshold"])
+def test_perturbed_top_k_selecting_every_window_trains_as_max_pool_nms(rng, estimator):
+    """What the warning says: N = all 16 windows, so training selects the same keypoints as
+    max-pool NMS, and the score conv gets NMS's gradient (the perturbed term is zero)."""
+    feature_map = tf.constant(rng.normal(size=(2, 8, 8, 3)).astype("float32"))
+    upstream = tf.constant(rng.normal(size=(2, 16)).astype("float32"))
+    perturbed = PerturbedTopK(num_keypoints=16, score_activation="sigmoid", pool_size=2,
+                              selection="marginal", control_variate=True, estimator=estimator)
+    nms = MaxPoolNMS(num_keypoints=16, score_activation="sigmoid", pool_size=2)
+    with pytest.warns(UserWarning, match="equals the 16 windows"):
+        perturbed(feature_map)
+    nms(feature_map)
+    nms.set_weights(perturbed.get_weights())
+    results = []
+    for detector in (perturbed, nms):
+        with tf.GradientTape() as tape:
+            positions, scores, _ = detector(feature_map, training=True)
+            # Pair each score with its keypoint, not its slot: slot orders differ.
+            order = tf.argsort(positions[..., 0] * 8 + positions[..., 1], axis=1)
+            loss = tf.reduce_sum(upstream * tf.gather(scores, order, batch_dims=1))
+        results.append((tf.gather(positions, order, batch_dims=1).numpy(),
+                        tape.gradient(loss, detector.score_conv.kernel).numpy()))
+    np.testing.assert_array_equal(results[0][0], results[1][0])
+    np.testing.assert_allclose(results[0][1], results[1][1], rtol=1e-5, atol=1e-7)
+
+
 def test_bad_perturbed_estimator_is_refused():
     with pytest.raises(ValueError, match="estimator='exact' is not one of 'sampled', 'threshold'"):
         PerturbedTopK(num_keypoints=3, selection="marginal", estimator="exact")
