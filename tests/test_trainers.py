@@ -1,4 +1,5 @@
 """The trainers end to end on tiny built-in data: outputs, resume, bad flags, strategies."""
+import argparse
 import json
 import os
 import socket
@@ -106,8 +107,9 @@ def test_widened_offsets_pretrain_and_classify(tmp_path):
     assert 0 <= quality["border_fraction"] <= 1 and 0 <= quality["range_end_fraction"] <= 1
     config = json.loads((tmp_path / "cls" / "config.json").read_text())
     assert config["offset_margin"] == 0.5
-    # The saved classifier measured again by trainers.border_fraction, on the same test split.
-    report = border_fraction.main([str(tmp_path / "cls"), "--max-examples", "48"])[str(tmp_path / "cls")]
+    # The saved classifier measured again by trainers.border_fraction, on the same test split
+    # (the run's own --max-examples 48, from its run.json).
+    report = border_fraction.main([str(tmp_path / "cls")])[str(tmp_path / "cls")]
     assert report.pop("offset_mode") == "sigmoid" and report.pop("detector") == "grid"
     same = ("border_fraction", "border_fraction_all_slots", "range_end_fraction", "fixed_position_share")
     assert {key: report[key] for key in same} == pytest.approx({key: quality[key] for key in same})
@@ -286,12 +288,39 @@ def test_classify_recalibrates_batch_norm_and_the_tool_measures_the_saved_run(tm
     assert 0 <= recalibration["test_accuracy_moving_averages"] <= 1
     # model.keras holds the recalibrated statistics: evaluated again on the same test split it
     # gives classify's test accuracy.
-    report = recalibrate_bn.main([str(out), "--max-examples", "48", "--batch-size", "16",
-                                  "--batches", "2", "--save"])[str(out)]
+    # Its data split (--max-examples 48) comes from the run's run.json.
+    report = recalibrate_bn.main([str(out), "--batch-size", "16", "--batches", "2",
+                                  "--save"])[str(out)]
     np.testing.assert_allclose(report["test_accuracy_moving_averages"], result["test_accuracy"],
                                atol=1e-6)
     assert report["batches"] == 2 and 0 <= report["test_accuracy_recalibrated"] <= 1
     assert (out / "model_recalibrated.keras").is_file()
+
+
+def test_measuring_tools_use_the_runs_own_data_split(tmp_path):
+    def run(name, recorded):
+        path = tmp_path / name
+        path.mkdir()
+        if recorded is not None:
+            (path / "run.json").write_text(json.dumps(recorded))
+        return str(path)
+
+    def data(*argv):
+        parser = argparse.ArgumentParser()
+        common.add_measured_runs_flags(parser)
+        return common.measured_data(parser.parse_args(argv))
+
+    a = run("a", {"dataset": "folder:/x", "seed": 3, "max_examples": 40, "name": "a"})
+    b = run("b", {"dataset": "folder:/x", "seed": 4, "max_examples": 40})
+    old = run("old", {"dataset": "builtin"})  # before run.json recorded the split
+    pre = run("pre", None)  # a pre-training run: no run.json
+    assert data(a) == ("folder:/x", 3, 40)
+    assert data(a, "--seed", "1", "--dataset", "builtin") == ("builtin", 1, 40)
+    assert data(old, pre) == ("builtin", 0, None)
+    with pytest.raises(common.UserError, match=r"different seed values \{.*a': 3, .*b': 4\}; "
+                                               r"measure them separately or pass --seed"):
+        data(a, b)
+    assert data(a, b, "--seed", "0") == ("folder:/x", 0, 40)
 
 
 def test_recalibration_bad_flags(tmp_path):

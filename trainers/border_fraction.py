@@ -14,7 +14,8 @@ confident points per image (as the detector does) and reports, over those keypoi
 (`training.input_dependence`, as for classify runs below).
 
 A `trainers.classify` run directory (model.keras + config.json) gets the classifier's measures
-instead, on the test split of --dataset / --seed / --max-examples: for every detector the
+instead, on the test split of --dataset / --seed / --max-examples (default: the run's own, from
+its run.json; pre-training runs: builtin / 0 / all): for every detector the
 share of keypoints at its N most frequent positions (`metrics.fixed_position_share`, 1-pixel
 bins; 1 = the same keypoints in every image), and for the grid regressor its offset measures
 (`training.offset_quality`: the selected keypoints' border fraction, that of every point
@@ -22,7 +23,7 @@ slot, and with widened offsets the range-end fraction) and how much they depend 
 (`training.input_dependence`: the share of selected slots that an image of uniform noise
 selects too, and the offsets' spread across images against that across slots):
 
-  python -m trainers.border_fraction runs/classify_grid --seed 0
+  python -m trainers.border_fraction runs/classify_grid
 """
 import argparse
 import json
@@ -80,8 +81,9 @@ def main(argv=None):
     parser.add_argument("--method", default="sift")
     args = parser.parse_args(argv)
     image_size = kg.ModelConfig.from_json((args.runs[0] / "config.json").read_text()).image_size
-    data = load_dataset(args.dataset, image_size=image_size, seed=args.seed, augment=False,
-                        max_examples=args.max_examples)
+    dataset, seed, max_examples = common.measured_data(args)
+    data = load_dataset(dataset, image_size=image_size, seed=seed, augment=False,
+                        max_examples=max_examples)
     images = np.concatenate([x.numpy() for x, _ in data.test])
     report = {str(run): measure(run, images, args.method) for run in args.runs}
     print(json.dumps(report, indent=2))

@@ -162,7 +162,9 @@ def main(argv=None):
     (out / "config.json").write_text(config.to_json())
     training.write_json(out / "run.json", {"name": name, "dataset": info.name,
                                            "class_names": info.class_names,
-                                           "plain_cnn": args.plain_cnn})
+                                           "plain_cnn": args.plain_cnn,
+                                           # the split the measuring tools reload
+                                           "seed": args.seed, "max_examples": args.max_examples})
     if not args.no_export and not args.plain_cnn:
         from keypoint_gnn.export import export_saved_model
 

@@ -57,12 +57,46 @@ def add_data_flags(parser):
     group.add_argument("--augment", default=True, help="flip,crop | crop | flip | none (default: per data set)")
 
 
+# What `measured_data` falls back to for a run without run.json (pre-training runs, runs from
+# before run.json recorded its split).
+_MEASURED_DATA_DEFAULTS = {"dataset": "builtin", "seed": 0, "max_examples": None}
+
+
 def add_measured_runs_flags(parser):
-    """Run directories to measure and the data set to measure them on (the runs' own)."""
+    """Run directories to measure and the data set to measure them on: by default the runs'
+    own (their run.json), see `measured_data`."""
     parser.add_argument("runs", nargs="+", type=pathlib.Path)
-    parser.add_argument("--dataset", default="builtin")
-    parser.add_argument("--max-examples", type=int, default=None)
-    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--dataset", default=None,
+                        help="default: the runs' own (run.json), else builtin")
+    parser.add_argument("--max-examples", type=int, default=None,
+                        help="default: the runs' own (run.json), else all")
+    parser.add_argument("--seed", type=int, default=None,
+                        help="data split seed; default: the runs' own (run.json), else 0")
+
+
+def measured_data(args):
+    """(dataset, seed, max_examples) to measure `args.runs` on: each flag given wins; the others
+    come from the runs' run.json (trainers.classify records them), else the defaults
+    (builtin, 0, all). Raises UserError when the runs were trained on different splits."""
+    choice = {}
+    for name, default in _MEASURED_DATA_DEFAULTS.items():
+        given = getattr(args, name)
+        if given is not None:
+            choice[name] = given
+            continue
+        found = {}
+        for run in args.runs:
+            path = run / "run.json"
+            recorded = json.loads(path.read_text()) if path.is_file() else {}
+            if not isinstance(recorded, dict):
+                raise UserError(f"{path} must hold a JSON object")
+            found[str(run)] = recorded.get(name, default)
+        if len(set(map(repr, found.values()))) > 1:
+            flag = "--" + name.replace("_", "-")
+            raise UserError(f"the runs were trained with different {name} values {found}; "
+                            f"measure them separately or pass {flag}")
+        choice[name] = next(iter(found.values()))
+    return choice["dataset"], choice["seed"], choice["max_examples"]
 
 
 def add_model_flags(parser):

@@ -2,12 +2,12 @@
 batch-norm statistics are recomputed with the final weights (`keypoint_gnn.precise_bn`).
 
   python -m trainers.recalibrate_bn runs/classify --batches 50
-  python -m trainers.recalibrate_bn runs/a runs/b --dataset folder:../shared/data/imagenette2 \
-      --seed 1 --save
+  python -m trainers.recalibrate_bn runs/a --batches 50 --save
 
 Each run directory needs model.keras and config.json (from trainers.classify). The data set
-(--dataset / --seed / --max-examples / --batch-size) should be the run's own: the statistics
-come from its training split (no augmentation), the accuracies from its test split. Prints one
+should be the run's own: --dataset / --seed / --max-examples default to what the run's
+run.json records (runs given together must agree), and --batch-size should match too. The
+statistics come from its training split (no augmentation), the accuracies from its test split. Prints one
 JSON report; with --save, also writes the recalibrated model to RUN/model_recalibrated.keras.
 `trainers.classify --recalibrate-bn N` does the same at the end of training.
 """
@@ -53,8 +53,9 @@ def main(argv=None):
     if not config_path.is_file():
         raise common.UserError(f"{args.runs[0]}: no config.json (not a trainers.classify run directory)")
     image_size = kg.ModelConfig.from_json(config_path.read_text()).image_size
-    data = load_dataset(args.dataset, image_size=image_size, batch_size=args.batch_size,
-                        seed=args.seed, augment=False, max_examples=args.max_examples)
+    dataset, seed, max_examples = common.measured_data(args)
+    data = load_dataset(dataset, image_size=image_size, batch_size=args.batch_size, seed=seed,
+                        augment=False, max_examples=max_examples)
     report = {str(run): measure(run, data, args.batches, args.save) for run in args.runs}
     print(json.dumps(report, indent=2))
     return report
