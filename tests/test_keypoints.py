@@ -12,6 +12,7 @@ from keypoint_gnn.keypoints import (
     MaxPoolNMS,
     PerturbedTopK,
 )
+from tests.test_ops import numpy_gaussian_top_k_marginals
 
 
 def _set_score_conv(detector, feature_map):
@@ -653,11 +654,7 @@ def test_threshold_estimator_gradient_matches_numpy(rng):
         window_y, window_x = np.divmod(np.arange(len(maxima)), size // pool)
         pixels = np.stack([window_y * pool + where // pool, window_x * pool + where % pool], axis=1)
         sigma = relative_sigma * maxima.std()
-        low, high = maxima.min() - 40 * sigma, maxima.max() + 40 * sigma
-        for _ in range(200):
-            tau = (low + high) / 2
-            inside = 0.5 * (1 + np.vectorize(math.erf)((maxima - tau) / (sigma * math.sqrt(2))))
-            low, high = (tau, high) if inside.sum() > k else (low, tau)
+        _, (tau,) = numpy_gaussian_top_k_marginals(maxima[None], k, sigma)
         density = np.exp(-0.5 * ((maxima - tau) / sigma) ** 2)
         jacobian = density[:, None] / (sigma * math.sqrt(2 * math.pi)) * (
             np.eye(len(maxima)) - density[None, :] / density.sum())
