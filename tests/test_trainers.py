@@ -321,6 +321,13 @@ def test_measuring_tools_use_the_runs_own_data_split(tmp_path):
                                                r"measure them separately or pass --seed"):
         data(a, b)
     assert data(a, b, "--seed", "0") == ("folder:/x", 0, 40)
+    broken = run("broken", None)
+    (tmp_path / "broken" / "run.json").write_text("{not json")
+    with pytest.raises(common.UserError, match=r"broken/run.json: not JSON"):
+        data(broken)
+    (tmp_path / "broken" / "run.json").write_text("[1, 2]")
+    with pytest.raises(common.UserError, match=r"broken/run.json must hold a JSON object, not list"):
+        data(broken)
 
 
 def test_recalibration_bad_flags(tmp_path):

@@ -87,9 +87,12 @@ def measured_data(args):
         found = {}
         for run in args.runs:
             path = run / "run.json"
-            recorded = json.loads(path.read_text()) if path.is_file() else {}
+            try:
+                recorded = json.loads(path.read_text()) if path.is_file() else {}
+            except ValueError as error:
+                raise UserError(f"{path}: not JSON ({error})") from None
             if not isinstance(recorded, dict):
-                raise UserError(f"{path} must hold a JSON object")
+                raise UserError(f"{path} must hold a JSON object, not {type(recorded).__name__}")
             found[str(run)] = recorded.get(name, default)
         if len(set(map(repr, found.values()))) > 1:
             flag = "--" + name.replace("_", "-")
