@@ -330,6 +330,19 @@ def test_measuring_tools_use_the_runs_own_data_split(tmp_path):
         data(broken)
 
 
+def test_export_reads_run_json_with_the_shared_checks(tmp_path):
+    from trainers import export
+
+    (tmp_path / "model.keras").write_bytes(b"")
+    (tmp_path / "config.json").write_text(kg.ModelConfig().to_json())
+    (tmp_path / "run.json").write_text("[1]")
+    with pytest.raises(common.UserError, match=r"run.json must hold a JSON object, not list"):
+        export.read_run(tmp_path)
+    (tmp_path / "config.json").write_text("{")
+    with pytest.raises(common.UserError, match=r"bad config.json"):
+        export.read_run(tmp_path)
+
+
 def test_recalibration_bad_flags(tmp_path):
     with pytest.raises(common.UserError, match="--recalibrate-bn=-1 must be >= 0"):
         classify.parse_args(["--recalibrate-bn", "-1"])

@@ -5,7 +5,7 @@ import sys
 
 import keypoint_gnn  # noqa: F401  (selects tf_keras before anything else touches tf.keras)
 from keypoint_gnn import ModelConfig
-from keypoint_gnn import precise_bn, training, xla
+from keypoint_gnn import keypoints, precise_bn, training, xla
 from keypoint_gnn._backend import keras
 from keypoint_gnn.data import load_dataset
 from keypoint_gnn.training import STRATEGIES
@@ -74,26 +74,32 @@ def add_measured_runs_flags(parser):
                         help="data split seed; default: the runs' own (run.json), else 0")
 
 
+def read_run_json(run_dir):
+    """RUN_DIR/run.json as a dict ({} when the run has none); UserError for a bad file."""
+    path = pathlib.Path(run_dir) / "run.json"
+    if not path.is_file():
+        return {}
+    try:
+        recorded = json.loads(path.read_text())
+    except ValueError as error:
+        raise UserError(f"{path}: not JSON ({error})") from None
+    if not isinstance(recorded, dict):
+        raise UserError(f"{path} must hold a JSON object, not {type(recorded).__name__}")
+    return recorded
+
+
 def measured_data(args):
     """(dataset, seed, max_examples) to measure `args.runs` on: each flag given wins; the others
     come from the runs' run.json (trainers.classify records them), else the defaults
     (builtin, 0, all). Raises UserError when the runs were trained on different splits."""
+    recorded = {str(run): read_run_json(run) for run in args.runs}
     choice = {}
     for name, default in _MEASURED_DATA_DEFAULTS.items():
         given = getattr(args, name)
         if given is not None:
             choice[name] = given
             continue
-        found = {}
-        for run in args.runs:
-            path = run / "run.json"
-            try:
-                recorded = json.loads(path.read_text()) if path.is_file() else {}
-            except ValueError as error:
-                raise UserError(f"{path}: not JSON ({error})") from None
-            if not isinstance(recorded, dict):
-                raise UserError(f"{path} must hold a JSON object, not {type(recorded).__name__}")
-            found[str(run)] = recorded.get(name, default)
+        found = {run: values.get(name, default) for run, values in recorded.items()}
         if len(set(map(repr, found.values()))) > 1:
             flag = "--" + name.replace("_", "-")
             raise UserError(f"the runs were trained with different {name} values {found}; "
@@ -136,10 +142,10 @@ def add_model_flags(parser):
                             "in-cell offsets towards a uniform spread (0: none)")
     group.add_argument("--perturbed-samples", type=int, default=None, help="perturbed top-k noise samples")
     group.add_argument("--perturbed-sigma", type=float, default=None, help="perturbed top-k noise scale")
-    group.add_argument("--perturbed-selection", choices=("marginal", "slots"), default=None,
+    group.add_argument("--perturbed-selection", choices=keypoints.PERTURBED_SELECTIONS, default=None,
                        help="perturbed top-k: hard forward + perturbed gradient (marginal, default) "
                             "or averaged sorted slots (slots, Cordonnier et al.)")
-    group.add_argument("--perturbed-estimator", choices=("sampled", "threshold"), default=None,
+    group.add_argument("--perturbed-estimator", choices=keypoints.PERTURBED_ESTIMATORS, default=None,
                        help="perturbed top-k gradient: sampled perturbed-optimiser estimator "
                             "(default) or its noise-free threshold approximation (marginal "
                             "selection only)")

@@ -8,7 +8,6 @@ RUN_DIR is what `python -m trainers.classify` writes: model.keras, config.json a
 ({"name", "dataset", "class_names"}).
 """
 import argparse
-import json
 import pathlib
 
 from keypoint_gnn import ModelConfig
@@ -59,11 +58,9 @@ def read_run(run_dir):
                                "directory of trainers.classify (finished)?")
     try:
         config = ModelConfig.from_json(paths["config.json"].read_text())
-        run = json.loads(paths["run.json"].read_text())
     except (ValueError, TypeError) as error:
-        raise common.UserError(f"--run {run_dir}: bad config.json or run.json: {error}") from None
-    if not isinstance(run, dict):
-        raise common.UserError(f"{paths['run.json']} must hold a JSON object")
+        raise common.UserError(f"--run {run_dir}: bad config.json: {error}") from None
+    run = common.read_run_json(run_dir)
     if run.get("plain_cnn"):
         raise common.UserError(f"--run {run_dir} is a plain-CNN baseline: it has no keypoints "
                                "to serve; export a keypoint model's run")
