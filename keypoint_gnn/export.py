@@ -169,7 +169,7 @@ def _check_model(model, config):
 def inference_model(model):
     """images float32 (B, S, S, C) -> [logits (B, classes), positions (B, N, 2) feature-map
     pixels, scores (B, N)]: the classifier and its detector in one pass."""
-    positions, scores, _ = model.get_layer("detector").output
+    positions, scores = model.get_layer("detector").output[:2]
     return keras.Model(model.inputs, [model.outputs[0], positions, scores],
                        name=f"{model.name}_inference")
 

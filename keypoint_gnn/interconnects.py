@@ -28,7 +28,10 @@ class CNNToGraph(keras.layers.Layer):
     are and not only what they look like.
 
     **Input**: `[feature_map (B, h, w, C), positions (B, N, 2), scores (B, N)]`; positions
-    (y, x) in feature-map pixels.
+    (y, x) in feature-map pixels. Optionally a fourth tensor, `node_weights (B, N, h*w)` (from
+    `PerturbedTopK(selection="features")`): the nodes are then X_k = sum_l W_kl F_l
+    (`ops.weighted_features`), which already carry the scores; `positions` still give the
+    edges and the position features.
     **Output**: `[nodes (B, N, C) or (B, N, C + 2), adjacency (B, N, N)]`.
 
     Arguments:
@@ -47,12 +50,15 @@ class CNNToGraph(keras.layers.Layer):
         self.position_features = position_features
 
     def call(self, inputs):
-        feature_map, positions, scores = inputs
-        if self.sampling == "bilinear":
+        feature_map, positions, scores, *node_weights = inputs
+        if node_weights:
+            nodes = ops.weighted_features(feature_map, node_weights[0])
+        elif self.sampling == "bilinear":
             nodes = ops.bilinear_sample(feature_map, positions)
         else:
             nodes = ops.gather_features(feature_map, positions)
-        nodes = nodes * tf.cast(scores, nodes.dtype)[..., None]
+        if not node_weights:
+            nodes = nodes * tf.cast(scores, nodes.dtype)[..., None]
         if self.position_features:
             extent = tf.cast(tf.maximum(tf.shape(feature_map)[1:3] - 1, 1), tf.float32)
             nodes = tf.concat([nodes, tf.cast(positions / extent, nodes.dtype)], axis=-1)

@@ -6,6 +6,10 @@ Each detector takes the detector CNN's feature map `(B, h, w, C)` and returns th
 - `scores` `(B, N)`: the activated keypoint scores (linear or sigmoid), which the CNN->graph
   interconnect multiplies into the node features so that the task loss reaches the detector;
 - `score_map` `(B, h, w, 1)`: the activated score map, for conf-MSE and for drawing.
+
+`PerturbedTopK(selection="features")` returns a fourth tensor, `node_weights`
+`(B, N, h*w)`: each node's weights over the map's locations, which the CNN->graph
+interconnect then uses in place of gathering at `positions` and scaling by `scores`.
 """
 import math
 import warnings
@@ -21,7 +25,7 @@ OFFSET_MODES = ("sigmoid", "softmax", "dsnt")
 MIN_DSNT_RESOLUTION = 4
 # Floor of the per-image score spread that scales PerturbedTopK's noise.
 _MIN_SCORE_SPREAD = 1e-3
-PERTURBED_SELECTIONS = ("slots", "marginal")
+PERTURBED_SELECTIONS = ("slots", "marginal", "features")
 PERTURBED_ESTIMATORS = ("sampled", "threshold")
 
 
@@ -241,6 +245,22 @@ class PerturbedTopK(AttentionTopK):
     averaging ("slots") blends the positions of different candidates whenever the samples
     disagree, a train/test mismatch that this mode does not have.
 
+    `selection="features"` (Cordonnier et al.'s blend of the candidates' *features*, with the
+    hard selection's forward pass) returns a fourth output, the nodes' weights over the map's
+    locations, W (B, N, h*w), that the CNN->graph interconnect applies to the extractor's
+    features (nodes = W F) in place of gathering at the positions:
+
+      H = one_hot(sort(topN(r)))                  (B, N, n), the hard selection sorted by index
+      W = (H + Y - stop_gradient(Y)) * act(r)     per candidate, placed at its location c
+      positions = H . c,  scores = H . act(r)     hard, integer-valued (build with "gather")
+
+    The forward values are the hard selection's; the gradient is the blend's: dL/dY_kj =
+    <dL/dX_k, act(r_j) F(c_j)>, how much the loss would gain if slot k held candidate j's
+    features, which the estimator turns into d/dr. Unlike "marginal", candidates that are not
+    selected get a gradient from their own features (a swap value), not only through the
+    selected ones' probabilities. At inference W is one_hot(position) * score, which gives the
+    gathered, scaled features exactly.
+
     `estimator="threshold"` (marginal selection only) replaces the sampled m by the threshold
     approximation m_i = Phi((r_i - tau) / sigma_b), sum_i m_i = N
     (`ops.gaussian_top_k_marginals`): the same noise model and smoothing, a deterministic
@@ -256,7 +276,8 @@ class PerturbedTopK(AttentionTopK):
     window, and the model trains on the selection it will use at inference.
 
     **Input**: feature map `(B, h, w, C)`, h and w divisible by `pool_size`.
-    **Output**: `[positions (B, N, 2), scores (B, N), score_map (B, h, w, 1)]`.
+    **Output**: `[positions (B, N, 2), scores (B, N), score_map (B, h, w, 1)]`, and
+    `node_weights (B, N, h*w)` with `selection="features"`.
 
     Arguments:
       num_keypoints: N <= (h/p)(w/p).
@@ -271,7 +292,9 @@ class PerturbedTopK(AttentionTopK):
         `ops.perturbed_top_k_indicators`): same expected gradient, far less noise when sigma is
         small. False reproduces the plain estimator.
       selection: `"slots"` (Cordonnier et al.: averaged sorted slots, fractional positions
-        in training) or `"marginal"` (hard forward pass, perturbed gradient; see above).
+        in training), `"marginal"` (hard forward pass, perturbed gradient) or `"features"`
+        (hard forward pass, gradient of the blended candidate features; a fourth output);
+        see above.
       estimator: `"sampled"` (the perturbed-optimiser estimator over `num_samples` draws) or
         `"threshold"` (marginal selection only: noise-free threshold approximation, see above).
 
@@ -315,7 +338,8 @@ class PerturbedTopK(AttentionTopK):
         return ops.max_pool_nms(raw_score_map, self.pool_size, self.num_keypoints)
 
     def perturbed_select(self, raw_score_map, noise=None):
-        """Training-mode selection: (B, h, w, 1) raw scores -> positions (B, N, 2), scores (B, N).
+        """Training-mode selection: (B, h, w, 1) raw scores -> positions (B, N, 2), scores (B, N)
+        (and node weights (B, N, h*w) with selection="features").
 
         `noise`: optional (B, S, n) standard normal draws, n candidates (for deterministic tests).
         """
@@ -333,6 +357,15 @@ class PerturbedTopK(AttentionTopK):
                 control_variate=self.control_variate,
             )
             marginals = tf.reduce_sum(indicators, axis=1)
+        if self.selection == "features":
+            index = tf.sort(tf.math.top_k(raw, k=self.num_keypoints).indices, axis=-1)
+            hard = tf.one_hot(index, windows, dtype=indicators.dtype)
+            values = self.activate(raw)
+            weights = (hard + indicators - tf.stop_gradient(indicators)) * values[:, None, :]
+            height, width = raw_score_map.shape[1], raw_score_map.shape[2]
+            return (tf.gather(candidates, index, batch_dims=1),
+                    tf.gather(values, index, batch_dims=1),
+                    ops.location_weights(weights, candidates, height, width))
         if self.selection == "marginal":
             top_raw, index = tf.math.top_k(raw, k=self.num_keypoints)
             chosen = tf.gather(marginals, index, batch_dims=1)
@@ -349,15 +382,19 @@ class PerturbedTopK(AttentionTopK):
 
         def hard():
             positions, raw_scores = self.select(raw)
-            return positions, self.activate(raw_scores)
+            scores = self.activate(raw_scores)
+            if self.selection != "features":
+                return positions, scores
+            weights = tf.linalg.diag(scores)  # node k: its own keypoint, scaled by its score
+            return positions, scores, ops.location_weights(weights, positions, raw.shape[1],
+                                                           raw.shape[2])
 
         if isinstance(training, (bool, int)):
-            positions, scores = self.perturbed_select(raw) if training else hard()
+            selected = self.perturbed_select(raw) if training else hard()
         else:
-            positions, scores = tf.cond(
-                tf.cast(training, tf.bool), lambda: self.perturbed_select(raw), hard
-            )
-        return positions, scores, self.activate(raw)
+            selected = tf.cond(tf.cast(training, tf.bool), lambda: self.perturbed_select(raw), hard)
+        positions, scores, *node_weights = selected
+        return (positions, scores, self.activate(raw), *node_weights)
 
     def get_config(self):
         config = super().get_config()

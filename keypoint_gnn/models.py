@@ -49,8 +49,9 @@ class ModelConfig:
       image's score spread), over the maxima of `nms_pool_size` windows as in max-pool NMS
       (`nms_pool_size=1`: over every location, attention top-N); `perturbed_control_variate`
       (default True) subtracts a leave-one-out baseline in its gradient estimator;
-      `perturbed_selection` ("marginal", default: hard forward pass, perturbed gradient; or
-      "slots", Cordonnier et al.'s averaged slots); `perturbed_estimator` ("sampled", default:
+      `perturbed_selection` ("marginal", default: hard forward pass, perturbed gradient;
+      "slots", Cordonnier et al.'s averaged slots; or "features": hard forward pass, the
+      gradient of Cordonnier et al.'s blend of the candidates' features); `perturbed_estimator` ("sampled", default:
       the perturbed-optimiser estimator; or "threshold", marginal selection only: the
       inclusion probabilities' noise-free threshold approximation); see
       `keypoints.PerturbedTopK`.
@@ -280,13 +281,14 @@ def _keypoint_graph(config, images):
     -> G (graph->CNN grid), score map, feature map."""
     features = _conv_blocks(config.backbone_filters, "feature_extractor")(images)
     detector_features = _conv_blocks(config.detector_filters, "detector_backbone", None)(images)
-    positions, scores, score_map = _make_detector(config)(detector_features)
+    # A fourth detector output, if any: the nodes' weights over the map (feature blending).
+    positions, scores, score_map, *node_weights = _make_detector(config)(detector_features)
     nodes, adjacency = interconnects.CNNToGraph(
         sampling=config.sampling,
         normalize=gnn_lib.needs_normalized_adjacency(config.gnn),
         position_features=config.position_features,
         name="cnn_to_graph",
-    )([features, positions, scores])
+    )([features, positions, scores, *node_weights])
     graph_net = gnn_lib.build_gnn(
         config.gnn, config.graph_units, config.graph_layers, config.diffpool_clusters,
         residual=config.graph_residual,
@@ -401,7 +403,7 @@ def keypoint_model(model):
     add stride/2 - 0.5) for image pixels.
     """
     detector = model.get_layer("detector")
-    return keras.Model(model.inputs, detector.output, name="keypoints")
+    return keras.Model(model.inputs, detector.output[:3], name="keypoints")
 
 
 def detector_model(model):

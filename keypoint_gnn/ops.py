@@ -122,6 +122,49 @@ def gather_features(feature_map, positions):
     return tf.gather_nd(feature_map, index, batch_dims=1)
 
 
+def location_weights(weights, positions, height, width):
+    """Per-node weights over candidate locations -> per-node weights over the whole map.
+
+      W[b, k, y_j * w + x_j] = weights[b, k, j],   0 at locations holding no candidate,
+
+    so that `weighted_features(F, W)[b, k] = sum_j weights[b, k, j] F[b, y_j, x_j]`. Built with
+    one `tf.scatter_nd` per batch (memory B * h*w * N, not B * n * h*w).
+
+    Args:
+      weights: (B, N, n) float, one row per node.
+      positions: (B, n, 2) the candidates' (y, x), integer-valued and distinct within an image
+        (rounded and clipped to the map; candidates sharing a location add up).
+      height, width: the map's size.
+
+    Returns:
+      (B, N, height * width).
+    """
+    index = _round_clip(positions, height, width)
+    flat = index[..., 0] * width + index[..., 1]  # (B, n)
+    batch = tf.broadcast_to(tf.range(tf.shape(flat)[0])[:, None], tf.shape(flat))
+    per_location = tf.scatter_nd(
+        tf.stack([batch, flat], axis=-1),
+        tf.transpose(weights, [0, 2, 1]),  # (B, n, N)
+        tf.stack([tf.shape(weights)[0], height * width, tf.shape(weights)[1]]),
+    )
+    return tf.transpose(per_location, [0, 2, 1])
+
+
+def weighted_features(feature_map, node_weights):
+    """Node features as weighted sums of feature-map locations.
+
+    Args:
+      feature_map: (B, h, w, C).
+      node_weights: (B, N, h*w), e.g. from `location_weights`.
+
+    Returns:
+      (B, N, C): sum_l node_weights[b, k, l] F[b, l] (row-major locations).
+    """
+    shape = tf.shape(feature_map)
+    flat = tf.reshape(feature_map, [shape[0], shape[1] * shape[2], shape[3]])
+    return tf.einsum("bkl,blc->bkc", tf.cast(node_weights, flat.dtype), flat)
+
+
 def _round_clip(positions, height, width):
     """(B, N, 2) float -> (B, N, 2) int32 cell indices inside [0, h-1] x [0, w-1]."""
     index = tf.cast(tf.round(positions), tf.int32)

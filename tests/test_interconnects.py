@@ -47,6 +47,22 @@ def test_cnn_to_graph_scores_carry_gradient(rng):
     np.testing.assert_allclose(tape.gradient(loss, scores)[0], expected, rtol=1e-6)
 
 
+def test_cnn_to_graph_node_weights_replace_gather_and_scores(rng):
+    """With a fourth input the nodes are W F (scores are already in W); positions still give
+    the edges and the position features."""
+    feature_map = rng.normal(size=(2, 4, 4, 3)).astype("float32")
+    positions = rng.integers(0, 4, size=(2, 3, 2)).astype("float32")
+    scores = rng.uniform(size=(2, 3)).astype("float32")
+    node_weights = rng.normal(size=(2, 3, 16)).astype("float32")
+    layer = CNNToGraph(position_features=True)
+    nodes, adjacency = layer([feature_map, positions, scores, node_weights])
+    expected = np.einsum("bkl,blc->bkc", node_weights, feature_map.reshape(2, 16, 3))
+    np.testing.assert_allclose(nodes[..., :3], expected, rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(nodes[..., 3:], positions / 3.0, rtol=1e-6)
+    _, plain_adjacency = layer([feature_map, positions, scores])
+    np.testing.assert_array_equal(adjacency, plain_adjacency)
+
+
 def test_graph_to_cnn_averages_collisions():
     nodes = np.array([[[2.0], [4.0], [7.0]]], "float32")
     positions = np.array([[[1, 1], [1, 1], [0, 2]]], "float32")

@@ -12,7 +12,7 @@ from keypoint_gnn.keypoints import (
     MaxPoolNMS,
     PerturbedTopK,
 )
-from tests.test_ops import numpy_gaussian_top_k_marginals
+from tests.test_ops import numpy_gaussian_top_k_marginals, numpy_perturbed_top_k
 
 
 def _set_score_conv(detector, feature_map):
@@ -574,6 +574,7 @@ def test_perturbed_top_k_over_windows_saves_and_loads(tmp_path, rng):
     PerturbedTopK(num_keypoints=3, num_samples=5, pool_size=2, control_variate=True),
     PerturbedTopK(num_keypoints=3, num_samples=5, selection="marginal"),
     PerturbedTopK(num_keypoints=3, pool_size=2, selection="marginal", estimator="threshold"),
+    PerturbedTopK(num_keypoints=3, pool_size=2, selection="features", control_variate=True),
     GridCoordinateRegressor(num_keypoints=3, cell_size=2, offset_mode="softmax"),
     GridCoordinateRegressor(num_keypoints=3, cell_size=2, offset_mode="dsnt", dsnt_resolution=5),
     GridCoordinateRegressor(num_keypoints=3, cell_size=2, offset_mode="dsnt", dsnt_spread=0.8,
@@ -719,8 +720,91 @@ def test_bad_perturbed_estimator_is_refused():
     with pytest.raises(ValueError, match="estimator='threshold' needs selection='marginal', not "
                                          "selection='slots'"):
         PerturbedTopK(num_keypoints=3, selection="slots", estimator="threshold")
+    with pytest.raises(ValueError, match="estimator='threshold' needs selection='marginal', not "
+                                         "selection='features'"):
+        PerturbedTopK(num_keypoints=3, selection="features", estimator="threshold")
 
 
 def test_unknown_perturbed_selection_is_refused():
-    with pytest.raises(ValueError, match="selection='soft' is not one of 'slots', 'marginal'"):
+    with pytest.raises(ValueError, match="selection='soft' is not one of 'slots', 'marginal', "
+                                         "'features'"):
         PerturbedTopK(num_keypoints=3, selection="soft")
+
+
+@pytest.mark.parametrize("pool_size", [1, 2])
+def test_feature_selection_trains_on_the_inference_selection(rng, pool_size):
+    """selection="features": training and inference select the same keypoints (slot orders
+    differ: by index in training, by score at inference), and in both modes the node weights
+    give the gathered features scaled by the scores."""
+    feature_map = tf.constant(rng.normal(size=(2, 8, 8, 3)).astype("float32"))
+    values = tf.constant(rng.normal(size=(2, 8, 8, 5)).astype("float32"))
+    detector = PerturbedTopK(num_keypoints=6, score_activation="sigmoid", num_samples=4, sigma=0.5,
+                             pool_size=pool_size, selection="features")
+    results = []
+    for training in (False, True):
+        positions, scores, _, node_weights = detector(feature_map, training=training)
+        assert node_weights.shape == (2, 6, 64)
+        gathered = ops.gather_features(values, positions) * scores[..., None]
+        np.testing.assert_allclose(ops.weighted_features(values, node_weights), gathered,
+                                   rtol=1e-5, atol=1e-6)
+        order = tf.argsort(positions[..., 0] * 8 + positions[..., 1], axis=1)
+        results.append([tf.gather(t, order, batch_dims=1).numpy() for t in (positions, scores)])
+    np.testing.assert_array_equal(results[0][0], results[1][0])
+    np.testing.assert_allclose(results[0][1], results[1][1], rtol=1e-6)
+
+
+@pytest.mark.parametrize("control_variate", [False, True])
+def test_feature_selection_gradient_matches_numpy(rng, control_variate):
+    """Linear scores, pool 1, fixed noise, an upstream gradient G on the node weights W
+    (B, N, h*w). By hand: the hard selection's own term G[k, n_k] for the candidate n_k in slot
+    k, plus the perturbed-optimiser estimator for the blend's indicators with upstream
+    U[k, j] = G[k, j] * r_j (the candidate's own weighted feature): sum_s w_s Z_s / (S sigma_b),
+    w_s = <U, T_s>, less the other samples' mean with the control variate."""
+    batch, size, k, samples, sigma = 2, 4, 3, 5, 0.3
+    raw_map = rng.normal(size=(batch, size, size, 1))
+    noise = rng.normal(size=(batch, samples, size * size))
+    upstream = rng.normal(size=(batch, k, size * size))
+    detector = PerturbedTopK(num_keypoints=k, num_samples=samples, sigma=sigma, selection="features",
+                             control_variate=control_variate, dtype="float64")
+    raw_t = tf.constant(raw_map)
+    with tf.GradientTape() as tape:
+        tape.watch(raw_t)
+        positions, scores, node_weights = detector.perturbed_select(raw_t, noise=tf.constant(noise))
+        loss = tf.reduce_sum(node_weights * upstream)
+    gradient = tape.gradient(loss, raw_t).numpy().reshape(batch, -1)
+
+    raw = raw_map.reshape(batch, -1)
+    hard, _ = numpy_perturbed_top_k(raw, k, sigma * raw.std(axis=1), noise)
+    expected = np.zeros_like(raw)
+    for b in range(batch):
+        chosen = np.sort(np.argsort(-raw[b])[:k])
+        np.testing.assert_array_equal(positions[b], np.stack(np.divmod(chosen, size), axis=1))
+        np.testing.assert_allclose(scores[b], raw[b, chosen])
+        expected[b, chosen] += upstream[b, np.arange(k), chosen]
+        weight = np.einsum("kn,skn->s", upstream[b] * raw[b][None, :], hard[b])
+        if control_variate:
+            weight = weight - (weight.sum() - weight) / (samples - 1)
+        expected[b] += weight @ noise[b] / (samples * sigma * raw[b].std())
+    np.testing.assert_allclose(gradient, expected, rtol=1e-8, atol=1e-10)
+
+
+def test_feature_selection_gives_unselected_candidates_a_gradient_from_their_features(rng):
+    """The swap value: what an unselected candidate's features are worth changes its gradient
+    under selection="features", not under "marginal" (which never reads them)."""
+    feature_map = tf.constant(rng.normal(size=(1, 6, 6, 3)).astype("float32"))
+    values = rng.normal(size=(1, 6, 6, 4)).astype("float32")
+    detector = PerturbedTopK(num_keypoints=4, num_samples=8, sigma=0.5, selection="features")
+    detector(feature_map)
+    # The best candidate left out: the noise puts it into some of the sampled selections.
+    score_map = detector(feature_map, training=False)[2].numpy()[0, :, :, 0]
+    fifth = np.argsort(-score_map, axis=None)[4]
+    changed = values.copy()
+    changed[0, fifth // 6, fifth % 6] += 10.0
+    gradients = []
+    for features in (values, changed):
+        tf.random.set_seed(3)
+        with tf.GradientTape() as tape:
+            _, _, _, node_weights = detector(feature_map, training=True)
+            loss = tf.reduce_sum(ops.weighted_features(tf.constant(features), node_weights) ** 2)
+        gradients.append(tape.gradient(loss, detector.score_conv.kernel).numpy())
+    assert np.abs(gradients[0] - gradients[1]).max() > 1e-3

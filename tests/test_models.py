@@ -80,6 +80,7 @@ BEYOND_PAPER_VARIANTS = [
     dict(detector="perturbed_topk", score_activation="linear", gnn="diffpool", nms_pool_size=1,
          perturbed_selection="slots", perturbed_control_variate=False),
     dict(detector="perturbed_topk", perturbed_estimator="threshold", perturbed_sigma=0.5),
+    dict(detector="perturbed_topk", perturbed_selection="features", position_features=True),
     dict(detector="grid", offset_mode="softmax", offset_margin=0.5),
     dict(detector="grid", standardize_offsets=True, offset_margin=0.25),
     dict(detector="grid", standardize_offsets=True, offset_uniformity_weight=1.0),
@@ -108,7 +109,7 @@ def test_beyond_paper_variant(tmp_path, rng, changes):
     else:
         assert detector_layer.pool_size == config.nms_pool_size
         # Training positions: the hard selection ("marginal") or fractional slot means ("slots").
-        positions, _, _ = detector_layer(model.get_layer("detector_backbone")(images), training=True)
+        positions = detector_layer(model.get_layer("detector_backbone")(images), training=True)[0]
         assert positions.shape == (4, 6, 2)
         gradient = tape.gradient(loss, detector_layer.score_conv.kernel).numpy()
     assert np.all(np.isfinite(gradient)) and np.abs(gradient).sum() > 0

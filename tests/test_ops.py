@@ -79,6 +79,30 @@ def test_gather_features_matches_indexing(rng):
     np.testing.assert_allclose(nodes, expected)
 
 
+def test_location_weights_and_weighted_features_match_numpy(rng):
+    """Weights over 5 distinct candidates per image, placed at their locations of a 4x3 map,
+    then applied to the features: a naive loop for each."""
+    weights = rng.normal(size=(2, 3, 5))
+    feature_map = rng.normal(size=(2, 4, 3, 2))
+    locations = np.stack([rng.permutation(12)[:5] for _ in range(2)])  # distinct per image
+    positions = np.stack(np.divmod(locations, 3), axis=-1).astype("float64")
+    placed = ops.location_weights(tf.constant(weights), tf.constant(positions), 4, 3).numpy()
+    expected = np.zeros((2, 3, 12))
+    nodes = np.zeros((2, 3, 2))
+    for b in range(2):
+        for j, (y, x) in enumerate(positions[b].astype(int)):
+            expected[b, :, y * 3 + x] = weights[b, :, j]
+            nodes[b] += weights[b, :, j][:, None] * feature_map[b, y, x][None, :]
+    np.testing.assert_array_equal(placed, expected)
+    np.testing.assert_allclose(ops.weighted_features(tf.constant(feature_map), tf.constant(placed)),
+                               nodes, rtol=1e-12)
+    # One-hot rows pick each node's own keypoint: the gathered features.
+    one_hot = ops.location_weights(tf.eye(5, batch_shape=[2], dtype=tf.float64),
+                                   tf.constant(positions), 4, 3)
+    np.testing.assert_array_equal(ops.weighted_features(tf.constant(feature_map), one_hot),
+                                  ops.gather_features(tf.constant(feature_map), tf.constant(positions)))
+
+
 def test_bilinear_sample_matches_naive(rng):
     feature_map = rng.normal(size=(2, 6, 5, 3)).astype("float32")
     positions = rng.uniform(-1, 6.5, size=(2, 7, 2)).astype("float32")
