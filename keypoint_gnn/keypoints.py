@@ -250,7 +250,7 @@ class PerturbedTopK(AttentionTopK):
     locations, W (B, N, h*w), that the CNN->graph interconnect applies to the extractor's
     features (nodes = W F) in place of gathering at the positions:
 
-      H = one_hot(sort(topN(r)))                  (B, N, n), the hard selection sorted by index
+      H = one_hot(topN(r))                        (B, N, n), the hard selection
       W = (H + Y - stop_gradient(Y)) * act(r)     per candidate, placed at its location c
       positions = H . c,  scores = H . act(r)     hard, integer-valued (build with "gather")
 
@@ -258,7 +258,10 @@ class PerturbedTopK(AttentionTopK):
     <dL/dX_k, act(r_j) F(c_j)>, how much the loss would gain if slot k held candidate j's
     features, which the estimator turns into d/dr. Unlike "marginal", candidates that are not
     selected get a gradient from their own features (a swap value), not only through the
-    selected ones' probabilities. At inference W is one_hot(position) * score, which gives the
+    selected ones' probabilities. Y's slots are matched to H (`ops.perturbed_top_k_indicators`
+    with `reference`): a sample that swaps one candidate for another changes only that slot,
+    where Cordonnier et al.'s index-sorted slots would shift every slot in between and blend
+    unrelated candidates. At inference W is one_hot(position) * score, which gives the
     gathered, scaled features exactly.
 
     `estimator="threshold"` (marginal selection only) replaces the sampled m by the threshold
@@ -352,19 +355,21 @@ class PerturbedTopK(AttentionTopK):
         if self.estimator == "threshold":
             marginals = ops.gaussian_top_k_marginals(raw, self.num_keypoints, self.sigma * spread)
         else:
+            # "features": slots matched to the hard selection, which the forward pass uses.
+            hard_index = (tf.math.top_k(raw, k=self.num_keypoints).indices
+                          if self.selection == "features" else None)
             indicators = ops.perturbed_top_k_indicators(
                 raw, self.num_keypoints, self.num_samples, self.sigma * spread, noise=noise,
-                control_variate=self.control_variate,
+                control_variate=self.control_variate, reference=hard_index,
             )
             marginals = tf.reduce_sum(indicators, axis=1)
         if self.selection == "features":
-            index = tf.sort(tf.math.top_k(raw, k=self.num_keypoints).indices, axis=-1)
-            hard = tf.one_hot(index, windows, dtype=indicators.dtype)
+            hard = tf.one_hot(hard_index, windows, dtype=indicators.dtype)
             values = self.activate(raw)
             weights = (hard + indicators - tf.stop_gradient(indicators)) * values[:, None, :]
             height, width = raw_score_map.shape[1], raw_score_map.shape[2]
-            return (tf.gather(candidates, index, batch_dims=1),
-                    tf.gather(values, index, batch_dims=1),
+            return (tf.gather(candidates, hard_index, batch_dims=1),
+                    tf.gather(values, hard_index, batch_dims=1),
                     ops.location_weights(weights, candidates, height, width))
         if self.selection == "marginal":
             top_raw, index = tf.math.top_k(raw, k=self.num_keypoints)

@@ -613,17 +613,32 @@ def presence_logit(logits):
     return tf.reduce_logsumexp(logits[..., :-1], axis=-1) - logits[..., -1]
 
 
-def _hard_top_k_indicators(perturbed_scores, k, depth):
-    """(B, S, n) -> (B, S, k, n) one-hot rows of the top-k locations, in increasing index order.
+def _hard_top_k_indicators(perturbed_scores, k, depth, reference=None):
+    """(B, S, n) -> (B, S, k, n) one-hot rows of the top-k locations.
 
-    Sorting the indices gives each slot a stable meaning across samples (Cordonnier et al.),
-    so that the mean over samples is a soft selection per slot rather than a blur of ranks.
+    Without `reference`, in increasing index order: sorting gives each slot a stable meaning
+    across samples (Cordonnier et al.), so that the mean over samples is a soft selection per
+    slot rather than a blur of ranks. With `reference` (B, k), slots matched to it: slot j
+    holds reference[j] whenever the sample selects it, and the sample's other picks fill the
+    remaining slots in increasing index order.
     """
     _, index = tf.math.top_k(perturbed_scores, k=k, sorted=False)
-    return tf.one_hot(tf.sort(index, axis=-1), depth, dtype=perturbed_scores.dtype)
+    if reference is None:
+        return tf.one_hot(tf.sort(index, axis=-1), depth, dtype=perturbed_scores.dtype)
+    chosen = tf.reduce_max(tf.one_hot(index, depth, dtype=tf.int32), axis=-2)  # (B, S, n)
+    reference = tf.broadcast_to(tf.cast(reference, tf.int32)[:, None, :], tf.shape(index))
+    kept = tf.gather(chosen, reference, batch_dims=2) > 0  # (B, S, k)
+    in_reference = tf.reduce_max(tf.one_hot(reference, depth, dtype=tf.int32), axis=-2)
+    newcomer = chosen * (1 - in_reference)  # picked by the sample, not by the reference
+    # Newcomers first, each group in index order.
+    newcomers = tf.argsort((1 - newcomer) * depth + tf.range(depth), axis=-1, stable=True)[..., :k]
+    rank = tf.maximum(tf.cumsum(tf.cast(~kept, tf.int32), axis=-1) - 1, 0)
+    slots = tf.where(kept, reference, tf.gather(newcomers, rank, batch_dims=2))
+    return tf.one_hot(slots, depth, dtype=perturbed_scores.dtype)
 
 
-def perturbed_top_k_indicators(scores, k, num_samples, sigma, noise=None, control_variate=False):
+def perturbed_top_k_indicators(scores, k, num_samples, sigma, noise=None, control_variate=False,
+                               reference=None):
     """Differentiable top-k by perturbed optimisers (Berthet et al. 2020; Cordonnier et al.,
     CVPR 2021, "Differentiable Patch Selection for Image Recognition", §3).
 
@@ -656,6 +671,13 @@ def perturbed_top_k_indicators(scores, k, num_samples, sigma, noise=None, contro
       noise: optional (B, S, n) standard normal draws (for deterministic tests); drawn with
         `tf.random.normal` when None.
       control_variate: subtract the leave-one-out mean weight in the backward pass.
+      reference: optional (B, k) int indices of a reference selection (the unperturbed top-k,
+        say), distinct per row. Slots then follow it instead of the index order: slot j holds
+        reference[j] in every sample that selects it, and the candidates a sample picks
+        instead fill the slots it dropped, in index order. With sorted slots one swap shifts
+        every slot between the two candidates; matched, it changes only the dropped slot. The
+        estimator is the same: with the reference held fixed, slots are a function of the
+        perturbed scores alone.
 
     Returns:
       (B, k, n) indicators in [0, 1]; each row sums to 1, each column to at most 1.
@@ -679,7 +701,8 @@ def perturbed_top_k_indicators(scores, k, num_samples, sigma, noise=None, contro
 
     @tf.custom_gradient
     def select(scores):
-        samples = _hard_top_k_indicators(scores[:, None, :] + sigma[:, :, None] * noise, k, depth)
+        samples = _hard_top_k_indicators(scores[:, None, :] + sigma[:, :, None] * noise, k, depth,
+                                         reference)
 
         def gradient(upstream):
             weight = tf.einsum("bkn,bskn->bs", upstream, samples)

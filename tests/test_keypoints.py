@@ -12,7 +12,7 @@ from keypoint_gnn.keypoints import (
     MaxPoolNMS,
     PerturbedTopK,
 )
-from tests.test_ops import numpy_gaussian_top_k_marginals, numpy_perturbed_top_k
+from tests.test_ops import numpy_gaussian_top_k_marginals, numpy_matched_top_k
 
 
 def _set_score_conv(detector, feature_map):
@@ -733,9 +733,8 @@ def test_unknown_perturbed_selection_is_refused():
 
 @pytest.mark.parametrize("pool_size", [1, 2])
 def test_feature_selection_trains_on_the_inference_selection(rng, pool_size):
-    """selection="features": training and inference select the same keypoints (slot orders
-    differ: by index in training, by score at inference), and in both modes the node weights
-    give the gathered features scaled by the scores."""
+    """selection="features": training and inference select the same keypoints in the same
+    order, and in both modes the node weights give the gathered features scaled by the scores."""
     feature_map = tf.constant(rng.normal(size=(2, 8, 8, 3)).astype("float32"))
     values = tf.constant(rng.normal(size=(2, 8, 8, 5)).astype("float32"))
     detector = PerturbedTopK(num_keypoints=6, score_activation="sigmoid", num_samples=4, sigma=0.5,
@@ -747,8 +746,7 @@ def test_feature_selection_trains_on_the_inference_selection(rng, pool_size):
         gathered = ops.gather_features(values, positions) * scores[..., None]
         np.testing.assert_allclose(ops.weighted_features(values, node_weights), gathered,
                                    rtol=1e-5, atol=1e-6)
-        order = tf.argsort(positions[..., 0] * 8 + positions[..., 1], axis=1)
-        results.append([tf.gather(t, order, batch_dims=1).numpy() for t in (positions, scores)])
+        results.append([positions.numpy(), scores.numpy()])
     np.testing.assert_array_equal(results[0][0], results[1][0])
     np.testing.assert_allclose(results[0][1], results[1][1], rtol=1e-6)
 
@@ -759,7 +757,8 @@ def test_feature_selection_gradient_matches_numpy(rng, control_variate):
     (B, N, h*w). By hand: the hard selection's own term G[k, n_k] for the candidate n_k in slot
     k, plus the perturbed-optimiser estimator for the blend's indicators with upstream
     U[k, j] = G[k, j] * r_j (the candidate's own weighted feature): sum_s w_s Z_s / (S sigma_b),
-    w_s = <U, T_s>, less the other samples' mean with the control variate."""
+    w_s = <U, T_s> with T_s's slots matched to the hard selection, less the other samples'
+    mean with the control variate."""
     batch, size, k, samples, sigma = 2, 4, 3, 5, 0.3
     raw_map = rng.normal(size=(batch, size, size, 1))
     noise = rng.normal(size=(batch, samples, size * size))
@@ -774,10 +773,11 @@ def test_feature_selection_gradient_matches_numpy(rng, control_variate):
     gradient = tape.gradient(loss, raw_t).numpy().reshape(batch, -1)
 
     raw = raw_map.reshape(batch, -1)
-    hard, _ = numpy_perturbed_top_k(raw, k, sigma * raw.std(axis=1), noise)
+    top = np.argsort(-raw, axis=1)[:, :k]  # highest first, as at inference
+    hard, _ = numpy_matched_top_k(raw, k, sigma * raw.std(axis=1), noise, top)
     expected = np.zeros_like(raw)
     for b in range(batch):
-        chosen = np.sort(np.argsort(-raw[b])[:k])
+        chosen = top[b]
         np.testing.assert_array_equal(positions[b], np.stack(np.divmod(chosen, size), axis=1))
         np.testing.assert_allclose(scores[b], raw[b, chosen])
         expected[b, chosen] += upstream[b, np.arange(k), chosen]

@@ -386,6 +386,57 @@ def numpy_perturbed_top_k(scores, k, sigma, noise):
     return hard, hard.mean(axis=1)
 
 
+def numpy_matched_top_k(scores, k, sigma, noise, reference):
+    """Reference: (B, S, k, n) sampled hard indicators with slots matched to `reference`
+    (B, k): its candidates keep their slots, the sample's other picks fill the rest in index
+    order; and their mean."""
+    batch, samples, num = noise.shape
+    sigma = np.broadcast_to(np.asarray(sigma, "float64").reshape(-1), (batch,))
+    hard = np.zeros((batch, samples, k, num))
+    for b in range(batch):
+        for s in range(samples):
+            chosen = set(np.argsort(-(scores[b] + sigma[b] * noise[b, s]))[:k].tolist())
+            newcomers = iter(sorted(chosen - set(reference[b].tolist())))
+            for slot, candidate in enumerate(reference[b]):
+                hard[b, s, slot, candidate if candidate in chosen else next(newcomers)] = 1.0
+    return hard, hard.mean(axis=1)
+
+
+def test_perturbed_top_k_matched_slots_match_numpy(rng):
+    """Slots matched to the unperturbed top-k: the same selections as sorted slots, only
+    arranged differently, and a near-hard noise gives the reference itself."""
+    scores = rng.normal(size=(3, 12))
+    noise = rng.normal(size=(3, 6, 12))
+    reference = np.argsort(-scores, axis=1)[:, :4]
+    indicators = ops.perturbed_top_k_indicators(tf.constant(scores), 4, 6, 0.8, noise=tf.constant(noise),
+                                                reference=tf.constant(reference))
+    hard, expected = numpy_matched_top_k(scores, 4, 0.8, noise, reference)
+    np.testing.assert_allclose(indicators.numpy(), expected, atol=1e-12)
+    sorted_hard, _ = numpy_perturbed_top_k(scores, 4, 0.8, noise)
+    np.testing.assert_array_equal(hard.sum(axis=2), sorted_hard.sum(axis=2))  # same selections
+    kept = np.array([[hard[b, s, np.arange(4), reference[b]] for s in range(6)] for b in range(3)])
+    assert 0 < np.mean(kept == 0) < 0.5  # some samples swap candidates: the test sees matching
+    near_hard = ops.perturbed_top_k_indicators(tf.constant(scores), 4, 6, 1e-9, noise=tf.constant(noise),
+                                               reference=tf.constant(reference))
+    np.testing.assert_array_equal(near_hard.numpy(), np.eye(12)[reference])
+
+
+def test_perturbed_top_k_matched_slots_gradient_matches_numpy(rng):
+    scores = rng.normal(size=(2, 9))
+    noise = rng.normal(size=(2, 5, 9))
+    upstream = rng.normal(size=(2, 3, 9))
+    reference = np.argsort(-scores, axis=1)[:, :3]
+    scores_t = tf.constant(scores)
+    with tf.GradientTape() as tape:
+        tape.watch(scores_t)
+        indicators = ops.perturbed_top_k_indicators(scores_t, 3, 5, 0.7, noise=tf.constant(noise),
+                                                    reference=tf.constant(reference))
+        loss = tf.reduce_sum(indicators * upstream)
+    hard, _ = numpy_matched_top_k(scores, 3, 0.7, noise, reference)
+    expected = np.einsum("bskn,bkn,bsm->bm", hard, upstream, noise) / (5 * 0.7)
+    np.testing.assert_allclose(tape.gradient(loss, scores_t), expected, rtol=1e-10, atol=1e-12)
+
+
 def test_perturbed_top_k_forward_is_the_mean_of_sampled_hard_top_k(rng):
     scores = rng.normal(size=(3, 10))
     noise = rng.normal(size=(3, 7, 10))
