@@ -86,8 +86,7 @@ def build_model(config, plain_cnn):
 def compile_classifier(model, args):
     model.compile(
         optimizer=keras.optimizers.Adam(args.learning_rate),
-        loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
-        metrics=["accuracy"],
+        **common.classifier_loss_and_metrics(),
         **xla.compile_kwargs(args.xla_mode),
     )
 

@@ -233,6 +233,13 @@ def start_run(args, *, task="classify", augment=None, **config_fields):
     return strategy, data, config
 
 
+def classifier_loss_and_metrics():
+    """`model.compile` arguments for a classifier's logits and integer labels, shared by
+    trainers.classify and the tools that evaluate its runs."""
+    return dict(loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+                metrics=["accuracy"])
+
+
 def recalibrate_batch_norm(model, data, num_batches):
     """Precise BN on a compiled classifier: its test loss and accuracy with the moving
     averages, then the statistics recomputed over `num_batches` batches of `data.train`."""

@@ -26,8 +26,7 @@ def measure(run, data, batches, save):
         if not (run / name).is_file():
             raise common.UserError(f"{run}: no {name} (not a trainers.classify run directory)")
     model = keras.models.load_model(run / "model.keras", custom_objects=models.custom_objects())
-    model.compile(loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
-                  metrics=["accuracy"])
+    model.compile(**common.classifier_loss_and_metrics())
     report = common.recalibrate_batch_norm(model, data, batches)
     loss, accuracy = model.evaluate(data.test, verbose=0)
     report.update(test_accuracy_recalibrated=float(accuracy), test_loss_recalibrated=float(loss))
