@@ -51,10 +51,10 @@ class ModelConfig:
       (default True) subtracts a leave-one-out baseline in its gradient estimator;
       `perturbed_selection` ("marginal", default: hard forward pass, perturbed gradient;
       "slots", Cordonnier et al.'s averaged slots; or "features": hard forward pass, the
-      gradient of Cordonnier et al.'s blend of the candidates' features); `perturbed_estimator` ("sampled", default:
-      the perturbed-optimiser estimator; or "threshold", marginal selection only: the
-      inclusion probabilities' noise-free threshold approximation); see
-      `keypoints.PerturbedTopK`.
+      gradient of Cordonnier et al.'s blend of the candidates' features);
+      `perturbed_estimator` ("sampled", default: the perturbed-optimiser estimator; or
+      "threshold", marginal selection only: the inclusion probabilities' noise-free threshold
+      approximation); see `keypoints.PerturbedTopK`.
 
     Units: `image_size` in image pixels; `nms_pool_size` and `grid_cell_size` in feature-map
     pixels (image pixels divided by `feature_stride`).
