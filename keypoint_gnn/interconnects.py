@@ -51,13 +51,11 @@ class CNNToGraph(keras.layers.Layer):
 
     def call(self, inputs):
         feature_map, positions, scores, *node_weights = inputs
-        if node_weights:
+        if node_weights:  # the scores are already in the weights
             nodes = ops.weighted_features(feature_map, node_weights[0])
-        elif self.sampling == "bilinear":
-            nodes = ops.bilinear_sample(feature_map, positions)
         else:
-            nodes = ops.gather_features(feature_map, positions)
-        if not node_weights:
+            sample = ops.bilinear_sample if self.sampling == "bilinear" else ops.gather_features
+            nodes = sample(feature_map, positions)
             nodes = nodes * tf.cast(scores, nodes.dtype)[..., None]
         if self.position_features:
             extent = tf.cast(tf.maximum(tf.shape(feature_map)[1:3] - 1, 1), tf.float32)
