@@ -362,7 +362,6 @@ class PerturbedTopK(AttentionTopK):
                 raw, self.num_keypoints, self.num_samples, self.sigma * spread, noise=noise,
                 control_variate=self.control_variate, reference=hard_index,
             )
-            marginals = tf.reduce_sum(indicators, axis=1)
         if self.selection == "features":
             hard = tf.one_hot(hard_index, windows, dtype=indicators.dtype)
             values = self.activate(raw)
@@ -372,6 +371,8 @@ class PerturbedTopK(AttentionTopK):
                     tf.gather(values, hard_index, batch_dims=1),
                     ops.location_weights(weights, candidates, height, width))
         if self.selection == "marginal":
+            if self.estimator != "threshold":
+                marginals = tf.reduce_sum(indicators, axis=1)
             top_raw, index = tf.math.top_k(raw, k=self.num_keypoints)
             chosen = tf.gather(marginals, index, batch_dims=1)
             positions = tf.gather(candidates, index, batch_dims=1)

@@ -691,6 +691,11 @@ def perturbed_top_k_indicators(scores, k, num_samples, sigma, noise=None, contro
     if num is not None and k > num:
         raise ValueError(f"k={k} exceeds the {num} scores to select from")
     depth = num if num is not None else tf.shape(scores)[1]
+    if reference is not None:
+        reference = tf.convert_to_tensor(reference)
+        if reference.shape.rank != 2 or reference.shape[1] not in (None, k):
+            raise ValueError(f"reference of shape {reference.shape} must be (batch, k={k}) "
+                             "indices of a selection")
     if noise is None:
         noise = tf.random.normal(
             tf.stack([tf.shape(scores)[0], num_samples, tf.shape(scores)[1]]), dtype=scores.dtype

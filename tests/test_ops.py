@@ -419,6 +419,9 @@ def test_perturbed_top_k_matched_slots_match_numpy(rng):
     near_hard = ops.perturbed_top_k_indicators(tf.constant(scores), 4, 6, 1e-9, noise=tf.constant(noise),
                                                reference=tf.constant(reference))
     np.testing.assert_array_equal(near_hard.numpy(), np.eye(12)[reference])
+    for bad in (reference[:, :3], reference[0]):
+        with pytest.raises(ValueError, match=r"reference of shape .* must be \(batch, k=4\)"):
+            ops.perturbed_top_k_indicators(tf.constant(scores), 4, 6, 0.8, reference=bad)
 
 
 def test_perturbed_top_k_matched_slots_gradient_matches_numpy(rng):
