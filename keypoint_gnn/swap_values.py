@@ -6,9 +6,15 @@ which rates an unselected candidate j for slot k by a first-order (linearised) l
     linear_kj = < dL/dX_k , v_j F(c_j) - s_k F(p_k) >
 
 (X_k: node k's features, s_k F(p_k) its scaled features now, v_j F(c_j) the candidate's; the
-position features, the edges and where the node is written back are held fixed). This module
-measures, for a trained classifier and labelled images, each such value against what the swap
-really does to the image's cross-entropy:
+position features, the edges and where the node is written back are held fixed). A fuller
+first-order rating also moves the keypoint, from p_k to c_j:
+
+    full_kj = linear_kj + < dL/dp_k , c_j - p_k > + < dL/dG(c_j) - dL/dG(p_k) , Y_k >
+
+(dL/dp_k: through the position features and the edges; G: the graph->CNN map, Y_k node k's
+graph output, written at c_j instead of p_k). This module measures, for a trained classifier
+and labelled images, each rating against what the swap really does to the image's
+cross-entropy:
 
 - `features`: L with node k's features replaced by the candidate's, positions unchanged: the
   change the linearisation approximates, so linear vs features is its linearisation error;
@@ -60,11 +66,22 @@ def graph_inputs(model, features, positions, scores):
     return model.get_layer("cnn_to_graph")([features, positions, scores])
 
 
+def graph_outputs(model, config, nodes, adjacency):
+    """The GNN's output nodes (the input nodes for gnn="none"), in inference mode."""
+    if config.gnn == "none":
+        return nodes
+    return model.get_layer("gnn")([nodes, adjacency], training=False)
+
+
 def head_logits(model, config, nodes, adjacency, positions, features):
     """Logits from the graph onwards (GNN, graph->CNN, head), in inference mode."""
-    if config.gnn != "none":
-        nodes = model.get_layer("gnn")([nodes, adjacency], training=False)
-    grid = model.get_layer("graph_to_cnn")([nodes, positions])
+    grid = model.get_layer("graph_to_cnn")([graph_outputs(model, config, nodes, adjacency),
+                                             positions])
+    return grid_logits(model, config, grid, features)
+
+
+def grid_logits(model, config, grid, features):
+    """Logits from the graph->CNN map (the head), in inference mode."""
     if config.head_skip:
         grid = model.get_layer("head_skip")([grid, features])
     x = grid
@@ -107,15 +124,18 @@ def image_swap_values(model, config, features, candidate_positions, candidate_sc
     positions = candidate_positions[selected]
     scores = candidate_scores[selected]
     features_b = features[None]
-    nodes, adjacency = graph_inputs(model, features_b, positions[None], scores[None])
-    nodes, adjacency = nodes.numpy()[0], adjacency.numpy()[0]
     label_b = np.array([label])
-    nodes_t = tf.constant(nodes[None])
+    positions_t = tf.constant(positions[None])
     with tf.GradientTape() as tape:
-        tape.watch(nodes_t)
-        base = _cross_entropy(label_b, head_logits(model, config, nodes_t, adjacency[None],
-                                                   positions[None], features_b))
-    gradient = tape.gradient(base, nodes_t).numpy()[0]
+        tape.watch(positions_t)
+        nodes_t, adjacency_t = graph_inputs(model, features_b, positions_t, scores[None])
+        outputs = graph_outputs(model, config, nodes_t, adjacency_t)
+        grid = model.get_layer("graph_to_cnn")([outputs, positions_t])
+        base = _cross_entropy(label_b, grid_logits(model, config, grid, features_b))
+    gradient, position_gradient, grid_gradient = (
+        g.numpy()[0] for g in tape.gradient(base, [nodes_t, positions_t, grid]))
+    nodes, adjacency = nodes_t.numpy()[0], adjacency_t.numpy()[0]
+    outputs = outputs.numpy()[0]
     base = float(base.numpy()[0])
 
     pairs = swap_pairs(len(candidate_positions), selected)
@@ -126,6 +146,11 @@ def image_swap_values(model, config, features, candidate_positions, candidate_sc
     candidate_nodes = candidate_features * candidate_scores[:, None]
     change = candidate_nodes[picks] - nodes[slots, :channels]
     linear = np.einsum("mc,mc->m", gradient[slots, :channels], change)
+    moved = candidate_positions[picks] - positions[slots]
+    to_cell = _cell_gradients(grid_gradient, candidate_positions[picks])
+    from_cell = _cell_gradients(grid_gradient, positions[slots])
+    full = (linear + np.einsum("mc,mc->m", position_gradient[slots], moved)
+            + np.einsum("mc,mc->m", to_cell - from_cell, outputs[slots]))
 
     def loss_of(node_batch, adjacency_batch, position_batch):
         count = len(node_batch)
@@ -149,8 +174,14 @@ def image_swap_values(model, config, features, candidate_positions, candidate_sc
 
     swap_loss = _chunked(full_swap, [swapped(positions, pairs, candidate_positions[picks]),
                                      swapped(scores, pairs, candidate_scores[picks])], chunk)
-    return {"pairs": pairs, "linear": linear, "features": feature_loss, "swap": swap_loss,
-            "base_loss": base}
+    return {"pairs": pairs, "linear": linear, "full": full, "features": feature_loss,
+            "swap": swap_loss, "base_loss": base}
+
+
+def _cell_gradients(grid_gradient, positions):
+    """(h, w, C) map gradient at (M, 2) integer-valued positions -> (M, C)."""
+    cells = np.rint(positions).astype(int)
+    return grid_gradient[cells[:, 0], cells[:, 1]]
 
 
 def swap_values(model, config, images, labels, chunk=512):
@@ -175,16 +206,19 @@ def _ranks(values):
 def summarize(per_image):
     """Agreement of the linearised values with the real loss changes, over every image's swaps:
 
-    - pearson / spearman per image, averaged: linear vs features, linear vs swap, features vs
-      swap (how much moving the keypoint adds to changing its features);
-    - sign_agreement: share of swaps where linear and swap agree on better or worse;
+    - pearson / spearman per image, averaged: linear vs features, linear vs swap, full vs
+      swap, features vs swap (how much moving the keypoint adds to changing its features);
+    - sign_agreement (_full): share of swaps where linear (full) and swap agree on better or
+      worse;
     - improving_share: share of swaps that really lower the loss;
-    - best_linear_swap / mean_swap / best_swap: per slot, the real loss change of the swap the
-      linearisation rates best, of an average swap, and of the really best swap (means).
+    - best_linear_swap / best_full_swap / mean_swap / best_swap: per slot, the real loss change
+      of the swap that linear (full) rates best, of an average swap, and of the really best
+      swap (means).
     """
     report = {}
     for name, (a, b) in {"linear_vs_features": ("linear", "features"),
                          "linear_vs_swap": ("linear", "swap"),
+                         "full_vs_swap": ("full", "swap"),
                          "features_vs_swap": ("features", "swap")}.items():
         report[f"pearson_{name}"] = float(np.nanmean(
             [_pearson(v[a], v[b]) for v in per_image]))
@@ -192,16 +226,20 @@ def summarize(per_image):
             [_pearson(_ranks(v[a]), _ranks(v[b])) for v in per_image]))
     linear = np.concatenate([v["linear"] for v in per_image])
     swap = np.concatenate([v["swap"] for v in per_image])
+    full = np.concatenate([v["full"] for v in per_image])
     report["sign_agreement"] = float(np.mean(np.sign(linear) == np.sign(swap)))
+    report["sign_agreement_full"] = float(np.mean(np.sign(full) == np.sign(swap)))
     report["improving_share"] = float(np.mean(swap < 0))
-    chosen, best, mean = [], [], []
+    chosen, chosen_full, best, mean = [], [], [], []
     for values in per_image:
         for slot in np.unique(values["pairs"][:, 0]):
             rows = values["pairs"][:, 0] == slot
             chosen.append(values["swap"][rows][np.argmin(values["linear"][rows])])
+            chosen_full.append(values["swap"][rows][np.argmin(values["full"][rows])])
             best.append(values["swap"][rows].min())
             mean.append(values["swap"][rows].mean())
-    report.update(best_linear_swap=float(np.mean(chosen)), mean_swap=float(np.mean(mean)),
+    report.update(best_linear_swap=float(np.mean(chosen)),
+                  best_full_swap=float(np.mean(chosen_full)), mean_swap=float(np.mean(mean)),
                   best_swap=float(np.mean(best)),
                   base_loss=float(np.mean([v["base_loss"] for v in per_image])),
                   images=len(per_image), swaps=int(len(swap)))

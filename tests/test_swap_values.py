@@ -105,16 +105,19 @@ def test_a_swap_is_the_loss_of_the_swapped_keypoint_set_in_another_order(rng):
 def test_summary_of_hand_made_values():
     pairs = np.array([[0, 5], [0, 6], [1, 5], [1, 6]])
     swap = np.array([0.3, -0.2, 0.1, -0.4])
-    same = {"pairs": pairs, "linear": swap, "features": swap, "swap": swap, "base_loss": 1.0}
+    same = {"pairs": pairs, "linear": swap, "full": swap, "features": swap, "swap": swap,
+            "base_loss": 1.0}
     report = swaps.summarize([same])
     assert report["pearson_linear_vs_swap"] == pytest.approx(1.0)
     assert report["spearman_linear_vs_features"] == pytest.approx(1.0)
     assert report["sign_agreement"] == 1.0 and report["improving_share"] == 0.5
     assert report["best_linear_swap"] == pytest.approx(report["best_swap"]) == pytest.approx(-0.3)
+    assert report["best_full_swap"] == pytest.approx(-0.3) and report["sign_agreement_full"] == 1.0
     assert report["mean_swap"] == pytest.approx(np.mean(swap))
     opposite = dict(same, linear=-swap)
     report = swaps.summarize([opposite])
     assert report["pearson_linear_vs_swap"] == pytest.approx(-1.0)
+    assert report["pearson_full_vs_swap"] == pytest.approx(1.0)
     assert report["sign_agreement"] == 0.0
     assert report["best_linear_swap"] == pytest.approx(np.mean([0.3, 0.1]))  # the worst swaps
     assert report["images"] == 1 and report["swaps"] == 4 and report["base_loss"] == 1.0
@@ -160,3 +163,48 @@ def test_tool_bad_input(tmp_path):
     (tmp_path / "config.json").write_text(kg.ModelConfig(**TINY, detector="grid").to_json())
     with pytest.raises(ValueError, match="detector='grid'"):
         swap_tool.main([str(tmp_path), "--untrained"])
+
+
+def test_full_rating_matches_finite_differences_of_moving_the_keypoint(rng):
+    """full - linear = <dL/dp_k, c_j - p_k> + <dL/dG(c_j) - dL/dG(p_k), Y_k>: both terms
+    against central differences, moving the position (rounding unchanged) and the written
+    node. The biases are made non-zero: a fresh model's zero biases put every ReLU of an empty
+    map region exactly at its kink, where one-sided differences and the gradient disagree."""
+    model, config = _model(detector="attention")
+    for weight in model.weights:
+        if weight.name.endswith("bias:0"):
+            weight.assign(rng.normal(scale=0.1, size=weight.shape))
+    images = _images(rng, 1)
+    label = 3
+    values, (features, positions, scores, index) = _one_image(model, config, images, 0, label)
+    chosen, chosen_scores = positions[index][None], scores[index][None]
+    h = 1e-2
+
+    def loss_at(position_batch, grid_change=None):
+        nodes, adjacency = swaps.graph_inputs(model, features[None], position_batch, chosen_scores)
+        outputs = swaps.graph_outputs(model, config, nodes, adjacency)
+        grid = model.get_layer("graph_to_cnn")([outputs, position_batch])
+        if grid_change is not None:
+            grid = grid + grid_change(outputs.numpy()[0])
+        logits = swaps.grid_logits(model, config, grid, features[None])
+        return float(keras.losses.sparse_categorical_crossentropy([label], logits,
+                                                                  from_logits=True)[0])
+
+    for row in rng.choice(len(values["pairs"]), size=4, replace=False):
+        slot, pick = values["pairs"][row]
+        step = np.zeros_like(chosen)
+        step[0, slot] = positions[pick] - positions[index[slot]]
+        position_term = (loss_at(chosen + h * step) - loss_at(chosen - h * step)) / (2 * h)
+
+        def write(sign, slot=slot, pick=pick):
+            def change(outputs):
+                grid = np.zeros((1, 8, 8, outputs.shape[-1]), np.float32)
+                (py, px), (cy, cx) = positions[index[slot]].astype(int), positions[pick].astype(int)
+                grid[0, cy, cx] += sign * h * outputs[slot]
+                grid[0, py, px] -= sign * h * outputs[slot]
+                return grid
+            return change
+
+        write_term = (loss_at(chosen, write(1)) - loss_at(chosen, write(-1))) / (2 * h)
+        np.testing.assert_allclose(values["full"][row] - values["linear"][row],
+                                   position_term + write_term, atol=2e-3, rtol=5e-2)
