@@ -79,7 +79,11 @@ class GraphToCNN(keras.layers.Layer):
     Writes the node features back at their keypoint locations in a zero tensor with
     `tf.scatter_nd`; nodes landing on the same cell are averaged (the authors' rule).
 
-    **Input**: `[nodes (B, N, C), positions (B, N, 2)]`.
+    **Input**: `[nodes (B, N, C), positions (B, N, 2)]`. Optionally a third tensor,
+    `location_weights (B, N, height*width)` (from `PerturbedTopK(selection="keypoints")`): node
+    k is then written at every location l with weight W_kl (`ops.weighted_scatter`), which for
+    one-hot rows is the scatter at the positions and passes the detector a gradient for where
+    each node is written.
     **Output**: `(B, height, width, C)`.
 
     Arguments:
@@ -99,7 +103,9 @@ class GraphToCNN(keras.layers.Layer):
         self.sampling = sampling
 
     def call(self, inputs):
-        nodes, positions = inputs
+        nodes, positions, *location_weights = inputs
+        if location_weights:
+            return ops.weighted_scatter(nodes, location_weights[0], self.height, self.width)
         if self.sampling == "bilinear":
             return ops.bilinear_splat(nodes, positions, self.height, self.width)
         return ops.scatter_mean(nodes, positions, self.height, self.width)

@@ -10,6 +10,8 @@ Each detector takes the detector CNN's feature map `(B, h, w, C)` and returns th
 `PerturbedTopK(selection="features")` returns a fourth tensor, `node_weights`
 `(B, N, h*w)`: each node's weights over the map's locations, which the CNN->graph
 interconnect then uses in place of gathering at `positions` and scaling by `scores`.
+`selection="keypoints"` returns a fifth as well, `location_weights` `(B, N, h*w)`: where the
+graph->CNN interconnect writes each node back.
 """
 import math
 import warnings
@@ -25,7 +27,10 @@ OFFSET_MODES = ("sigmoid", "softmax", "dsnt")
 MIN_DSNT_RESOLUTION = 4
 # Floor of the per-image score spread that scales PerturbedTopK's noise.
 _MIN_SCORE_SPREAD = 1e-3
-PERTURBED_SELECTIONS = ("slots", "marginal", "features")
+PERTURBED_SELECTIONS = ("slots", "marginal", "features", "keypoints")
+# The selections whose training forward pass is the hard one and whose gradient is that of a
+# blend of the candidates (extra detector outputs: node weights, then location weights).
+BLEND_SELECTIONS = ("features", "keypoints")
 PERTURBED_ESTIMATORS = ("sampled", "threshold")
 
 
@@ -264,6 +269,16 @@ class PerturbedTopK(AttentionTopK):
     unrelated candidates. At inference W is one_hot(position) * score, which gives the
     gathered, scaled features exactly.
 
+    `selection="keypoints"` blends the whole keypoint, not only its features: with
+    U = H + Y - stop_gradient(Y) (B, N, n), positions = U . c (still the hard, integer
+    positions in the forward pass, but now differentiable, through the position features and
+    the edges), and a fifth output, U placed at the candidates' locations (B, N, h*w), with
+    which the graph->CNN interconnect writes node k at every location (`ops.weighted_scatter`;
+    one-hot at c_k in the forward pass). So dL/dU_kj also holds <dL/dp_k, c_j> and
+    <dL/dG(c_j), Y_k>: what moving keypoint k to candidate j changes through its position and
+    where its graph output lands, which the feature blend leaves out
+    (`keypoint_gnn.swap_values` measures both ratings against real swaps).
+
     `estimator="threshold"` (marginal selection only) replaces the sampled m by the threshold
     approximation m_i = Phi((r_i - tau) / sigma_b), sum_i m_i = N
     (`ops.gaussian_top_k_marginals`): the same noise model and smoothing, a deterministic
@@ -279,8 +294,9 @@ class PerturbedTopK(AttentionTopK):
     window, and the model trains on the selection it will use at inference.
 
     **Input**: feature map `(B, h, w, C)`, h and w divisible by `pool_size`.
-    **Output**: `[positions (B, N, 2), scores (B, N), score_map (B, h, w, 1)]`, and
-    `node_weights (B, N, h*w)` with `selection="features"`.
+    **Output**: `[positions (B, N, 2), scores (B, N), score_map (B, h, w, 1)]`, then
+    `node_weights (B, N, h*w)` with `selection="features"` or `"keypoints"`, and
+    `location_weights (B, N, h*w)` with `"keypoints"`.
 
     Arguments:
       num_keypoints: N <= (h/p)(w/p).
@@ -295,9 +311,10 @@ class PerturbedTopK(AttentionTopK):
         `ops.perturbed_top_k_indicators`): same expected gradient, far less noise when sigma is
         small. False reproduces the plain estimator.
       selection: `"slots"` (Cordonnier et al.: averaged sorted slots, fractional positions
-        in training), `"marginal"` (hard forward pass, perturbed gradient) or `"features"`
-        (hard forward pass, gradient of the blended candidate features; a fourth output);
-        see above.
+        in training), `"marginal"` (hard forward pass, perturbed gradient), `"features"`
+        (hard forward pass, gradient of the blended candidate features; a fourth output) or
+        `"keypoints"` (as "features", the positions and the write-back blended too; a fifth
+        output); see above.
       estimator: `"sampled"` (the perturbed-optimiser estimator over `num_samples` draws) or
         `"threshold"` (marginal selection only: noise-free threshold approximation, see above).
 
@@ -342,7 +359,8 @@ class PerturbedTopK(AttentionTopK):
 
     def perturbed_select(self, raw_score_map, noise=None):
         """Training-mode selection: (B, h, w, 1) raw scores -> positions (B, N, 2), scores (B, N)
-        (and node weights (B, N, h*w) with selection="features").
+        (and node weights (B, N, h*w) with selection="features", and location weights
+        (B, N, h*w) with "keypoints").
 
         `noise`: optional (B, S, n) standard normal draws, n candidates (for deterministic tests).
         """
@@ -355,21 +373,26 @@ class PerturbedTopK(AttentionTopK):
         if self.estimator == "threshold":
             marginals = ops.gaussian_top_k_marginals(raw, self.num_keypoints, self.sigma * spread)
         else:
-            # "features": slots matched to the hard selection, which the forward pass uses.
+            # Blends: slots matched to the hard selection, which the forward pass uses.
             hard_index = (tf.math.top_k(raw, k=self.num_keypoints).indices
-                          if self.selection == "features" else None)
+                          if self.selection in BLEND_SELECTIONS else None)
             indicators = ops.perturbed_top_k_indicators(
                 raw, self.num_keypoints, self.num_samples, self.sigma * spread, noise=noise,
                 control_variate=self.control_variate, reference=hard_index,
             )
-        if self.selection == "features":
+        if self.selection in BLEND_SELECTIONS:
             hard = tf.one_hot(hard_index, windows, dtype=indicators.dtype)
+            blend = hard + indicators - tf.stop_gradient(indicators)  # forward: exactly hard
             values = self.activate(raw)
-            weights = (hard + indicators - tf.stop_gradient(indicators)) * values[:, None, :]
             height, width = raw_score_map.shape[1], raw_score_map.shape[2]
-            return (tf.gather(candidates, hard_index, batch_dims=1),
-                    tf.gather(values, hard_index, batch_dims=1),
-                    ops.location_weights(weights, candidates, height, width))
+            node_weights = ops.location_weights(blend * values[:, None, :], candidates, height,
+                                                width)
+            scores = tf.gather(values, hard_index, batch_dims=1)
+            if self.selection == "features":
+                return tf.gather(candidates, hard_index, batch_dims=1), scores, node_weights
+            positions = tf.einsum("bkn,bnc->bkc", tf.cast(blend, candidates.dtype), candidates)
+            return (positions, scores, node_weights,
+                    ops.location_weights(blend, candidates, height, width))
         if self.selection == "marginal":
             if self.estimator != "threshold":
                 marginals = tf.reduce_sum(indicators, axis=1)
@@ -389,18 +412,24 @@ class PerturbedTopK(AttentionTopK):
         def hard():
             positions, raw_scores = self.select(raw)
             scores = self.activate(raw_scores)
-            if self.selection != "features":
+            if self.selection not in BLEND_SELECTIONS:
                 return positions, scores
-            weights = tf.linalg.diag(scores)  # node k: its own keypoint, scaled by its score
-            return positions, scores, ops.location_weights(weights, positions, raw.shape[1],
-                                                           raw.shape[2])
+            # Node k: its own keypoint, scaled by its score (and written back there).
+            height, width = raw.shape[1], raw.shape[2]
+            node_weights = ops.location_weights(tf.linalg.diag(scores), positions, height, width)
+            if self.selection == "features":
+                return positions, scores, node_weights
+            one_hot = tf.eye(self.num_keypoints, batch_shape=tf.shape(scores)[:1],
+                             dtype=scores.dtype)
+            return (positions, scores, node_weights,
+                    ops.location_weights(one_hot, positions, height, width))
 
         if isinstance(training, (bool, int)):
             selected = self.perturbed_select(raw) if training else hard()
         else:
             selected = tf.cond(tf.cast(training, tf.bool), lambda: self.perturbed_select(raw), hard)
-        positions, scores, *node_weights = selected
-        return (positions, scores, self.activate(raw), *node_weights)
+        positions, scores, *blend = selected
+        return (positions, scores, self.activate(raw), *blend)
 
     def get_config(self):
         config = super().get_config()

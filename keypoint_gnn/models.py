@@ -50,8 +50,10 @@ class ModelConfig:
       (`nms_pool_size=1`: over every location, attention top-N); `perturbed_control_variate`
       (default True) subtracts a leave-one-out baseline in its gradient estimator;
       `perturbed_selection` ("marginal", default: hard forward pass, perturbed gradient;
-      "slots", Cordonnier et al.'s averaged slots; or "features": hard forward pass, the
-      gradient of Cordonnier et al.'s blend of the candidates' features);
+      "slots", Cordonnier et al.'s averaged slots; "features": hard forward pass, the
+      gradient of Cordonnier et al.'s blend of the candidates' features; or "keypoints": as
+      "features", and the blend also moves the keypoints' positions and where the nodes are
+      written back);
       `perturbed_estimator` ("sampled", default: the perturbed-optimiser estimator; or
       "threshold", marginal selection only: the inclusion probabilities' noise-free threshold
       approximation); see `keypoints.PerturbedTopK`.
@@ -281,14 +283,15 @@ def _keypoint_graph(config, images):
     -> G (graph->CNN grid), score map, feature map."""
     features = _conv_blocks(config.backbone_filters, "feature_extractor")(images)
     detector_features = _conv_blocks(config.detector_filters, "detector_backbone", None)(images)
-    # A fourth detector output, if any: the nodes' weights over the map (feature blending).
-    positions, scores, score_map, *node_weights = _make_detector(config)(detector_features)
+    # Further detector outputs, if any: the nodes' weights over the map (feature blending),
+    # then where they are written back (keypoint blending).
+    positions, scores, score_map, *blend = _make_detector(config)(detector_features)
     nodes, adjacency = interconnects.CNNToGraph(
         sampling=config.sampling,
         normalize=gnn_lib.needs_normalized_adjacency(config.gnn),
         position_features=config.position_features,
         name="cnn_to_graph",
-    )([features, positions, scores, *node_weights])
+    )([features, positions, scores, *blend[:1]])
     graph_net = gnn_lib.build_gnn(
         config.gnn, config.graph_units, config.graph_layers, config.diffpool_clusters,
         residual=config.graph_residual,
@@ -297,7 +300,7 @@ def _keypoint_graph(config, images):
         nodes = graph_net([nodes, adjacency])
     size = config.feature_size
     grid = interconnects.GraphToCNN(size, size, sampling=config.sampling, name="graph_to_cnn")(
-        [nodes, positions]
+        [nodes, positions, *blend[1:]]
     )
     return grid, score_map, features
 

@@ -165,6 +165,29 @@ def weighted_features(feature_map, node_weights):
     return tf.einsum("bkl,blc->bkc", tf.cast(node_weights, flat.dtype), flat)
 
 
+def weighted_scatter(nodes, node_weights, height, width):
+    """Writes node features into a map with per-node weights over its locations.
+
+      G[b, l] = sum_k W[b, k, l] X[b, k] / max(sum_k W[b, k, l], 1)
+
+    The divisor is not differentiated. With one-hot rows W (distinct locations, as
+    `location_weights` gives for a hard selection) this is `scatter_mean`, and dG/dW[b, k, l] =
+    X[b, k] at every location l: what writing node k there instead would change.
+
+    Args:
+      nodes: (B, N, C).
+      node_weights: (B, N, height * width), row-major locations.
+      height, width: the map's size.
+
+    Returns:
+      (B, height, width, C).
+    """
+    node_weights = tf.cast(node_weights, nodes.dtype)
+    total = tf.stop_gradient(tf.maximum(tf.reduce_sum(node_weights, axis=1), 1.0))  # (B, h*w)
+    flat = tf.einsum("bkl,bkc->blc", node_weights, nodes) / total[..., None]
+    return tf.reshape(flat, [tf.shape(nodes)[0], height, width, tf.shape(nodes)[2]])
+
+
 def _round_clip(positions, height, width):
     """(B, N, 2) float -> (B, N, 2) int32 cell indices inside [0, h-1] x [0, w-1]."""
     index = tf.cast(tf.round(positions), tf.int32)

@@ -63,6 +63,20 @@ def test_cnn_to_graph_node_weights_replace_gather_and_scores(rng):
     np.testing.assert_array_equal(adjacency, plain_adjacency)
 
 
+def test_graph_to_cnn_location_weights_write_each_node_where_weighted(rng):
+    """With a third input the nodes are written by weight (ops.weighted_scatter); one-hot rows
+    at the positions give the plain scatter."""
+    nodes = rng.normal(size=(1, 2, 3)).astype("float32")
+    positions = np.array([[[0, 1], [1, 0]]], "float32")
+    layer = GraphToCNN(2, 2)
+    weights = np.zeros((1, 2, 4), "float32")
+    weights[0, 0, 1] = weights[0, 1, 2] = 1.0
+    np.testing.assert_array_equal(layer([nodes, positions, weights]), layer([nodes, positions]))
+    weights[0, 0, 3] = 0.5  # node 0 also half at (1, 1)
+    grid = layer([nodes, positions, weights]).numpy()
+    np.testing.assert_allclose(grid[0, 1, 1], 0.5 * nodes[0, 0], rtol=1e-6)
+
+
 def test_graph_to_cnn_averages_collisions():
     nodes = np.array([[[2.0], [4.0], [7.0]]], "float32")
     positions = np.array([[[1, 1], [1, 1], [0, 2]]], "float32")

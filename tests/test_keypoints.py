@@ -731,21 +731,28 @@ def test_unknown_perturbed_selection_is_refused():
         PerturbedTopK(num_keypoints=3, selection="soft")
 
 
-@pytest.mark.parametrize("pool_size", [1, 2])
-def test_feature_selection_trains_on_the_inference_selection(rng, pool_size):
-    """selection="features": training and inference select the same keypoints in the same
-    order, and in both modes the node weights give the gathered features scaled by the scores."""
+@pytest.mark.parametrize("pool_size,selection", [(1, "features"), (2, "features"),
+                                                  (1, "keypoints"), (2, "keypoints")])
+def test_feature_selection_trains_on_the_inference_selection(rng, pool_size, selection):
+    """selection="features"/"keypoints": training and inference select the same keypoints in
+    the same order, and in both modes the node weights give the gathered features scaled by the
+    scores (and the location weights write each node at its own keypoint)."""
     feature_map = tf.constant(rng.normal(size=(2, 8, 8, 3)).astype("float32"))
     values = tf.constant(rng.normal(size=(2, 8, 8, 5)).astype("float32"))
     detector = PerturbedTopK(num_keypoints=6, score_activation="sigmoid", num_samples=4, sigma=0.5,
-                             pool_size=pool_size, selection="features")
+                             pool_size=pool_size, selection=selection)
     results = []
     for training in (False, True):
-        positions, scores, _, node_weights = detector(feature_map, training=training)
+        positions, scores, _, node_weights, *location_weights = detector(feature_map,
+                                                                         training=training)
         assert node_weights.shape == (2, 6, 64)
+        assert len(location_weights) == (selection == "keypoints")
         gathered = ops.gather_features(values, positions) * scores[..., None]
         np.testing.assert_allclose(ops.weighted_features(values, node_weights), gathered,
                                    rtol=1e-5, atol=1e-6)
+        if location_weights:
+            np.testing.assert_array_equal(ops.weighted_scatter(gathered, location_weights[0], 8, 8),
+                                          ops.scatter_mean(gathered, positions, 8, 8))
         results.append([positions.numpy(), scores.numpy()])
     np.testing.assert_array_equal(results[0][0], results[1][0])
     np.testing.assert_allclose(results[0][1], results[1][1], rtol=1e-6)
@@ -786,6 +793,47 @@ def test_feature_selection_gradient_matches_numpy(rng, control_variate):
             weight = weight - (weight.sum() - weight) / (samples - 1)
         expected[b] += weight @ noise[b] / (samples * sigma * raw[b].std())
     np.testing.assert_allclose(gradient, expected, rtol=1e-8, atol=1e-10)
+
+
+def test_keypoint_selection_gradient_matches_numpy(rng):
+    """selection="keypoints", linear scores, pool 1, fixed noise, upstream gradients G on the
+    node weights, A on the positions and V on the location weights. By hand: the hard
+    selection's own term G[k, n_k], plus the estimator (control variate) with upstream
+    U[k, j] = G[k, j] r_j + <A_k, c_j> + V[k, j]: the blend moves the whole keypoint."""
+    batch, size, k, samples, sigma = 2, 4, 3, 5, 0.3
+    raw_map = rng.normal(size=(batch, size, size, 1))
+    noise = rng.normal(size=(batch, samples, size * size))
+    upstream, position_upstream, location_upstream = (
+        rng.normal(size=shape) for shape in ((batch, k, size * size), (batch, k, 2),
+                                             (batch, k, size * size)))
+    detector = PerturbedTopK(num_keypoints=k, num_samples=samples, sigma=sigma,
+                             selection="keypoints", control_variate=True, dtype="float64")
+    raw_t = tf.constant(raw_map)
+    with tf.GradientTape() as tape:
+        tape.watch(raw_t)
+        positions, _, node_weights, location_weights = detector.perturbed_select(
+            raw_t, noise=tf.constant(noise))
+        loss = (tf.reduce_sum(node_weights * upstream)
+                + tf.reduce_sum(tf.cast(positions, tf.float64) * position_upstream)
+                + tf.reduce_sum(location_weights * location_upstream))
+    gradient = tape.gradient(loss, raw_t).numpy().reshape(batch, -1)
+
+    raw = raw_map.reshape(batch, -1)
+    cells = np.stack(np.divmod(np.arange(size * size), size), axis=1).astype(float)  # c_j
+    top = np.argsort(-raw, axis=1)[:, :k]
+    hard, _ = numpy_matched_top_k(raw, k, sigma * raw.std(axis=1), noise, top)
+    expected = np.zeros_like(raw)
+    for b in range(batch):
+        np.testing.assert_array_equal(positions[b], cells[top[b]])
+        np.testing.assert_array_equal(location_weights[b], np.eye(size * size)[top[b]])
+        expected[b, top[b]] += upstream[b, np.arange(k), top[b]]
+        rating = (upstream[b] * raw[b][None, :] + position_upstream[b] @ cells.T
+                  + location_upstream[b])
+        weight = np.einsum("kn,skn->s", rating, hard[b])
+        weight = weight - (weight.sum() - weight) / (samples - 1)
+        expected[b] += weight @ noise[b] / (samples * sigma * raw[b].std())
+    # Positions are float32 (the convention), so the position term is exact to ~1e-7.
+    np.testing.assert_allclose(gradient, expected, rtol=1e-6, atol=1e-7)
 
 
 def test_feature_selection_gives_unselected_candidates_a_gradient_from_their_features(rng):

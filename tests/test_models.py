@@ -80,7 +80,7 @@ BEYOND_PAPER_VARIANTS = [
     dict(detector="perturbed_topk", score_activation="linear", gnn="diffpool", nms_pool_size=1,
          perturbed_selection="slots", perturbed_control_variate=False),
     dict(detector="perturbed_topk", perturbed_estimator="threshold", perturbed_sigma=0.5),
-    dict(detector="perturbed_topk", perturbed_selection="features", position_features=True),
+    dict(detector="perturbed_topk", perturbed_selection="keypoints", position_features=True),
     dict(detector="grid", offset_mode="softmax", offset_margin=0.5),
     dict(detector="grid", standardize_offsets=True, offset_margin=0.25),
     dict(detector="grid", standardize_offsets=True, offset_uniformity_weight=1.0),

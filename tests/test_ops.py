@@ -103,6 +103,34 @@ def test_location_weights_and_weighted_features_match_numpy(rng):
                                   ops.gather_features(tf.constant(feature_map), tf.constant(positions)))
 
 
+def test_weighted_scatter_matches_numpy_and_scatter_mean(rng):
+    """General weights against a naive loop (divisor max(column sum, 1), not differentiated);
+    one-hot rows at distinct cells give scatter_mean, and the gradient of a weight is the
+    upstream gradient at its location dotted with the node."""
+    nodes = rng.normal(size=(2, 3, 4))
+    weights = rng.uniform(size=(2, 3, 6))
+    grid = ops.weighted_scatter(tf.constant(nodes), tf.constant(weights), 2, 3).numpy()
+    expected = np.zeros((2, 6, 4))
+    for b in range(2):
+        for cell in range(6):
+            total = max(weights[b, :, cell].sum(), 1.0)
+            for k in range(3):
+                expected[b, cell] += weights[b, k, cell] * nodes[b, k] / total
+    np.testing.assert_allclose(grid, expected.reshape(2, 2, 3, 4), rtol=1e-12)
+
+    positions = np.array([[[0, 1], [1, 2], [1, 0]], [[0, 0], [0, 2], [1, 1]]], "float64")
+    one_hot = tf.constant(ops.location_weights(tf.eye(3, batch_shape=[2], dtype=tf.float64),
+                                               tf.constant(positions), 2, 3).numpy())
+    upstream = rng.normal(size=(2, 2, 3, 4))
+    with tf.GradientTape() as tape:
+        tape.watch(one_hot)
+        grid = ops.weighted_scatter(tf.constant(nodes), one_hot, 2, 3)
+        loss = tf.reduce_sum(grid * upstream)
+    np.testing.assert_array_equal(grid, ops.scatter_mean(tf.constant(nodes), tf.constant(positions), 2, 3))
+    np.testing.assert_allclose(tape.gradient(loss, one_hot),
+                               np.einsum("blc,bkc->bkl", upstream.reshape(2, 6, 4), nodes), rtol=1e-12)
+
+
 def test_bilinear_sample_matches_naive(rng):
     feature_map = rng.normal(size=(2, 6, 5, 3)).astype("float32")
     positions = rng.uniform(-1, 6.5, size=(2, 7, 2)).astype("float32")

@@ -144,8 +144,9 @@ def add_model_flags(parser):
     group.add_argument("--perturbed-sigma", type=float, default=None, help="perturbed top-k noise scale")
     group.add_argument("--perturbed-selection", choices=keypoints.PERTURBED_SELECTIONS, default=None,
                        help="perturbed top-k: hard forward + perturbed gradient (marginal, default), "
-                            "averaged sorted slots (slots, Cordonnier et al.) or hard forward + "
-                            "gradient of the blended candidate features (features)")
+                            "averaged sorted slots (slots, Cordonnier et al.), hard forward + "
+                            "gradient of the blended candidate features (features), or of the "
+                            "blended keypoints: features, positions and write-back (keypoints)")
     group.add_argument("--perturbed-estimator", choices=keypoints.PERTURBED_ESTIMATORS, default=None,
                        help="perturbed top-k gradient: sampled perturbed-optimiser estimator "
                             "(default) or its noise-free threshold approximation (marginal "
