@@ -29,7 +29,7 @@ class CNNToGraph(keras.layers.Layer):
 
     **Input**: `[feature_map (B, h, w, C), positions (B, N, 2), scores (B, N)]`; positions
     (y, x) in feature-map pixels. Optionally a fourth tensor, `node_weights (B, N, h*w)` (from
-    `PerturbedTopK(selection="features")`): the nodes are then X_k = sum_l W_kl F_l
+    `PerturbedTopK(selection="features")` or `"keypoints"`): the nodes are then X_k = sum_l W_kl F_l
     (`ops.weighted_features`), which already carry the scores; `positions` still give the
     edges and the position features.
     **Output**: `[nodes (B, N, C) or (B, N, C + 2), adjacency (B, N, N)]`.

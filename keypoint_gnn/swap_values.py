@@ -12,7 +12,8 @@ first-order rating also moves the keypoint, from p_k to c_j:
     full_kj = linear_kj + < dL/dp_k , c_j - p_k > + < dL/dG(c_j) - dL/dG(p_k) , Y_k >
 
 (dL/dp_k: through the position features and the edges; G: the graph->CNN map, Y_k node k's
-graph output, written at c_j instead of p_k). This module measures, for a trained classifier
+graph output, written at c_j instead of p_k): the rating `selection="keypoints"` trains with.
+This module measures, for a trained classifier
 and labelled images, each rating against what the swap really does to the image's
 cross-entropy:
 
