@@ -148,8 +148,8 @@ def test_tool_on_a_saved_run_and_its_untrained_model(tmp_path):
     assert report["images"] == 2 and report["swaps"] == 2 * 4 * (16 - 4)  # 16 windows of 2x2
     assert -1 <= report["pearson_linear_vs_swap"] <= 1
     assert report["best_swap"] <= report["mean_swap"]
-    again = swap_tool.main([run, "--images", "2", "--untrained"])[run]
-    assert again["untrained"] and again == swap_tool.main([run, "--images", "2", "--untrained"])[run]
+    fresh = swap_tool.main([run, "--images", "2", "--untrained"])[run]
+    assert fresh["untrained"] and fresh["swaps"] == report["swaps"]
 
 
 def test_tool_bad_input(tmp_path):
