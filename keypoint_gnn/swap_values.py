@@ -243,5 +243,5 @@ def summarize(per_image):
                   best_full_swap=float(np.mean(chosen_full)), mean_swap=float(np.mean(mean)),
                   best_swap=float(np.mean(best)),
                   base_loss=float(np.mean([v["base_loss"] for v in per_image])),
-                  images=len(per_image), swaps=int(len(swap)))
+                  images=len(per_image), swaps=len(swap))
     return report
