@@ -365,10 +365,8 @@ class PerturbedTopK(AttentionTopK):
         `noise`: optional (B, S, n) standard normal draws, n candidates (for deterministic tests).
         """
         # The candidates: each window's maximum and where it lies (p = 1: every location).
-        window_max, window_positions = ops.window_argmax(raw_score_map, self.pool_size)
-        windows = window_max.shape[1] * window_max.shape[2]
-        raw = tf.reshape(window_max, [-1, windows])
-        candidates = tf.reshape(window_positions, [-1, windows, 2])
+        raw, candidates = ops.window_candidates(raw_score_map, self.pool_size)
+        windows = raw.shape[1]
         spread = tf.stop_gradient(tf.maximum(tf.math.reduce_std(raw, axis=1), _MIN_SCORE_SPREAD))
         if self.estimator == "threshold":
             marginals = ops.gaussian_top_k_marginals(raw, self.num_keypoints, self.sigma * spread)
@@ -380,6 +378,7 @@ class PerturbedTopK(AttentionTopK):
                 raw, self.num_keypoints, self.num_samples, self.sigma * spread, noise=noise,
                 control_variate=self.control_variate, reference=hard_index,
             )
+            marginals = tf.reduce_sum(indicators, axis=1) if self.selection == "marginal" else None
         if self.selection in BLEND_SELECTIONS:
             hard = tf.one_hot(hard_index, windows, dtype=indicators.dtype)
             blend = hard + indicators - tf.stop_gradient(indicators)  # forward: exactly hard
@@ -394,8 +393,6 @@ class PerturbedTopK(AttentionTopK):
             return (positions, scores, node_weights,
                     ops.location_weights(blend, candidates, height, width))
         if self.selection == "marginal":
-            if self.estimator != "threshold":
-                marginals = tf.reduce_sum(indicators, axis=1)
             top_raw, index = tf.math.top_k(raw, k=self.num_keypoints)
             chosen = tf.gather(marginals, index, batch_dims=1)
             positions = tf.gather(candidates, index, batch_dims=1)

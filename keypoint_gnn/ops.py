@@ -87,6 +87,21 @@ def window_argmax(score_map, pool_size):
     return window_max, positions
 
 
+def window_candidates(score_map, pool_size):
+    """Each window's maximum as a candidate keypoint, flattened row-major over the windows.
+
+    Args:
+      score_map: (B, h, w) or (B, h, w, 1), h and w static and divisible by pool_size.
+      pool_size: window side (1: every location is a candidate).
+
+    Returns:
+      scores (B, n), positions (B, n, 2) float32 (y, x) in unpooled pixels; n = (h/p)(w/p).
+    """
+    window_max, window_positions = window_argmax(score_map, pool_size)
+    count = window_max.shape[1] * window_max.shape[2]
+    return tf.reshape(window_max, [-1, count]), tf.reshape(window_positions, [-1, count, 2])
+
+
 def max_pool_nms(score_map, pool_size, k):
     """Large-maxpool non-max suppression: window maxima, then the top k windows.
 

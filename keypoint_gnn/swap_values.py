@@ -54,12 +54,9 @@ def candidates(model, config, images):
     raw = tf.cast(detector.score_conv(model.get_layer("detector_backbone")(images, training=False)),
                   tf.float32)
     pool = 1 if config.detector == "attention" else config.nms_pool_size
-    window_max, window_positions = ops.window_argmax(raw, pool)
-    count = window_max.shape[1] * window_max.shape[2]
-    raw_candidates = tf.reshape(window_max, [-1, count])
+    raw_candidates, positions = ops.window_candidates(raw, pool)
     index = tf.math.top_k(raw_candidates, k=config.num_keypoints).indices
-    return (features, tf.reshape(window_positions, [-1, count, 2]),
-            detector.activate(raw_candidates), index)
+    return features, positions, detector.activate(raw_candidates), index
 
 
 def graph_inputs(model, features, positions, scores):

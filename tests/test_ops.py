@@ -46,6 +46,13 @@ def test_max_pool_nms_hand_worked():
     positions, scores = ops.max_pool_nms(tf.constant(score_map), pool_size=2, k=3)
     np.testing.assert_array_equal(scores[0], [9, 8, 5])
     np.testing.assert_array_equal(positions[0], [[1, 0], [3, 3], [1, 3]])
+    # The same windows as candidates, row-major over the windows; pool 1: every location.
+    scores, positions = ops.window_candidates(tf.constant(score_map), 2)
+    np.testing.assert_array_equal(scores[0], [9, 5, 2, 8])
+    np.testing.assert_array_equal(positions[0], [[1, 0], [1, 3], [3, 0], [3, 3]])
+    scores, positions = ops.window_candidates(tf.constant(score_map), 1)
+    np.testing.assert_array_equal(scores[0], score_map.ravel())
+    np.testing.assert_array_equal(positions[0], np.stack(np.divmod(np.arange(16), 4), axis=1))
 
 
 def test_max_pool_nms_one_keypoint_per_window(rng):
