@@ -822,3 +822,44 @@ def gaussian_top_k_marginals(scores, k, sigma, iterations=60):
     # Same value as tau; its gradient is the implicit function's d tau / d scores.
     tau = tau + tf.reduce_sum(share * (scores - fixed), axis=1, keepdims=True)
     return _normal_cdf((scores - tau) / sigma)
+
+
+def score_function_gradient(losses, noise, sigma):
+    """Zeroth-order gradient of a perturbed selection's expected loss, from sampled losses.
+
+    For any selection rule topN(.) and loss L, the perturbed loss E_Z[L(topN(r + sigma Z))],
+    Z ~ N(0, I), is smooth in the scores r, and (score-function identity, Berthet et al. 2020,
+    Prop. 3.1 with F = L o topN)
+
+      d/dr E_Z[L(topN(r + sigma Z))] = E_Z[L(topN(r + sigma Z)) Z] / sigma,
+
+    estimated over S draws with the leave-one-out baseline b_s = mean_{t != s} L_t, which does
+    not depend on Z_s and so keeps the estimate unbiased:
+
+      g = 1/(S sigma) sum_s (L_s - b_s) Z_s.
+
+    Unlike the perturbed-optimiser Jacobian it needs no gradient of L: the losses of the sampled
+    selections themselves rate them, swaps that a linearisation misses included.
+
+    Args:
+      losses: (B, S) loss of each sampled selection, S >= 2.
+      noise: (B, S, n) the standard normal draws Z that made them.
+      sigma: noise scale > 0 in the unit of the scores: a float, or a tensor of shape () or (B,).
+
+    Returns:
+      (B, n) gradient estimate (no gradient flows through it).
+    """
+    losses = tf.stop_gradient(tf.convert_to_tensor(losses))
+    noise = tf.stop_gradient(tf.cast(noise, losses.dtype))
+    samples = losses.shape[1]
+    if losses.shape.rank != 2 or noise.shape.rank != 3 or samples is None or samples < 2:
+        raise ValueError(f"losses of shape {losses.shape} and noise of shape {noise.shape} must "
+                         "be (batch, S) and (batch, S, n) with S >= 2 samples")
+    if noise.shape[1] not in (None, samples):
+        raise ValueError(f"noise has {noise.shape[1]} samples per image, losses {samples}")
+    if isinstance(sigma, (int, float)) and not sigma > 0:
+        raise ValueError(f"sigma={sigma!r} must be a positive noise scale")
+    sigma = tf.stop_gradient(tf.reshape(tf.cast(sigma, losses.dtype), [-1, 1]))
+    total = tf.reduce_sum(losses, axis=1, keepdims=True)
+    advantage = losses - (total - losses) / (samples - 1)
+    return tf.einsum("bs,bsn->bn", advantage, noise) / (samples * sigma)

@@ -17,6 +17,8 @@ from keypoint_gnn.keypoint_targets import (
     pretraining_cell_size,
     targets_dataset,
 )
+from keypoint_gnn.sampled_selection import SampledSelectionTrainer, check_sampled_selection
+from keypoint_gnn.swap_values import check_swap_config
 from trainers import common
 
 ANCHOR_LOSSES = ("mse", "ce")
@@ -48,8 +50,30 @@ def parse_args(argv=None):
     anchor.add_argument("--anchor-confidence", action="store_true",
                         help="anchor the confidences (which keypoints are selected) too: the "
                              "whole pre-training loss")
+    sampled = parser.add_argument_group(
+        "selection gradient from sampled losses (attention, maxpool_nms, perturbed_topk)")
+    sampled.add_argument("--selection-samples", type=int, default=0, metavar="S",
+                         help="rate S >= 2 perturbed selections per image and step by their real "
+                              "loss and train the detector's scores with that (score-function) "
+                              "gradient too; 0 (default): off")
+    sampled.add_argument("--selection-sigma", type=float, default=0.5,
+                         help="noise scale of the sampled selections, relative to each image's "
+                              "spread of the candidates' raw scores")
+    sampled.add_argument("--selection-weight", type=float, default=1.0,
+                         help="weight of the sampled-loss selection term")
     args = parser.parse_args(argv)
     common.check_training_flags(args)
+    if args.selection_samples:
+        try:
+            check_sampled_selection(args.selection_samples, args.selection_sigma,
+                                    args.selection_weight, names=(
+                                        "--selection-samples", "--selection-sigma",
+                                        "--selection-weight"))
+        except ValueError as error:
+            raise common.UserError(str(error)) from None
+    elif args.selection_samples < 0:
+        raise common.UserError(f"--selection-samples={args.selection_samples} must be >= 2, or 0 "
+                               "(off)")
     if not args.anchor_weight >= 0:
         raise common.UserError(f"--anchor-weight={args.anchor_weight} must be >= 0")
     if args.recalibrate_bn < 0:
@@ -67,6 +91,19 @@ def check_anchoring(args, config):
     if args.anchor_loss == "ce" and config.offset_mode == "sigmoid":
         raise common.UserError("--anchor-loss ce needs --offset-mode softmax or dsnt (a heat map "
                                "per slot); sigmoid offsets anchor with --anchor-loss mse")
+
+
+def check_sampled_selection_config(args, config):
+    if not args.selection_samples:
+        return
+    if args.plain_cnn:
+        raise common.UserError("--selection-samples trains a keypoint detector, not --plain-cnn")
+    if args.anchor_weight:
+        raise common.UserError("--selection-samples and --anchor-weight cannot be combined")
+    try:
+        check_swap_config(config)
+    except ValueError as error:
+        raise common.UserError(f"--selection-samples: {error}") from None
 
 
 def anchored_splits(args, config, data):
@@ -95,6 +132,7 @@ def main(argv=None):
     args = parse_args(argv)
     strategy, data, config = common.start_run(args)
     check_anchoring(args, config)
+    check_sampled_selection_config(args, config)
     info = data.info
     chief = training.is_chief(strategy)
     precision = training.set_precision(args.mixed_precision)
@@ -109,6 +147,10 @@ def main(argv=None):
         if args.anchor_weight:
             trainer = OffsetAnchoredTrainer(model, args.anchor_weight, args.anchor_loss == "ce",
                                             config.offset_margin, args.anchor_confidence)
+            compile_classifier(trainer, args)
+        if args.selection_samples:
+            trainer = SampledSelectionTrainer(model, config, args.selection_samples,
+                                              args.selection_sigma, args.selection_weight)
             compile_classifier(trainer, args)
     train, validation = (anchored_splits(args, config, data) if args.anchor_weight
                          else (data.train, data.validation))
