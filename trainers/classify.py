@@ -17,7 +17,10 @@ from keypoint_gnn.keypoint_targets import (
     pretraining_cell_size,
     targets_dataset,
 )
-from keypoint_gnn.sampled_selection import SampledSelectionTrainer, check_sampled_selection
+from keypoint_gnn.sampled_selection import (
+    SampledSelectionTrainer,
+    check_sampled_selection,
+)
 from keypoint_gnn.swap_values import check_swap_config
 from trainers import common
 
@@ -70,10 +73,7 @@ def parse_args(argv=None):
                                         "--selection-samples", "--selection-sigma",
                                         "--selection-weight"))
         except ValueError as error:
-            raise common.UserError(str(error)) from None
-    elif args.selection_samples < 0:
-        raise common.UserError(f"--selection-samples={args.selection_samples} must be >= 2, or 0 "
-                               "(off)")
+            raise common.UserError(f"{error}; --selection-samples 0 turns it off") from None
     if not args.anchor_weight >= 0:
         raise common.UserError(f"--anchor-weight={args.anchor_weight} must be >= 0")
     if args.recalibrate_bn < 0:
