@@ -160,7 +160,20 @@ class KeypointDetector(keras.layers.Layer):
 
 
 class _ScoreMapDetector(KeypointDetector):
-    """A 1x1 convolution scores every location of the feature map."""
+    """A 1x1 convolution scores every location of the feature map.
+
+    `selection_noise` (beyond the paper; attention top-N and max-pool NMS) explores in
+    training: the selection is made on the raw scores plus Gaussian noise of scale
+    selection_noise * std_b(raw) (each image's spread of raw scores over the map, not
+    differentiated), and the selected keypoints keep their real scores. So a location that
+    scores low at the start of training is still selected now and then, and the head learns
+    what it holds. At inference (training=False) the selection is the plain one.
+    """
+
+    def __init__(self, num_keypoints, score_activation="linear", selection_noise=0.0, **kwargs):
+        super().__init__(num_keypoints, score_activation, **kwargs)
+        check_non_negative_number("selection_noise", selection_noise)
+        self.selection_noise = float(selection_noise)
 
     def build(self, input_shape):
         input_shape = self._check_input_shape(input_shape)
@@ -175,10 +188,36 @@ class _ScoreMapDetector(KeypointDetector):
     def select(self, raw_score_map):
         raise NotImplementedError
 
-    def call(self, feature_map):
+    def noisy_select(self, raw_score_map, noise=None):
+        """Training-mode selection with `selection_noise`: (B, h, w, 1) raw scores -> positions
+        of the selection on the noisy scores, and the selected locations' real raw scores.
+        `noise`: optional (B, h, w, 1) standard normal draws (for deterministic tests)."""
+        if noise is None:
+            noise = tf.random.normal(tf.shape(raw_score_map))
+        spread = tf.maximum(tf.math.reduce_std(raw_score_map, axis=[1, 2, 3]), _MIN_SCORE_SPREAD)
+        noisy = raw_score_map + self.selection_noise * spread[:, None, None, None] * noise
+        positions, _ = self.select(tf.stop_gradient(noisy))
+        return positions, ops.gather_features(raw_score_map, positions)[..., 0]
+
+    def call(self, feature_map, training=None):
         raw = tf.cast(self.score_conv(feature_map), tf.float32)
-        positions, raw_scores = self.select(raw)
+        if not self.selection_noise:
+            positions, raw_scores = self.select(raw)
+        else:
+            if training is None:
+                training = keras.backend.learning_phase()
+            if isinstance(training, (bool, int)):
+                positions, raw_scores = self.noisy_select(raw) if training else self.select(raw)
+            else:
+                positions, raw_scores = tf.cond(tf.cast(training, tf.bool),
+                                                lambda: self.noisy_select(raw),
+                                                lambda: self.select(raw))
         return positions, self.activate(raw_scores), self.activate(raw)
+
+    def get_config(self):
+        config = super().get_config()
+        config.update(selection_noise=self.selection_noise)
+        return config
 
 
 @keras.saving.register_keras_serializable(package="keypoint_gnn")
@@ -329,6 +368,9 @@ class PerturbedTopK(AttentionTopK):
                  pool_size=1, control_variate=False, selection="slots", estimator="sampled",
                  **kwargs):
         super().__init__(num_keypoints, score_activation, **kwargs)
+        if self.selection_noise:
+            raise ValueError(f"selection_noise={self.selection_noise!r}: the perturbed top-k "
+                             "has its own training selection (sigma); use 0")
         check_perturbation(num_samples, sigma)
         check_positive_int("pool_size", pool_size)
         self.num_samples = num_samples

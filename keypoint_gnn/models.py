@@ -16,6 +16,7 @@ import math
 from keypoint_gnn import gnn as gnn_lib
 from keypoint_gnn import interconnects, keypoints
 from keypoint_gnn._backend import keras
+from keypoint_gnn._checks import check_non_negative_number
 from keypoint_gnn.losses import ConfidenceWeightedMSE
 
 RECONSTRUCTION_LOSSES = ("mse", "conf_mse")
@@ -57,6 +58,9 @@ class ModelConfig:
       `perturbed_estimator` ("sampled", default: the perturbed-optimiser estimator; or
       "threshold", marginal selection only: the inclusion probabilities' noise-free threshold
       approximation); see `keypoints.PerturbedTopK`.
+    - `selection_noise` > 0 (attention and max-pool NMS): in training the selection is made on
+      the raw scores plus Gaussian noise of that scale relative to each image's score spread,
+      so that low-scoring locations are explored; inference is unchanged.
 
     Units: `image_size` in image pixels; `nms_pool_size` and `grid_cell_size` in feature-map
     pixels (image pixels divided by `feature_stride`).
@@ -86,6 +90,7 @@ class ModelConfig:
     perturbed_control_variate: bool = True
     perturbed_selection: str = "marginal"
     perturbed_estimator: str = "sampled"
+    selection_noise: float = 0.0
     gnn: str = "gcn"
     graph_layers: int = 4
     graph_units: int = 64
@@ -189,6 +194,10 @@ class ModelConfig:
                     f"of the grid ({size // self.grid_cell_size}^2 cells x "
                     f"{self.grid_points_per_cell} per cell)"
                 )
+        check_non_negative_number("selection_noise", self.selection_noise)
+        if self.selection_noise and self.detector not in ("attention", "maxpool_nms"):
+            raise ValueError(f"selection_noise={self.selection_noise!r} applies to the attention "
+                             f"and maxpool_nms detectors, not detector={self.detector!r}; use 0")
         for name in ("head_skip", "perturbed_control_variate"):
             if not isinstance(getattr(self, name), bool):
                 raise ValueError(f"{name}={getattr(self, name)!r} must be True or False")
@@ -248,7 +257,7 @@ def _make_detector(config):
     common = dict(num_keypoints=config.num_keypoints, score_activation=config.score_activation,
                   name="detector", dtype="float32")
     if config.detector == "attention":
-        return keypoints.AttentionTopK(**common)
+        return keypoints.AttentionTopK(selection_noise=config.selection_noise, **common)
     if config.detector == "perturbed_topk":
         return keypoints.PerturbedTopK(num_samples=config.perturbed_samples,
                                        sigma=config.perturbed_sigma,
@@ -258,7 +267,8 @@ def _make_detector(config):
                                        estimator=config.perturbed_estimator,
                                        **common)
     if config.detector == "maxpool_nms":
-        return keypoints.MaxPoolNMS(pool_size=config.nms_pool_size, **common)
+        return keypoints.MaxPoolNMS(pool_size=config.nms_pool_size,
+                                    selection_noise=config.selection_noise, **common)
     return keypoints.GridCoordinateRegressor(
         cell_size=config.grid_cell_size,
         points_per_cell=config.grid_points_per_cell,

@@ -34,6 +34,7 @@ MODEL_FLAGS = {
     "perturbed_sigma": "perturbed_sigma",
     "perturbed_selection": "perturbed_selection",
     "perturbed_estimator": "perturbed_estimator",
+    "selection_noise": "selection_noise",
     "image_size": "image_size",
     "head_skip": "head_skip",
 }
@@ -151,6 +152,10 @@ def add_model_flags(parser):
                        help="perturbed top-k gradient: sampled perturbed-optimiser estimator "
                             "(default) or its noise-free threshold approximation (marginal "
                             "selection only)")
+    group.add_argument("--selection-noise", type=float, default=None,
+                       help="attention / maxpool_nms: in training, select on the scores plus "
+                            "Gaussian noise of this scale relative to each image's score spread "
+                            "(explores low-scoring locations; inference unchanged; 0: off)")
     group.add_argument("--diffpool-clusters", type=int, default=None)
     group.add_argument("--head-skip", action="store_const", const=True, default=None,
                        help="classifier head also sees the CNN feature map (beyond the paper)")
