@@ -115,6 +115,12 @@ def test_detector_configuration_errors(make, message):
     (lambda: PerturbedTopK(num_keypoints=4, sigma=float("nan")), "sigma=nan must be a finite"),
     (lambda: PerturbedTopK(num_keypoints=4, pool_size=0), "pool_size=0 must be a positive integer"),
     (lambda: PerturbedTopK(num_keypoints=4, pool_size=2.0), "pool_size=2.0 must be a positive integer"),
+    (lambda: AttentionTopK(num_keypoints=4, selection_noise=-0.5),
+     "selection_noise=-0.5 must be a finite number >= 0"),
+    (lambda: MaxPoolNMS(num_keypoints=4, selection_noise=float("inf")),
+     "selection_noise=inf must be a finite number >= 0"),
+    (lambda: PerturbedTopK(num_keypoints=4, selection_noise=1.0),
+     "selection_noise=1.0: the perturbed top-k has its own training selection"),
 ])
 def test_detector_argument_errors(make, message):
     with pytest.raises(ValueError, match=message):
@@ -575,6 +581,8 @@ def test_perturbed_top_k_over_windows_saves_and_loads(tmp_path, rng):
     PerturbedTopK(num_keypoints=3, num_samples=5, selection="marginal"),
     PerturbedTopK(num_keypoints=3, pool_size=2, selection="marginal", estimator="threshold"),
     PerturbedTopK(num_keypoints=3, pool_size=2, selection="features", control_variate=True),
+    AttentionTopK(num_keypoints=3, selection_noise=0.7),
+    MaxPoolNMS(num_keypoints=3, pool_size=2, selection_noise=1.5),
     GridCoordinateRegressor(num_keypoints=3, cell_size=2, offset_mode="softmax"),
     GridCoordinateRegressor(num_keypoints=3, cell_size=2, offset_mode="dsnt", dsnt_resolution=5),
     GridCoordinateRegressor(num_keypoints=3, cell_size=2, offset_mode="dsnt", dsnt_spread=0.8,
@@ -856,3 +864,38 @@ def test_feature_selection_gives_unselected_candidates_a_gradient_from_their_fea
             loss = tf.reduce_sum(ops.weighted_features(tf.constant(features), node_weights) ** 2)
         gradients.append(tape.gradient(loss, detector.score_conv.kernel).numpy())
     assert np.abs(gradients[0] - gradients[1]).max() > 1e-3
+
+
+@pytest.mark.parametrize("make", [
+    lambda: AttentionTopK(num_keypoints=5, score_activation="sigmoid", selection_noise=0.8),
+    lambda: MaxPoolNMS(num_keypoints=5, pool_size=2, selection_noise=0.8),
+], ids=["attention", "maxpool_nms"])
+def test_selection_noise_explores_in_training_only(rng, make):
+    """Training: the selection on raw + 0.8 * std(raw) * Z (a NumPy top-N / window maxima),
+    with the selected locations' real scores; inference: the plain selection."""
+    feature_map = rng.normal(size=(2, 8, 8, 3)).astype("float32")
+    detector = make()
+    _set_score_conv(detector, feature_map)
+    noise = rng.normal(size=(2, 8, 8, 1)).astype("float32")
+    raw = feature_map[..., :1]
+    positions, raw_scores = detector.noisy_select(tf.constant(raw), noise=tf.constant(noise))
+    pool = getattr(detector, "pool_size", 1)
+    for b in range(2):
+        noisy = raw[b, :, :, 0] + 0.8 * raw[b].std() * noise[b, :, :, 0]
+        # Each window's noisy maximum (every location for attention), then the top 5 of those.
+        windows = [max(((y, x) for y in range(r, r + pool) for x in range(c, c + pool)),
+                       key=lambda yx: noisy[yx]) for r in range(0, 8, pool) for c in range(0, 8, pool)]
+        expected = sorted(windows, key=lambda yx: -noisy[yx])[:5]
+        np.testing.assert_array_equal(positions[b].numpy().astype(int), expected)
+        np.testing.assert_allclose(raw_scores[b], [raw[b, y, x, 0] for y, x in expected],
+                                   rtol=1e-6)
+    # The noise changes the selection here, so the check above is not the plain one.
+    plain, _ = detector.select(tf.constant(raw))
+    assert not np.array_equal(plain.numpy(), positions.numpy())
+    inference, scores, _ = detector(feature_map, training=False)
+    np.testing.assert_array_equal(inference.numpy(), plain.numpy())
+    # In training the scores still carry the task gradient to the score convolution.
+    with tf.GradientTape() as tape:
+        _, scores, _ = detector(feature_map, training=True)
+        total = tf.reduce_sum(scores)
+    assert np.abs(tape.gradient(total, detector.score_conv.kernel).numpy()).sum() > 0

@@ -74,7 +74,8 @@ def _check_fit_and_round_trips(model, images, labels, tmp_path):
     return restored
 
 
-# Beyond the paper: the differentiable top-k and the regressor's expectation offsets.
+# Beyond the paper: the differentiable top-k, selection noise and the regressor's expectation
+# offsets.
 # Marked slow: options another default-suite variant also exercises (the marginal selection:
 # the threshold variant; standardised offsets and widened offsets: the two grid rows around).
 BEYOND_PAPER_VARIANTS = [
@@ -84,6 +85,7 @@ BEYOND_PAPER_VARIANTS = [
          perturbed_selection="slots", perturbed_control_variate=False),
     dict(detector="perturbed_topk", perturbed_estimator="threshold", perturbed_sigma=0.5),
     dict(detector="perturbed_topk", perturbed_selection="keypoints", position_features=True),
+    dict(detector="maxpool_nms", selection_noise=1.0),
     dict(detector="grid", offset_mode="softmax", offset_margin=0.5),
     pytest.param(dict(detector="grid", standardize_offsets=True, offset_margin=0.25),
                  marks=pytest.mark.slow),
@@ -254,6 +256,10 @@ def test_pretrained_detector_weights_transfer(tmp_path, rng):
      ("perturbed_estimator='threshold' needs perturbed_selection='marginal', not "
       "perturbed_selection='slots'")),
     (dict(perturbed_sigma=0.0), "perturbed_sigma=0.0 must be a finite noise scale > 0"),
+    (dict(selection_noise=-1.0), "selection_noise=-1.0 must be a finite number >= 0"),
+    (dict(detector="perturbed_topk", selection_noise=1.0),
+     ("selection_noise=1.0 applies to the attention and maxpool_nms detectors, not "
+      "detector='perturbed_topk'")),
     (dict(perturbed_sigma=-0.1), "perturbed_sigma=-0.1 must be a finite noise scale > 0"),
     (dict(detector="perturbed_topk", num_keypoints=200), "num_keypoints=200 exceeds the 12x12=144"),
     (dict(detector="perturbed_topk", num_keypoints=40), "num_keypoints=40 exceeds the 36 pooling windows"),

@@ -162,6 +162,8 @@ def _run_cli(module, *flags):
     (["--detector", "perturbed_topk", "--perturbed-selection", "slots", "--perturbed-estimator",
       "threshold"], "perturbed_estimator='threshold' needs perturbed_selection='marginal'"),
     (["--anchor-weight", "-1"], "--anchor-weight=-1.0 must be >= 0"),
+    (["--detector", "perturbed_topk", "--selection-noise", "0.5"],
+     "selection_noise=0.5 applies to the attention and maxpool_nms detectors"),
     (["--anchor-weight", "1", "--max-examples", "8"], "--anchor-weight applies to --detector grid, not --detector maxpool_nms"),
     (["--detector", "grid", "--anchor-weight", "1", "--anchor-loss", "ce", "--max-examples", "8"],
      "--anchor-loss ce needs --offset-mode softmax or dsnt"),
@@ -212,6 +214,12 @@ def test_perturbed_estimator_flag_reaches_the_config():
     args = classify.parse_args(["--detector", "perturbed_topk", "--perturbed-estimator", "threshold"])
     assert common.model_config(args).perturbed_estimator == "threshold"
     assert common.model_config(classify.parse_args([])).perturbed_estimator == "sampled"
+
+
+def test_selection_noise_flag_reaches_the_config():
+    args = classify.parse_args(["--detector", "attention", "--selection-noise", "1.5"])
+    assert common.model_config(args).selection_noise == 1.5
+    assert common.model_config(classify.parse_args([])).selection_noise == 0.0
 
 
 def test_standardize_offsets_flag_reaches_the_config():
