@@ -110,16 +110,16 @@ def max_pool_nms(score_map, pool_size, k):
     Returns:
       positions (B, k, 2) float32 (y, x) in unpooled pixels; scores (B, k), highest first.
     """
-    window_scores, window_positions = window_candidates(score_map, pool_size)
-    if k > window_scores.shape[1]:
-        rows = _squeeze_score_map(score_map).shape[1] // pool_size
-        cols = _squeeze_score_map(score_map).shape[2] // pool_size
+    window_max, window_positions = window_argmax(score_map, pool_size)
+    rows, cols = window_max.shape[1], window_max.shape[2]
+    if k > rows * cols:
         raise ValueError(
             f"num_keypoints={k} exceeds the {rows}x{cols}={rows * cols} pooling windows "
             f"of size {pool_size}; lower num_keypoints or pool_size"
         )
-    scores, flat_index = tf.math.top_k(window_scores, k=k)
-    positions = tf.gather(window_positions, flat_index, batch_dims=1)
+    batch = tf.shape(window_max)[0]
+    scores, flat_index = tf.math.top_k(tf.reshape(window_max, [batch, -1]), k=k)
+    positions = tf.gather(tf.reshape(window_positions, [batch, -1, 2]), flat_index, batch_dims=1)
     return positions, scores
 
 
