@@ -58,7 +58,7 @@ class CNNToGraph(keras.layers.Layer):
             nodes = sample(feature_map, positions)
             nodes = nodes * tf.cast(scores, nodes.dtype)[..., None]
         if self.position_features:
-            extent = tf.cast(tf.maximum(tf.shape(feature_map)[1:3] - 1, 1), tf.float32)
+            extent = tf.cast(tf.maximum(tf.shape(feature_map)[1:3] - 1, 1), positions.dtype)
             nodes = tf.concat([nodes, tf.cast(positions / extent, nodes.dtype)], axis=-1)
         adjacency = ops.inverse_distance_adjacency(positions)
         if self.normalize:

@@ -26,11 +26,13 @@ graph and the head per image and step, with no backward pass through them.
 
 Save, evaluate and export `trainer.classifier`: it holds every trained weight.
 """
+import math
+
 from keypoint_gnn import ops, swap_values
 from keypoint_gnn._backend import keras, tf
-from keypoint_gnn._checks import check_positive_int
-
-_MIN_SCORE_SPREAD = 1e-3  # as PerturbedTopK's
+from keypoint_gnn.keypoints import (
+    _MIN_SCORE_SPREAD,  # the noise scale's floor, as PerturbedTopK's
+)
 
 
 def check_sampled_selection(num_samples, sigma, weight, names=("num_samples", "sigma", "weight")):
@@ -38,8 +40,9 @@ def check_sampled_selection(num_samples, sigma, weight, names=("num_samples", "s
         raise ValueError(f"{names[0]}={num_samples!r} must be an integer >= 2 (the leave-one-out "
                          "baseline needs two sampled selections)")
     for name, value in zip(names[1:], (sigma, weight)):
-        if isinstance(value, bool) or not isinstance(value, (int, float)) or not value > 0:
-            raise ValueError(f"{name}={value!r} must be a number > 0")
+        if (isinstance(value, bool) or not isinstance(value, (int, float))
+                or not math.isfinite(value) or not value > 0):
+            raise ValueError(f"{name}={value!r} must be a finite number > 0")
 
 
 class SampledSelectionTrainer(keras.Model):
@@ -60,7 +63,6 @@ class SampledSelectionTrainer(keras.Model):
         super().__init__(**kwargs)
         swap_values.check_swap_config(config)
         check_sampled_selection(num_samples, sigma, weight)
-        check_positive_int("num_keypoints", config.num_keypoints)
         self.classifier = classifier
         self.config = config
         self.num_samples = num_samples

@@ -27,6 +27,18 @@ def test_cnn_to_graph_gather(rng, normalize):
         np.testing.assert_allclose(adjacency[b], expected, rtol=1e-5)
 
 
+def test_cnn_to_graph_position_features_under_mixed_precision(rng):
+    """Under a mixed policy the layer casts its inputs to bfloat16 (what `--mixed-precision`
+    gives on a CPU); the position features must still be the positions over the map's extent."""
+    feature_map = rng.normal(size=(2, 5, 5, 3)).astype("float32")
+    positions = rng.integers(0, 5, size=(2, 4, 2)).astype("float32")
+    scores = rng.uniform(size=(2, 4)).astype("float32")
+    layer = CNNToGraph(position_features=True, dtype="mixed_bfloat16")
+    nodes, adjacency = layer([feature_map, positions, scores])
+    assert nodes.dtype == tf.bfloat16 and adjacency.dtype == tf.bfloat16
+    np.testing.assert_allclose(tf.cast(nodes[..., 3:], tf.float32), positions / 4, atol=1e-2)
+
+
 def test_cnn_to_graph_bilinear(rng):
     feature_map = rng.normal(size=(1, 5, 5, 2)).astype("float32")
     positions = rng.uniform(0, 4, size=(1, 3, 2)).astype("float32")

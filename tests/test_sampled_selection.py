@@ -125,10 +125,12 @@ def test_trainer_refuses_bad_input():
     model, config = _model(detector="attention")
     with pytest.raises(ValueError, match=r"num_samples=1 must be an integer >= 2"):
         SampledSelectionTrainer(model, config, num_samples=1)
-    with pytest.raises(ValueError, match=r"sigma=0 must be a number > 0"):
+    with pytest.raises(ValueError, match=r"sigma=0 must be a finite number > 0"):
         SampledSelectionTrainer(model, config, sigma=0)
-    with pytest.raises(ValueError, match=r"weight=-1.0 must be a number > 0"):
+    with pytest.raises(ValueError, match=r"weight=-1.0 must be a finite number > 0"):
         SampledSelectionTrainer(model, config, weight=-1.0)
+    with pytest.raises(ValueError, match=r"sigma=inf must be a finite number > 0"):
+        SampledSelectionTrainer(model, config, sigma=float("inf"))
     grid, grid_config = _model(detector="grid")
     with pytest.raises(ValueError, match=r"detector='grid' places its keypoints by regression"):
         SampledSelectionTrainer(grid, grid_config)
@@ -156,6 +158,7 @@ def test_classify_trains_with_sampled_selection(tmp_path):
     (["--selection-samples", "2", "--selection-sigma", "0"], "--selection-sigma=0.0 must be"),
     (["--selection-samples", "2", "--detector", "grid"], "places its keypoints by regression"),
     (["--selection-samples", "2", "--plain-cnn"], "not --plain-cnn"),
+    (["--selection-weight", "3"], "--selection-weight applies with --selection-samples"),
 ])
 def test_classify_refuses_bad_sampled_selection_flags(tmp_path, flags, message):
     with pytest.raises(common.UserError, match=message):

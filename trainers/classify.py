@@ -59,13 +59,19 @@ def parse_args(argv=None):
                          help="rate S >= 2 perturbed selections per image and step by their real "
                               "loss and train the detector's scores with that (score-function) "
                               "gradient too; 0 (default): off")
-    sampled.add_argument("--selection-sigma", type=float, default=0.5,
+    sampled.add_argument("--selection-sigma", type=float, default=None,
                          help="noise scale of the sampled selections, relative to each image's "
-                              "spread of the candidates' raw scores")
-    sampled.add_argument("--selection-weight", type=float, default=1.0,
-                         help="weight of the sampled-loss selection term")
+                              "spread of the candidates' raw scores (default 0.5)")
+    sampled.add_argument("--selection-weight", type=float, default=None,
+                         help="weight of the sampled-loss selection term (default 1)")
     args = parser.parse_args(argv)
     common.check_training_flags(args)
+    for name in ("selection_sigma", "selection_weight"):
+        if getattr(args, name) is not None and not args.selection_samples:
+            raise common.UserError(f"--{name.replace('_', '-')} applies with --selection-samples "
+                                   "S (S >= 2)")
+    args.selection_sigma = 0.5 if args.selection_sigma is None else args.selection_sigma
+    args.selection_weight = 1.0 if args.selection_weight is None else args.selection_weight
     if args.selection_samples:
         try:
             check_sampled_selection(args.selection_samples, args.selection_sigma,
