@@ -125,6 +125,13 @@ def check_perturbation(num_samples, sigma, names=("num_samples", "sigma")):
         raise ValueError(f"{names[1]}={sigma!r} must be a finite noise scale > 0")
 
 
+def score_noise_scale(raw, sigma, axis):
+    """Per-image noise scale sigma * std(raw) over `axis` (floored, not differentiated): a
+    noise level that means the same for linear and sigmoid scores and as the scores grow."""
+    spread = tf.maximum(tf.math.reduce_std(raw, axis=axis), _MIN_SCORE_SPREAD)
+    return sigma * tf.stop_gradient(spread)
+
+
 class KeypointDetector(keras.layers.Layer):
     """Base class: score activation, input checks and config for the detectors.
 
@@ -194,8 +201,8 @@ class _ScoreMapDetector(KeypointDetector):
         `noise`: optional (B, h, w, 1) standard normal draws (for deterministic tests)."""
         if noise is None:
             noise = tf.random.normal(tf.shape(raw_score_map))
-        spread = tf.maximum(tf.math.reduce_std(raw_score_map, axis=[1, 2, 3]), _MIN_SCORE_SPREAD)
-        noisy = raw_score_map + self.selection_noise * spread[:, None, None, None] * noise
+        scale = score_noise_scale(raw_score_map, self.selection_noise, axis=[1, 2, 3])
+        noisy = raw_score_map + scale[:, None, None, None] * noise
         positions, _ = self.select(tf.stop_gradient(noisy))
         return positions, ops.gather_features(raw_score_map, positions)[..., 0]
 
@@ -409,15 +416,15 @@ class PerturbedTopK(AttentionTopK):
         # The candidates: each window's maximum and where it lies (p = 1: every location).
         raw, candidates = ops.window_candidates(raw_score_map, self.pool_size)
         windows = raw.shape[1]
-        spread = tf.stop_gradient(tf.maximum(tf.math.reduce_std(raw, axis=1), _MIN_SCORE_SPREAD))
+        scale = score_noise_scale(raw, self.sigma, axis=1)
         if self.estimator == "threshold":
-            marginals = ops.gaussian_top_k_marginals(raw, self.num_keypoints, self.sigma * spread)
+            marginals = ops.gaussian_top_k_marginals(raw, self.num_keypoints, scale)
         else:
             # Blends: slots matched to the hard selection, which the forward pass uses.
             hard_index = (tf.math.top_k(raw, k=self.num_keypoints).indices
                           if self.selection in BLEND_SELECTIONS else None)
             indicators = ops.perturbed_top_k_indicators(
-                raw, self.num_keypoints, self.num_samples, self.sigma * spread, noise=noise,
+                raw, self.num_keypoints, self.num_samples, scale, noise=noise,
                 control_variate=self.control_variate, reference=hard_index,
             )
             marginals = tf.reduce_sum(indicators, axis=1) if self.selection == "marginal" else None

@@ -748,11 +748,11 @@ def perturbed_top_k_indicators(scores, k, num_samples, sigma, noise=None, contro
                                          reference)
 
         def gradient(upstream):
+            # Each sample's weight is the first-order loss of its selection: the same estimator
+            # as the score-function gradient of sampled losses.
             weight = tf.einsum("bkn,bskn->bs", upstream, samples)
-            if control_variate and num_samples > 1:
-                others = (tf.reduce_sum(weight, axis=1, keepdims=True) - weight) / (num_samples - 1)
-                weight = weight - others
-            return tf.einsum("bs,bsn->bn", weight, noise) / (num_samples * sigma)
+            return score_function_gradient(weight, noise, sigma,
+                                           leave_one_out=control_variate and num_samples > 1)
 
         return tf.reduce_mean(samples, axis=1), gradient
 
@@ -824,7 +824,7 @@ def gaussian_top_k_marginals(scores, k, sigma, iterations=60):
     return _normal_cdf((scores - tau) / sigma)
 
 
-def score_function_gradient(losses, noise, sigma):
+def score_function_gradient(losses, noise, sigma, leave_one_out=True):
     """Zeroth-order gradient of a perturbed selection's expected loss, from sampled losses.
 
     For any selection rule topN(.) and loss L, the perturbed loss E_Z[L(topN(r + sigma Z))],
@@ -841,10 +841,15 @@ def score_function_gradient(losses, noise, sigma):
     Unlike the perturbed-optimiser Jacobian it needs no gradient of L: the losses of the sampled
     selections themselves rate them, swaps that a linearisation misses included.
 
+    `perturbed_top_k_indicators`' backward pass is this estimator with the first-order loss
+    of each sample in place of L_s.
+
     Args:
-      losses: (B, S) loss of each sampled selection, S >= 2.
+      losses: (B, S) loss of each sampled selection, S >= 2 (S >= 1 without the baseline).
       noise: (B, S, n) the standard normal draws Z that made them.
-      sigma: noise scale > 0 in the unit of the scores: a float, or a tensor of shape () or (B,).
+      sigma: noise scale > 0 in the unit of the scores: a float, or a tensor of shape (), (B,)
+        or (B, 1).
+      leave_one_out: subtract the baseline b_s (False: the plain estimator, b_s = 0).
 
     Returns:
       (B, n) gradient estimate (no gradient flows through it).
@@ -852,14 +857,16 @@ def score_function_gradient(losses, noise, sigma):
     losses = tf.stop_gradient(tf.convert_to_tensor(losses))
     noise = tf.stop_gradient(tf.cast(noise, losses.dtype))
     samples = losses.shape[1]
-    if losses.shape.rank != 2 or noise.shape.rank != 3 or samples is None or samples < 2:
+    fewest = 2 if leave_one_out else 1
+    if losses.shape.rank != 2 or noise.shape.rank != 3 or samples is None or samples < fewest:
         raise ValueError(f"losses of shape {losses.shape} and noise of shape {noise.shape} must "
-                         "be (batch, S) and (batch, S, n) with S >= 2 samples")
+                         f"be (batch, S) and (batch, S, n) with S >= {fewest} samples")
     if noise.shape[1] not in (None, samples):
         raise ValueError(f"noise has {noise.shape[1]} samples per image, losses {samples}")
     if isinstance(sigma, (int, float)) and not sigma > 0:
         raise ValueError(f"sigma={sigma!r} must be a positive noise scale")
     sigma = tf.stop_gradient(tf.reshape(tf.cast(sigma, losses.dtype), [-1, 1]))
-    total = tf.reduce_sum(losses, axis=1, keepdims=True)
-    advantage = losses - (total - losses) / (samples - 1)
-    return tf.einsum("bs,bsn->bn", advantage, noise) / (samples * sigma)
+    if leave_one_out:
+        total = tf.reduce_sum(losses, axis=1, keepdims=True)
+        losses = losses - (total - losses) / (samples - 1)
+    return tf.einsum("bs,bsn->bn", losses, noise) / (samples * sigma)

@@ -30,9 +30,7 @@ import math
 
 from keypoint_gnn import ops, swap_values
 from keypoint_gnn._backend import keras, tf
-from keypoint_gnn.keypoints import (
-    _MIN_SCORE_SPREAD,  # the noise scale's floor, as PerturbedTopK's
-)
+from keypoint_gnn.keypoints import score_noise_scale
 
 
 def check_sampled_selection(num_samples, sigma, weight, names=("num_samples", "sigma", "weight")):
@@ -90,8 +88,7 @@ class SampledSelectionTrainer(keras.Model):
         return ops.window_candidates(raw_map, self.pool_size)
 
     def noise_scale(self, raw):
-        return self.sigma * tf.stop_gradient(
-            tf.maximum(tf.math.reduce_std(raw, axis=1), _MIN_SCORE_SPREAD))
+        return score_noise_scale(raw, self.sigma, axis=1)
 
     def sampled_losses(self, features, raw, positions, labels, noise, scale):
         """Cross-entropy (B, S) of each image's perturbed selections topN(raw + scale * noise),
