@@ -175,12 +175,30 @@ class _ScoreMapDetector(KeypointDetector):
     differentiated), and the selected keypoints keep their real scores. So a location that
     scores low at the start of training is still selected now and then, and the head learns
     what it holds. At inference (training=False) the selection is the plain one.
+
+    `subpixel_refinement=True` (beyond the paper; also the perturbed top-k's marginal
+    selection) moves each selected keypoint, in training and at inference, from its cell to
+    the soft-argmax of the raw scores in the 3x3 window around it (`ops.refine_positions`):
+    fractional positions, to be sampled and splatted bilinearly (ModelConfig does), and a
+    gradient from the task loss to where each keypoint lies. The selection and the scores are
+    the cell's.
     """
 
-    def __init__(self, num_keypoints, score_activation="linear", selection_noise=0.0, **kwargs):
+    def __init__(self, num_keypoints, score_activation="linear", selection_noise=0.0,
+                 subpixel_refinement=False, **kwargs):
         super().__init__(num_keypoints, score_activation, **kwargs)
         check_non_negative_number("selection_noise", selection_noise)
+        if not isinstance(subpixel_refinement, bool):
+            raise ValueError(f"subpixel_refinement={subpixel_refinement!r} must be True or False")
         self.selection_noise = float(selection_noise)
+        self.subpixel_refinement = subpixel_refinement
+
+    def refine(self, raw_score_map, positions):
+        """With `subpixel_refinement`, the selected cells -> the soft-argmax of the raw scores
+        in the 3x3 window around each (`ops.refine_positions`); else the positions as they are."""
+        if not self.subpixel_refinement:
+            return positions
+        return ops.refine_positions(raw_score_map, positions)
 
     def build(self, input_shape):
         input_shape = self._check_input_shape(input_shape)
@@ -219,11 +237,12 @@ class _ScoreMapDetector(KeypointDetector):
                 positions, raw_scores = tf.cond(tf.cast(training, tf.bool),
                                                 lambda: self.noisy_select(raw),
                                                 lambda: self.select(raw))
-        return positions, self.activate(raw_scores), self.activate(raw)
+        return self.refine(raw, positions), self.activate(raw_scores), self.activate(raw)
 
     def get_config(self):
         config = super().get_config()
-        config.update(selection_noise=self.selection_noise)
+        config.update(selection_noise=self.selection_noise,
+                      subpixel_refinement=self.subpixel_refinement)
         return config
 
 
@@ -386,6 +405,10 @@ class PerturbedTopK(AttentionTopK):
         self.control_variate = bool(control_variate)
         check_choice("selection", selection, PERTURBED_SELECTIONS)
         check_perturbed_estimator(estimator, selection)
+        if self.subpixel_refinement and selection != "marginal":
+            raise ValueError(f"subpixel_refinement=True needs selection='marginal', not "
+                             f"{selection!r}: the other selections place the keypoints "
+                             "themselves (blended slots or candidate weights)")
         self.selection = selection
         self.estimator = estimator
 
@@ -475,7 +498,7 @@ class PerturbedTopK(AttentionTopK):
         else:
             selected = tf.cond(tf.cast(training, tf.bool), lambda: self.perturbed_select(raw), hard)
         positions, scores, *blend = selected
-        return (positions, scores, self.activate(raw), *blend)
+        return (self.refine(raw, positions), scores, self.activate(raw), *blend)
 
     def get_config(self):
         config = super().get_config()

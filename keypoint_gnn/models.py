@@ -61,6 +61,10 @@ class ModelConfig:
     - `selection_noise` > 0 (attention and max-pool NMS): in training the selection is made on
       the raw scores plus Gaussian noise of that scale relative to each image's score spread,
       so that low-scoring locations are explored; inference is unchanged.
+    - `subpixel_refinement=True` (attention, max-pool NMS, and the perturbed top-k's marginal
+      selection): each selected keypoint moves to the soft-argmax of the raw scores in the 3x3
+      cells around it, in training and at inference; positions become fractional (bilinear
+      sampling) and the task loss reaches where the keypoints lie.
 
     Units: `image_size` in image pixels; `nms_pool_size` and `grid_cell_size` in feature-map
     pixels (image pixels divided by `feature_stride`).
@@ -91,6 +95,7 @@ class ModelConfig:
     perturbed_selection: str = "marginal"
     perturbed_estimator: str = "sampled"
     selection_noise: float = 0.0
+    subpixel_refinement: bool = False
     gnn: str = "gcn"
     graph_layers: int = 4
     graph_units: int = 64
@@ -121,7 +126,7 @@ class ModelConfig:
     def sampling(self):
         """Fractional positions (the regressor; the perturbed top-k's averaged slots in
         training) are sampled bilinearly, the others gathered."""
-        fractional = self.detector == "grid" or (
+        fractional = self.detector == "grid" or self.subpixel_refinement or (
             self.detector == "perturbed_topk" and self.perturbed_selection == "slots")
         return "bilinear" if fractional else "gather"
 
@@ -198,7 +203,14 @@ class ModelConfig:
         if self.selection_noise and self.detector not in ("attention", "maxpool_nms"):
             raise ValueError(f"selection_noise={self.selection_noise!r} applies to the attention "
                              f"and maxpool_nms detectors, not detector={self.detector!r}; use 0")
-        for name in ("head_skip", "perturbed_control_variate"):
+        if self.subpixel_refinement and not (
+                self.detector in ("attention", "maxpool_nms") or (
+                    self.detector == "perturbed_topk" and self.perturbed_selection == "marginal")):
+            raise ValueError(
+                "subpixel_refinement=True applies to the attention and maxpool_nms detectors and "
+                f"to perturbed_topk with perturbed_selection='marginal', not detector="
+                f"{self.detector!r} (perturbed_selection={self.perturbed_selection!r}); use False")
+        for name in ("head_skip", "perturbed_control_variate", "subpixel_refinement"):
             if not isinstance(getattr(self, name), bool):
                 raise ValueError(f"{name}={getattr(self, name)!r} must be True or False")
         if self.gnn == "diffpool" and self.diffpool_clusters > self.num_keypoints:
@@ -257,7 +269,8 @@ def _make_detector(config):
     common = dict(num_keypoints=config.num_keypoints, score_activation=config.score_activation,
                   name="detector", dtype="float32")
     if config.detector == "attention":
-        return keypoints.AttentionTopK(selection_noise=config.selection_noise, **common)
+        return keypoints.AttentionTopK(selection_noise=config.selection_noise,
+                                       subpixel_refinement=config.subpixel_refinement, **common)
     if config.detector == "perturbed_topk":
         return keypoints.PerturbedTopK(num_samples=config.perturbed_samples,
                                        sigma=config.perturbed_sigma,
@@ -265,10 +278,12 @@ def _make_detector(config):
                                        control_variate=config.perturbed_control_variate,
                                        selection=config.perturbed_selection,
                                        estimator=config.perturbed_estimator,
+                                       subpixel_refinement=config.subpixel_refinement,
                                        **common)
     if config.detector == "maxpool_nms":
         return keypoints.MaxPoolNMS(pool_size=config.nms_pool_size,
-                                    selection_noise=config.selection_noise, **common)
+                                    selection_noise=config.selection_noise,
+                                    subpixel_refinement=config.subpixel_refinement, **common)
     return keypoints.GridCoordinateRegressor(
         cell_size=config.grid_cell_size,
         points_per_cell=config.grid_points_per_cell,

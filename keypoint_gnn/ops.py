@@ -137,6 +137,44 @@ def gather_features(feature_map, positions):
     return tf.gather_nd(feature_map, index, batch_dims=1)
 
 
+def refine_positions(score_map, positions, radius=1):
+    """Sub-pixel refinement: each keypoint moves to the soft-argmax of the scores around it.
+
+    For a keypoint at cell p (its position rounded) and the offsets d of the
+    (2r+1) x (2r+1) window (only those that land on the map),
+
+      p' = p + sum_d softmax_d(s(p + d)) d,
+
+    a local spatial soft-argmax (as in DSNT, Nibali et al. 2018, applied around a detected
+    peak): p' stays within r cells of p, lies at p when the neighbours score alike on every
+    side, and is differentiable in the scores, so the task loss reaches where the keypoint is,
+    not only which cell holds it.
+
+    Args:
+      score_map: (B, h, w) or (B, h, w, 1) raw scores (logits: the softmax's temperature is
+        the scores' own scale).
+      positions: (B, N, 2) (y, x), rounded to the nearest cell and clipped to the map.
+      radius: r >= 1, window half-side in cells.
+
+    Returns:
+      (B, N, 2) float32 refined positions.
+    """
+    if not isinstance(radius, int) or isinstance(radius, bool) or radius < 1:
+        raise ValueError(f"radius={radius!r} must be a positive integer (cells)")
+    scores = tf.cast(_squeeze_score_map(score_map), tf.float32)
+    height, width = tf.shape(scores)[1], tf.shape(scores)[2]
+    span = tf.range(-radius, radius + 1)
+    offsets = tf.reshape(tf.stack(tf.meshgrid(span, span, indexing="ij"), axis=-1), [-1, 2])
+    centre = _round_clip(positions, height, width)  # (B, N, 2)
+    cells = centre[:, :, None, :] + offsets  # (B, N, K, 2)
+    inside = tf.reduce_all((cells >= 0) & (cells < tf.stack([height, width])), axis=-1)
+    values = tf.gather_nd(scores, tf.clip_by_value(cells, 0, tf.stack([height - 1, width - 1])),
+                          batch_dims=1)  # (B, N, K)
+    weights = tf.nn.softmax(tf.where(inside, values, tf.fill(tf.shape(values), -1e9)), axis=-1)
+    shift = tf.einsum("bnk,kc->bnc", weights, tf.cast(offsets, tf.float32))
+    return tf.cast(centre, tf.float32) + shift
+
+
 def location_weights(weights, positions, height, width):
     """Per-node weights over candidate locations -> per-node weights over the whole map.
 

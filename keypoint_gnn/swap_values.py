@@ -41,7 +41,8 @@ def check_swap_config(config):
             f"{SWAP_DETECTORS}; detector={config.detector!r} places its keypoints by regression")
     if config.sampling != "gather":
         raise ValueError(f"swap values need gathered keypoints; sampling={config.sampling!r} "
-                         "(perturbed_selection='slots' samples bilinearly)")
+                         "(perturbed_selection='slots' and subpixel_refinement place keypoints "
+                         "between cells)")
 
 
 def candidates(model, config, images):
