@@ -31,6 +31,9 @@ PERTURBED_SELECTIONS = ("slots", "marginal", "features", "keypoints")
 # The selections whose training forward pass is the hard one and whose gradient is that of a
 # blend of the candidates (extra detector outputs: node weights, then location weights).
 BLEND_SELECTIONS = ("features", "keypoints")
+SUBPIXEL_REFINEMENTS = ("none", "neighbourhood", "window")
+"""Where a selected keypoint may move: nowhere (its cell), to the soft-argmax of the 3x3 cells
+around it, or to the soft-argmax of the NMS window holding it."""
 PERTURBED_ESTIMATORS = ("sampled", "threshold")
 
 
@@ -176,29 +179,38 @@ class _ScoreMapDetector(KeypointDetector):
     scores low at the start of training is still selected now and then, and the head learns
     what it holds. At inference (training=False) the selection is the plain one.
 
-    `subpixel_refinement=True` (beyond the paper; also the perturbed top-k's marginal
-    selection) moves each selected keypoint, in training and at inference, from its cell to
-    the soft-argmax of the raw scores in the 3x3 window around it (`ops.refine_positions`):
-    fractional positions, to be sampled and splatted bilinearly (ModelConfig does), and a
-    gradient from the task loss to where each keypoint lies. The selection and the scores are
-    the cell's.
+    `subpixel_refinement` (beyond the paper; also the perturbed top-k's marginal selection)
+    moves each selected keypoint, in training and at inference, from its cell to the
+    soft-argmax of the raw scores in the 3x3 cells around it (`"neighbourhood"`,
+    `ops.refine_positions`) or in the NMS window holding it (`"window"`, max-pool NMS and
+    windowed perturbed top-k, `ops.refine_in_windows`: flat scores put the keypoint at the
+    window's centre, with the window's mean feature). Positions become fractional, to be
+    sampled and splatted bilinearly (ModelConfig does), and the task loss reaches where each
+    keypoint lies. The selection and the scores are the cell's.
     """
 
+    windowed = False  # whether the detector selects within NMS windows (`pool_size`)
+
     def __init__(self, num_keypoints, score_activation="linear", selection_noise=0.0,
-                 subpixel_refinement=False, **kwargs):
+                 subpixel_refinement="none", **kwargs):
         super().__init__(num_keypoints, score_activation, **kwargs)
         check_non_negative_number("selection_noise", selection_noise)
-        if not isinstance(subpixel_refinement, bool):
-            raise ValueError(f"subpixel_refinement={subpixel_refinement!r} must be True or False")
+        check_choice("subpixel_refinement", subpixel_refinement, SUBPIXEL_REFINEMENTS)
+        if subpixel_refinement == "window" and not self.windowed:
+            raise ValueError(f"subpixel_refinement='window' needs NMS windows, which "
+                             f"{type(self).__name__} does not have; use 'neighbourhood'")
         self.selection_noise = float(selection_noise)
         self.subpixel_refinement = subpixel_refinement
 
     def refine(self, raw_score_map, positions):
-        """With `subpixel_refinement`, the selected cells -> the soft-argmax of the raw scores
-        in the 3x3 window around each (`ops.refine_positions`); else the positions as they are."""
-        if not self.subpixel_refinement:
-            return positions
-        return ops.refine_positions(raw_score_map, positions)
+        """The selected cells -> the soft-argmax of the raw scores in the 3x3 cells around each
+        (`ops.refine_positions`) or in the window holding each (`ops.refine_in_windows`), as
+        `subpixel_refinement` says; "none": the positions as they are."""
+        if self.subpixel_refinement == "neighbourhood":
+            return ops.refine_positions(raw_score_map, positions)
+        if self.subpixel_refinement == "window":
+            return ops.refine_in_windows(raw_score_map, positions, self.pool_size)
+        return positions
 
     def build(self, input_shape):
         input_shape = self._check_input_shape(input_shape)
@@ -390,6 +402,8 @@ class PerturbedTopK(AttentionTopK):
       TensorShape([2, 8, 2])
     """
 
+    windowed = True  # pool_size > 1
+
     def __init__(self, num_keypoints, score_activation="linear", num_samples=20, sigma=0.05,
                  pool_size=1, control_variate=False, selection="slots", estimator="sampled",
                  **kwargs):
@@ -399,16 +413,19 @@ class PerturbedTopK(AttentionTopK):
                              "has its own training selection (sigma); use 0")
         check_perturbation(num_samples, sigma)
         check_positive_int("pool_size", pool_size)
+        if self.subpixel_refinement == "window" and pool_size == 1:
+            raise ValueError("subpixel_refinement='window' needs NMS windows, pool_size > 1, "
+                             "not pool_size=1; use 'neighbourhood'")
         self.num_samples = num_samples
         self.sigma = float(sigma)
         self.pool_size = pool_size
         self.control_variate = bool(control_variate)
         check_choice("selection", selection, PERTURBED_SELECTIONS)
         check_perturbed_estimator(estimator, selection)
-        if self.subpixel_refinement and selection != "marginal":
-            raise ValueError(f"subpixel_refinement=True needs selection='marginal', not "
-                             f"{selection!r}: the other selections place the keypoints "
-                             "themselves (blended slots or candidate weights)")
+        if self.subpixel_refinement != "none" and selection != "marginal":
+            raise ValueError(f"subpixel_refinement={self.subpixel_refinement!r} needs "
+                             f"selection='marginal', not {selection!r}: the other selections "
+                             "place the keypoints themselves (blended slots or candidate weights)")
         self.selection = selection
         self.estimator = estimator
 
@@ -524,6 +541,8 @@ class MaxPoolNMS(_ScoreMapDetector):
       pool_size: p, window side in feature-map pixels.
       score_activation: `"linear"` or `"sigmoid"`.
     """
+
+    windowed = True
 
     def __init__(self, num_keypoints, pool_size=2, score_activation="linear", **kwargs):
         super().__init__(num_keypoints, score_activation, **kwargs)

@@ -61,10 +61,12 @@ class ModelConfig:
     - `selection_noise` > 0 (attention and max-pool NMS): in training the selection is made on
       the raw scores plus Gaussian noise of that scale relative to each image's score spread,
       so that low-scoring locations are explored; inference is unchanged.
-    - `subpixel_refinement=True` (attention, max-pool NMS, and the perturbed top-k's marginal
-      selection): each selected keypoint moves to the soft-argmax of the raw scores in the 3x3
-      cells around it, in training and at inference; positions become fractional (bilinear
-      sampling) and the task loss reaches where the keypoints lie.
+    - `subpixel_refinement` ("none", default; "neighbourhood"; "window"; attention, max-pool
+      NMS, and the perturbed top-k's marginal selection): each selected keypoint moves to the
+      soft-argmax of the raw scores in the 3x3 cells around it ("neighbourhood") or in the NMS
+      window holding it ("window", windowed detectors), in training and at inference;
+      positions become fractional (bilinear sampling) and the task loss reaches where the
+      keypoints lie.
 
     Units: `image_size` in image pixels; `nms_pool_size` and `grid_cell_size` in feature-map
     pixels (image pixels divided by `feature_stride`).
@@ -95,7 +97,7 @@ class ModelConfig:
     perturbed_selection: str = "marginal"
     perturbed_estimator: str = "sampled"
     selection_noise: float = 0.0
-    subpixel_refinement: bool = False
+    subpixel_refinement: str = "none"
     gnn: str = "gcn"
     graph_layers: int = 4
     graph_units: int = 64
@@ -126,7 +128,7 @@ class ModelConfig:
     def sampling(self):
         """Fractional positions (the regressor; the perturbed top-k's averaged slots in
         training) are sampled bilinearly, the others gathered."""
-        fractional = self.detector == "grid" or self.subpixel_refinement or (
+        fractional = self.detector == "grid" or self.subpixel_refinement != "none" or (
             self.detector == "perturbed_topk" and self.perturbed_selection == "slots")
         return "bilinear" if fractional else "gather"
 
@@ -144,6 +146,7 @@ class ModelConfig:
             ("score_activation", keypoints.SCORE_ACTIVATIONS),
             ("offset_mode", keypoints.OFFSET_MODES),
             ("perturbed_selection", keypoints.PERTURBED_SELECTIONS),
+            ("subpixel_refinement", keypoints.SUBPIXEL_REFINEMENTS),
             ("reconstruction_loss", RECONSTRUCTION_LOSSES),
         ):
             if getattr(self, name) not in choices:
@@ -203,14 +206,21 @@ class ModelConfig:
         if self.selection_noise and self.detector not in ("attention", "maxpool_nms"):
             raise ValueError(f"selection_noise={self.selection_noise!r} applies to the attention "
                              f"and maxpool_nms detectors, not detector={self.detector!r}; use 0")
-        if self.subpixel_refinement and not (
+        refinement = self.subpixel_refinement
+        if refinement != "none" and not (
                 self.detector in ("attention", "maxpool_nms") or (
                     self.detector == "perturbed_topk" and self.perturbed_selection == "marginal")):
             raise ValueError(
-                "subpixel_refinement=True applies to the attention and maxpool_nms detectors and "
-                f"to perturbed_topk with perturbed_selection='marginal', not detector="
-                f"{self.detector!r} (perturbed_selection={self.perturbed_selection!r}); use False")
-        for name in ("head_skip", "perturbed_control_variate", "subpixel_refinement"):
+                f"subpixel_refinement={refinement!r} applies to the attention and maxpool_nms "
+                "detectors and to perturbed_topk with perturbed_selection='marginal', not "
+                f"detector={self.detector!r} (perturbed_selection={self.perturbed_selection!r}); "
+                "use 'none'")
+        if refinement == "window" and (self.detector == "attention" or self.nms_pool_size == 1):
+            raise ValueError(
+                "subpixel_refinement='window' needs NMS windows (maxpool_nms or perturbed_topk "
+                f"with nms_pool_size > 1), not detector={self.detector!r} with nms_pool_size="
+                f"{self.nms_pool_size}; use 'neighbourhood'")
+        for name in ("head_skip", "perturbed_control_variate"):
             if not isinstance(getattr(self, name), bool):
                 raise ValueError(f"{name}={getattr(self, name)!r} must be True or False")
         if self.gnn == "diffpool" and self.diffpool_clusters > self.num_keypoints:

@@ -10,6 +10,7 @@ Conventions:
 import math
 
 from keypoint_gnn._backend import tf
+from keypoint_gnn._checks import check_positive_int
 
 
 def _squeeze_score_map(score_map):
@@ -51,6 +52,22 @@ def top_k_positions(score_map, k):
     return tf.cast(positions, tf.float32), scores
 
 
+def _windows(score_map, pool_size):
+    """(B, h, w) -> (B, h/p, w/p, p*p): each non-overlapping p x p window's values, row-major
+    within the window. Built from reshapes (XLA, TFLite)."""
+    height, width = score_map.shape[1], score_map.shape[2]
+    for name, size in (("height", height), ("width", width)):
+        if size is not None and size % pool_size:
+            raise ValueError(
+                f"pool_size={pool_size} does not divide the feature map {name} {size}; "
+                f"use a divisor of {size}"
+            )
+    rows, cols = height // pool_size, width // pool_size
+    windows = tf.reshape(score_map, [-1, rows, pool_size, cols, pool_size])
+    windows = tf.transpose(windows, [0, 1, 3, 2, 4])
+    return tf.reshape(windows, [-1, rows, cols, pool_size * pool_size])
+
+
 def window_argmax(score_map, pool_size):
     """Max and argmax of each non-overlapping pool_size x pool_size window.
 
@@ -67,16 +84,8 @@ def window_argmax(score_map, pool_size):
     """
     score_map = _squeeze_score_map(score_map)
     height, width = score_map.shape[1], score_map.shape[2]
-    for name, size in (("height", height), ("width", width)):
-        if size is not None and size % pool_size:
-            raise ValueError(
-                f"pool_size={pool_size} does not divide the feature map {name} {size}; "
-                f"use a divisor of {size}"
-            )
     rows, cols = height // pool_size, width // pool_size
-    windows = tf.reshape(score_map, [-1, rows, pool_size, cols, pool_size])
-    windows = tf.transpose(windows, [0, 1, 3, 2, 4])
-    windows = tf.reshape(windows, [-1, rows, cols, pool_size * pool_size])
+    windows = _windows(score_map, pool_size)
     window_max = tf.reduce_max(windows, axis=-1)
     local = tf.argmax(windows, axis=-1, output_type=tf.int32)
     row_start = tf.range(rows, dtype=tf.int32)[:, None] * pool_size
@@ -137,6 +146,47 @@ def gather_features(feature_map, positions):
     return tf.gather_nd(feature_map, index, batch_dims=1)
 
 
+def window_soft_argmax(score_map, pool_size):
+    """Soft-argmax of each non-overlapping p x p window: sum_j softmax_j(s_j) c_j over the
+    window's p*p locations c_j. Flat scores give the window's centre; one dominant score,
+    its location.
+
+    Args:
+      score_map: (B, h, w) or (B, h, w, 1) raw scores (logits); h and w divisible by p.
+      pool_size: p.
+
+    Returns:
+      (B, h/p, w/p, 2) float32 (y, x) in unpooled feature-map pixels.
+    """
+    scores = tf.cast(_squeeze_score_map(score_map), tf.float32)
+    weights = tf.nn.softmax(_windows(scores, pool_size), axis=-1)  # (B, rows, cols, p*p)
+    local = tf.range(pool_size * pool_size)
+    offsets = tf.cast(tf.stack([local // pool_size, local % pool_size], axis=-1), tf.float32)
+    rows, cols = weights.shape[1], weights.shape[2]
+    starts = tf.cast(tf.stack(tf.meshgrid(tf.range(rows), tf.range(cols), indexing="ij"), -1),
+                     tf.float32) * pool_size  # (rows, cols, 2)
+    return starts + tf.einsum("brcj,jk->brck", weights, offsets)
+
+
+def refine_in_windows(score_map, positions, pool_size):
+    """Sub-pixel refinement within NMS windows: each keypoint moves to the soft-argmax of the
+    p x p window holding it (`window_soft_argmax`), so it stays inside its window.
+
+    Args:
+      score_map: (B, h, w) or (B, h, w, 1) raw scores; h and w divisible by p.
+      positions: (B, N, 2) (y, x), rounded and clipped to the map.
+      pool_size: p.
+
+    Returns:
+      (B, N, 2) float32 refined positions.
+    """
+    check_positive_int("pool_size", pool_size)
+    centres = window_soft_argmax(score_map, pool_size)
+    height, width = tf.shape(centres)[1] * pool_size, tf.shape(centres)[2] * pool_size
+    window = _round_clip(positions, height, width) // pool_size
+    return tf.gather_nd(centres, window, batch_dims=1)
+
+
 def refine_positions(score_map, positions, radius=1):
     """Sub-pixel refinement: each keypoint moves to the soft-argmax of the scores around it.
 
@@ -159,8 +209,7 @@ def refine_positions(score_map, positions, radius=1):
     Returns:
       (B, N, 2) float32 refined positions.
     """
-    if not isinstance(radius, int) or isinstance(radius, bool) or radius < 1:
-        raise ValueError(f"radius={radius!r} must be a positive integer (cells)")
+    check_positive_int("radius", radius)
     scores = tf.cast(_squeeze_score_map(score_map), tf.float32)
     height, width = tf.shape(scores)[1], tf.shape(scores)[2]
     span = tf.range(-radius, radius + 1)

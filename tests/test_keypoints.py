@@ -12,7 +12,11 @@ from keypoint_gnn.keypoints import (
     MaxPoolNMS,
     PerturbedTopK,
 )
-from tests.test_ops import numpy_gaussian_top_k_marginals, numpy_matched_top_k
+from tests.test_ops import (
+    numpy_gaussian_top_k_marginals,
+    numpy_matched_top_k,
+    numpy_refine_positions,
+)
 
 
 def _set_score_conv(detector, feature_map):
@@ -121,6 +125,18 @@ def test_detector_configuration_errors(make, message):
      "selection_noise=inf must be a finite number >= 0"),
     (lambda: PerturbedTopK(num_keypoints=4, selection_noise=1.0),
      "selection_noise=1.0: the perturbed top-k has its own training selection"),
+    (lambda: MaxPoolNMS(num_keypoints=4, subpixel_refinement=True),
+     "subpixel_refinement=True is not one of 'none', 'neighbourhood', 'window'"),
+    (lambda: PerturbedTopK(num_keypoints=4, selection="slots", subpixel_refinement="window",
+                           pool_size=2),
+     "subpixel_refinement='window' needs selection='marginal', not 'slots'"),
+    (lambda: PerturbedTopK(num_keypoints=4, selection="features",
+                           subpixel_refinement="neighbourhood"),
+     "subpixel_refinement='neighbourhood' needs selection='marginal', not 'features'"),
+    (lambda: AttentionTopK(num_keypoints=4, subpixel_refinement="window"),
+     "subpixel_refinement='window' needs NMS windows, which AttentionTopK does not have"),
+    (lambda: PerturbedTopK(num_keypoints=4, selection="marginal", subpixel_refinement="window"),
+     "subpixel_refinement='window' needs NMS windows, pool_size > 1, not pool_size=1"),
 ])
 def test_detector_argument_errors(make, message):
     with pytest.raises(ValueError, match=message):
@@ -583,6 +599,10 @@ def test_perturbed_top_k_over_windows_saves_and_loads(tmp_path, rng):
     PerturbedTopK(num_keypoints=3, pool_size=2, selection="features", control_variate=True),
     AttentionTopK(num_keypoints=3, selection_noise=0.7),
     MaxPoolNMS(num_keypoints=3, pool_size=2, selection_noise=1.5),
+    MaxPoolNMS(num_keypoints=3, pool_size=2, subpixel_refinement="window"),
+    AttentionTopK(num_keypoints=3, subpixel_refinement="neighbourhood"),
+    PerturbedTopK(num_keypoints=3, pool_size=2, selection="marginal",
+                  subpixel_refinement="neighbourhood"),
     GridCoordinateRegressor(num_keypoints=3, cell_size=2, offset_mode="softmax"),
     GridCoordinateRegressor(num_keypoints=3, cell_size=2, offset_mode="dsnt", dsnt_resolution=5),
     GridCoordinateRegressor(num_keypoints=3, cell_size=2, offset_mode="dsnt", dsnt_spread=0.8,
@@ -899,3 +919,93 @@ def test_selection_noise_explores_in_training_only(rng, make):
         _, scores, _ = detector(feature_map, training=True)
         total = tf.reduce_sum(scores)
     assert np.abs(tape.gradient(total, detector.score_conv.kernel).numpy()).sum() > 0
+
+
+def _window_soft_argmax(scores, position, pool):
+    """NumPy: the soft-argmax of the pool x pool window of (h, w) scores holding position."""
+    y0, x0 = (np.round(position).astype(int) // pool) * pool
+    cells = [(y0 + i, x0 + j) for i in range(pool) for j in range(pool)]
+    weights = np.exp([scores[c] for c in cells])
+    return (weights / weights.sum()) @ np.array(cells, dtype=np.float64)
+
+
+def _numpy_refined(mode, scores, positions, pool):
+    if mode == "neighbourhood":
+        return numpy_refine_positions(scores, positions, 1)
+    return np.array([_window_soft_argmax(scores, p, pool) for p in positions])
+
+
+REFINED_DETECTORS = {
+    "attention": lambda refine: AttentionTopK(num_keypoints=5, score_activation="sigmoid",
+                                              subpixel_refinement=refine),
+    "maxpool_nms": lambda refine: MaxPoolNMS(num_keypoints=5, pool_size=2,
+                                             subpixel_refinement=refine),
+    "maxpool_nms_window": lambda refine: MaxPoolNMS(num_keypoints=5, pool_size=2,
+                                                    subpixel_refinement=refine),
+    "attention_noise": lambda refine: AttentionTopK(num_keypoints=5, selection_noise=0.5,
+                                                    subpixel_refinement=refine),
+    "perturbed_sampled": lambda refine: PerturbedTopK(num_keypoints=5, pool_size=2, num_samples=4,
+                                                      selection="marginal",
+                                                      subpixel_refinement=refine),
+    "perturbed_threshold_window": lambda refine: PerturbedTopK(num_keypoints=5, pool_size=2,
+                                                               selection="marginal",
+                                                               estimator="threshold",
+                                                               subpixel_refinement=refine),
+}
+
+
+def _refinement(name):
+    return "window" if name.endswith("_window") else "neighbourhood"
+
+
+@pytest.mark.parametrize("name", sorted(REFINED_DETECTORS))
+def test_subpixel_refinement_moves_the_selected_keypoints(rng, name):
+    """Refined positions = the NumPy soft-argmax of the raw scores around the unrefined
+    detector's keypoints (same weights), in training and at inference; the scores and the
+    score map are the unrefined ones."""
+    feature_map = rng.normal(size=(2, 8, 8, 3)).astype("float32")
+    mode = _refinement(name)
+    plain, refined = (REFINED_DETECTORS[name](refine) for refine in ("none", mode))
+    _set_score_conv(plain, feature_map)
+    _set_score_conv(refined, feature_map)
+    for training in (False, True):
+        seed = 7
+        tf.random.set_seed(seed)  # the same noisy selection for both when there is noise
+        positions, scores, score_map = plain(feature_map, training=training)
+        tf.random.set_seed(seed)
+        moved, moved_scores, moved_map = refined(feature_map, training=training)
+        np.testing.assert_allclose(moved_scores, scores, rtol=1e-6)
+        np.testing.assert_allclose(moved_map, score_map, rtol=1e-6)
+        for b in range(2):
+            expected = _numpy_refined(mode, feature_map[b, :, :, 0], positions[b].numpy(), 2)
+            np.testing.assert_allclose(moved[b], expected, rtol=1e-5, atol=1e-5)
+        # Fractional, and within one cell of the selected cell.
+        assert np.abs(moved.numpy() - np.round(moved.numpy())).max() > 1e-3
+        assert np.abs(moved.numpy() - positions.numpy()).max() < 1.0
+
+
+def test_window_refinement_of_flat_scores_is_the_window_centre():
+    detector = MaxPoolNMS(num_keypoints=4, pool_size=2, subpixel_refinement="window")
+    positions, _, _ = detector(tf.zeros([1, 4, 4, 3]))
+    np.testing.assert_allclose(sorted(map(tuple, positions[0].numpy())),
+                               [(0.5, 0.5), (0.5, 2.5), (2.5, 0.5), (2.5, 2.5)])
+
+
+@pytest.mark.parametrize("name", ["attention", "maxpool_nms", "maxpool_nms_window",
+                                  "perturbed_threshold_window"])
+def test_subpixel_refinement_gives_positions_a_gradient(rng, name):
+    """Without refinement the positions are indices (no gradient); with it a loss on the
+    positions alone reaches the score convolution."""
+    feature_map = tf.constant(rng.normal(size=(2, 8, 8, 3)).astype("float32"))
+    upstream = rng.normal(size=(2, 5, 2)).astype("float32")
+    for refine in ("none", _refinement(name)):
+        detector = REFINED_DETECTORS[name](refine)
+        detector(feature_map)
+        with tf.GradientTape() as tape:
+            positions = detector(feature_map, training=True)[0]
+            total = tf.reduce_sum(positions * upstream)
+        gradient = tape.gradient(total, detector.score_conv.kernel)
+        if refine != "none":
+            assert np.all(np.isfinite(gradient)) and np.abs(gradient.numpy()).sum() > 0
+        else:
+            assert gradient is None or np.abs(gradient.numpy()).sum() == 0

@@ -86,6 +86,7 @@ BEYOND_PAPER_VARIANTS = [
     dict(detector="perturbed_topk", score_activation="linear", gnn="diffpool", nms_pool_size=1,
          perturbed_selection="slots", perturbed_control_variate=False),
     dict(detector="perturbed_topk", perturbed_estimator="threshold", perturbed_sigma=0.5),
+    dict(detector="perturbed_topk", perturbed_estimator="threshold", subpixel_refinement="window"),
     dict(detector="perturbed_topk", perturbed_selection="keypoints", position_features=True),
     pytest.param(dict(detector="maxpool_nms", selection_noise=1.0), marks=pytest.mark.slow),
     dict(detector="grid", offset_mode="softmax", offset_margin=0.5),
@@ -263,6 +264,17 @@ def test_pretrained_detector_weights_transfer(tmp_path, rng):
      ("selection_noise=1.0 applies to the attention and maxpool_nms detectors, not "
       "detector='perturbed_topk'")),
     (dict(perturbed_sigma=-0.1), "perturbed_sigma=-0.1 must be a finite noise scale > 0"),
+    (dict(detector="grid", subpixel_refinement="neighbourhood"),
+     ("subpixel_refinement='neighbourhood' applies to the attention and maxpool_nms detectors "
+      "and to perturbed_topk with perturbed_selection='marginal', not detector='grid'")),
+    (dict(detector="perturbed_topk", perturbed_selection="features",
+          subpixel_refinement="neighbourhood"),
+     r"not detector='perturbed_topk' \(perturbed_selection='features'\)"),
+    (dict(detector="attention", subpixel_refinement="window"),
+     "subpixel_refinement='window' needs NMS windows .* not detector='attention'"),
+    (dict(nms_pool_size=1, subpixel_refinement="window"),
+     "subpixel_refinement='window' needs NMS windows .* with nms_pool_size=1"),
+    (dict(subpixel_refinement=True), "subpixel_refinement=True is not one of 'none'"),
     (dict(detector="perturbed_topk", num_keypoints=200), "num_keypoints=200 exceeds the 12x12=144"),
     (dict(detector="perturbed_topk", num_keypoints=40), "num_keypoints=40 exceeds the 36 pooling windows"),
     (dict(detector="perturbed_topk", nms_pool_size=5),
@@ -271,6 +283,13 @@ def test_pretrained_detector_weights_transfer(tmp_path, rng):
 def test_bad_configuration_names_the_value(changes, message):
     with pytest.raises(ValueError, match=message):
         kg.ModelConfig(**changes)
+
+
+def test_subpixel_refinement_samples_bilinearly():
+    assert kg.ModelConfig().sampling == "gather"
+    assert kg.ModelConfig(subpixel_refinement="window").sampling == "bilinear"
+    assert kg.ModelConfig(detector="attention",
+                          subpixel_refinement="neighbourhood").sampling == "bilinear"
 
 
 def test_config_json_round_trip_and_unknown_field():

@@ -75,6 +75,104 @@ def test_max_pool_nms_bad_values(pool_size, k, message):
         ops.max_pool_nms(tf.zeros([1, 8, 8, 1]), pool_size, k)
 
 
+def numpy_refine_positions(scores, positions, radius):
+    """Loop reference of ops.refine_positions: (h, w) scores, (N, 2) cells -> (N, 2)."""
+    height, width = scores.shape
+    refined = []
+    for y, x in np.round(positions).astype(int):
+        y, x = min(max(y, 0), height - 1), min(max(x, 0), width - 1)
+        cells = [(y + dy, x + dx) for dy in range(-radius, radius + 1)
+                 for dx in range(-radius, radius + 1)
+                 if 0 <= y + dy < height and 0 <= x + dx < width]
+        values = np.array([scores[c] for c in cells], dtype=np.float64)
+        weights = np.exp(values - values.max())
+        weights /= weights.sum()
+        refined.append(weights @ np.array(cells, dtype=np.float64))
+    return np.array(refined)
+
+
+def test_refine_positions_hand_worked():
+    # 3x3 zeros with ln 3 right of the centre: weights 1/11 each, 3/11 for (1, 2);
+    # x shift = (-3 + 1 + 1 + 3) / 11 = 2/11, y shift 0.
+    scores = np.zeros((1, 3, 3), "float32")
+    scores[0, 1, 2] = math.log(3.0)
+    refined = ops.refine_positions(tf.constant(scores), tf.constant([[[1.0, 1.0]]]))
+    np.testing.assert_allclose(refined[0, 0], [1.0, 1.0 + 2.0 / 11.0], rtol=1e-6)
+    # At a corner only the four cells on the map count: flat scores -> their mean, (0.5, 0.5).
+    refined = ops.refine_positions(tf.zeros([1, 3, 3]), tf.constant([[[0.0, 0.0], [2.0, 2.0]]]))
+    np.testing.assert_allclose(refined[0], [[0.5, 0.5], [1.5, 1.5]], rtol=1e-6)
+
+
+@pytest.mark.parametrize("radius", [1, 2])
+def test_refine_positions_matches_numpy(rng, radius):
+    scores = rng.normal(scale=2.0, size=(2, 5, 7, 1)).astype("float32")
+    # Corners, edges and interior cells; -0.2 and 7.4 round and clip onto the map.
+    positions = np.array([[[0, 0], [4, 6], [2, 3], [0, 5]],
+                          [[3, 1], [4, 0], [1, 6], [-0.2, 7.4]]], "float32")
+    refined = ops.refine_positions(tf.constant(scores), tf.constant(positions), radius=radius)
+    for b in range(2):
+        np.testing.assert_allclose(
+            refined[b], numpy_refine_positions(scores[b, :, :, 0], positions[b], radius),
+            rtol=1e-5, atol=1e-6)
+
+
+def test_refine_positions_gradient_matches_numpy(rng):
+    """d p'_c / d s_j = w_j (d_jc - shift_c) over the window's cells j, 0 elsewhere."""
+    scores = rng.normal(size=(1, 4, 4)).astype("float32")
+    positions = tf.constant([[[1.0, 2.0]]])
+    upstream = np.array([0.7, -1.3], "float32")
+    score_tensor = tf.constant(scores)
+    with tf.GradientTape() as tape:
+        tape.watch(score_tensor)
+        refined = ops.refine_positions(score_tensor, positions)
+        total = tf.reduce_sum(refined[0, 0] * upstream)
+    gradient = tape.gradient(total, score_tensor).numpy()[0]
+    cells = [(1 + dy, 2 + dx) for dy in (-1, 0, 1) for dx in (-1, 0, 1)]
+    weights = np.exp([scores[0][c] for c in cells])
+    weights /= weights.sum()
+    offsets = np.array(cells, dtype=np.float64) - [1, 2]
+    shift = weights @ offsets
+    expected = np.zeros((4, 4))
+    for (y, x), w, d in zip(cells, weights, offsets):
+        expected[y, x] = w * ((d - shift) @ upstream)
+    np.testing.assert_allclose(gradient, expected, rtol=1e-4, atol=1e-6)
+
+
+def test_window_soft_argmax_hand_worked():
+    # One 2x2 window with scores ln 1, ln 2 / ln 3, ln 4: weights 0.1, 0.2 / 0.3, 0.4,
+    # y = 0.3 + 0.4 = 0.7, x = 0.2 + 0.4 = 0.6; the second window is flat: its centre.
+    scores = np.log(np.array([[[1, 2, 1, 1], [3, 4, 1, 1]]], "float32"))
+    centres = ops.window_soft_argmax(tf.constant(scores), 2)
+    np.testing.assert_allclose(centres[0, 0], [[0.7, 0.6], [0.5, 2.5]], rtol=1e-6)
+
+
+def test_refine_in_windows_matches_numpy(rng):
+    scores = rng.normal(scale=2.0, size=(2, 6, 9)).astype("float32")
+    positions = np.array([[[0, 0], [5, 8], [2, 4], [3, 3]],
+                          [[1, 7], [4, 2], [5, 5], [0, 4]]], "float32")
+    refined = ops.refine_in_windows(tf.constant(scores), tf.constant(positions), 3)
+    for b in range(2):
+        for n, (y, x) in enumerate(positions[b].astype(int)):
+            y0, x0 = y // 3 * 3, x // 3 * 3
+            cells = [(y0 + i, x0 + j) for i in range(3) for j in range(3)]
+            weights = np.exp([scores[b][c] for c in cells].copy())
+            expected = weights / weights.sum() @ np.array(cells, dtype=np.float64)
+            np.testing.assert_allclose(refined[b, n], expected, rtol=1e-5)
+
+
+def test_refine_in_windows_bad_pool_size():
+    with pytest.raises(ValueError, match="pool_size=0 must be a positive integer"):
+        ops.refine_in_windows(tf.zeros([1, 4, 4]), tf.zeros([1, 1, 2]), 0)
+    with pytest.raises(ValueError, match="pool_size=3 does not divide the feature map height 4"):
+        ops.refine_in_windows(tf.zeros([1, 4, 4]), tf.zeros([1, 1, 2]), 3)
+
+
+@pytest.mark.parametrize("radius", [0, 1.5, True])
+def test_refine_positions_bad_radius(radius):
+    with pytest.raises(ValueError, match=f"radius={radius!r} must be a positive integer"):
+        ops.refine_positions(tf.zeros([1, 3, 3]), tf.zeros([1, 1, 2]), radius=radius)
+
+
 def test_gather_features_matches_indexing(rng):
     feature_map = rng.normal(size=(2, 6, 5, 3)).astype("float32")
     positions = np.array([[[0, 0], [5, 4], [2.2, 3.7]], [[1, 1], [3, 0], [9, -2]]], "float32")

@@ -158,6 +158,8 @@ def test_classify_trains_with_sampled_selection(tmp_path):
     (["--selection-samples", "2", "--selection-sigma", "0"], "--selection-sigma=0.0 must be"),
     (["--selection-samples", "2", "--detector", "grid"], "places its keypoints by regression"),
     (["--selection-samples", "2", "--plain-cnn"], "not --plain-cnn"),
+    (["--selection-samples", "2", "--subpixel-refinement", "window"],
+     "gathered keypoints; sampling='bilinear' .*subpixel_refinement"),
     (["--selection-weight", "3"], "--selection-weight applies with --selection-samples"),
 ])
 def test_classify_refuses_bad_sampled_selection_flags(tmp_path, flags, message):

@@ -164,6 +164,8 @@ def _run_cli(module, *flags):
     (["--anchor-weight", "-1"], "--anchor-weight=-1.0 must be >= 0"),
     (["--detector", "perturbed_topk", "--selection-noise", "0.5"],
      "selection_noise=0.5 applies to the attention and maxpool_nms detectors"),
+    (["--detector", "grid", "--subpixel-refinement", "neighbourhood"],
+     "subpixel_refinement='neighbourhood' applies to the attention and maxpool_nms detectors"),
     (["--anchor-weight", "1", "--max-examples", "8"], "--anchor-weight applies to --detector grid, not --detector maxpool_nms"),
     (["--detector", "grid", "--anchor-weight", "1", "--anchor-loss", "ce", "--max-examples", "8"],
      "--anchor-loss ce needs --offset-mode softmax or dsnt"),
@@ -220,6 +222,12 @@ def test_selection_noise_flag_reaches_the_config():
     args = classify.parse_args(["--detector", "attention", "--selection-noise", "1.5"])
     assert common.model_config(args).selection_noise == 1.5
     assert common.model_config(classify.parse_args([])).selection_noise == 0.0
+
+
+def test_subpixel_refinement_flag_reaches_the_config():
+    args = classify.parse_args(["--subpixel-refinement", "window"])
+    assert common.model_config(args).subpixel_refinement == "window"
+    assert common.model_config(classify.parse_args([])).subpixel_refinement == "none"
 
 
 def test_standardize_offsets_flag_reaches_the_config():

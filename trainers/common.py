@@ -157,10 +157,11 @@ def add_model_flags(parser):
                        help="attention / maxpool_nms: in training, select on the scores plus "
                             "Gaussian noise of this scale relative to each image's score spread "
                             "(explores low-scoring locations; inference unchanged; 0: off)")
-    group.add_argument("--subpixel-refinement", action="store_const", const=True, default=None,
+    group.add_argument("--subpixel-refinement", choices=keypoints.SUBPIXEL_REFINEMENTS,
+                       default=None,
                        help="attention / maxpool_nms / perturbed_topk (marginal): move each "
                             "keypoint to the soft-argmax of the scores in the 3x3 cells around "
-                            "it (fractional positions, a gradient to where keypoints lie)")
+                            "it (neighbourhood) or in its NMS window (window); default none")
     group.add_argument("--diffpool-clusters", type=int, default=None)
     group.add_argument("--head-skip", action="store_const", const=True, default=None,
                        help="classifier head also sees the CNN feature map (beyond the paper)")
