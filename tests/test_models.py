@@ -76,16 +76,17 @@ def _check_fit_and_round_trips(model, images, labels, tmp_path):
 
 # Beyond the paper: the differentiable top-k, selection noise and the regressor's expectation
 # offsets.
-# Marked slow: options another default-suite variant also exercises (the marginal selection:
-# the threshold variant; standardised offsets and widened offsets: the two grid rows around),
-# and selection noise, whose selection, inference, gradient and config round trip
-# tests/test_keypoints.py checks.
+# Marked slow: options another default-suite variant also exercises (the marginal selection
+# and the threshold estimator: the window-refined threshold variant; standardised offsets and
+# widened offsets: the two grid rows around), and selection noise, whose selection,
+# inference, gradient and config round trip tests/test_keypoints.py checks.
 BEYOND_PAPER_VARIANTS = [
     pytest.param(dict(detector="perturbed_topk", score_activation="sigmoid", perturbed_samples=8,
                       perturbed_sigma=0.5), marks=pytest.mark.slow),
     dict(detector="perturbed_topk", score_activation="linear", gnn="diffpool", nms_pool_size=1,
          perturbed_selection="slots", perturbed_control_variate=False),
-    dict(detector="perturbed_topk", perturbed_estimator="threshold", perturbed_sigma=0.5),
+    pytest.param(dict(detector="perturbed_topk", perturbed_estimator="threshold",
+                      perturbed_sigma=0.5), marks=pytest.mark.slow),
     dict(detector="perturbed_topk", perturbed_estimator="threshold", subpixel_refinement="window"),
     dict(detector="perturbed_topk", perturbed_selection="keypoints", position_features=True),
     pytest.param(dict(detector="maxpool_nms", selection_noise=1.0), marks=pytest.mark.slow),
