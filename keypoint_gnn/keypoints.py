@@ -31,7 +31,8 @@ PERTURBED_SELECTIONS = ("slots", "marginal", "features", "keypoints")
 # The selections whose training forward pass is the hard one and whose gradient is that of a
 # blend of the candidates (extra detector outputs: node weights, then location weights).
 BLEND_SELECTIONS = ("features", "keypoints")
-SUBPIXEL_REFINEMENTS = ("none", "neighbourhood", "window")
+SUBPIXEL_REFINEMENTS = ("none", "neighbourhood", "window", "centre")
+WINDOWED_REFINEMENTS = ("window", "centre")  # need NMS windows (`pool_size` > 1)
 """Where a selected keypoint may move: nowhere (its cell), to the soft-argmax of the 3x3 cells
 around it, or to the soft-argmax of the NMS window holding it."""
 PERTURBED_ESTIMATORS = ("sampled", "threshold")
@@ -186,7 +187,9 @@ class _ScoreMapDetector(KeypointDetector):
     windowed perturbed top-k, `ops.refine_in_windows`: flat scores put the keypoint at the
     window's centre, with the window's mean feature). Positions become fractional, to be
     sampled and splatted bilinearly (ModelConfig does), and the task loss reaches where each
-    keypoint lies. The selection and the scores are the cell's.
+    keypoint lies. The selection and the scores are the cell's. `"centre"` (windowed detectors)
+    puts each keypoint at its window's centre (`ops.window_centres`): a fixed lattice chosen
+    by the selection, with the windows' mean features and no gradient to the positions.
     """
 
     windowed = False  # whether the detector selects within NMS windows (`pool_size`)
@@ -196,20 +199,23 @@ class _ScoreMapDetector(KeypointDetector):
         super().__init__(num_keypoints, score_activation, **kwargs)
         check_non_negative_number("selection_noise", selection_noise)
         check_choice("subpixel_refinement", subpixel_refinement, SUBPIXEL_REFINEMENTS)
-        if subpixel_refinement == "window" and not self.windowed:
-            raise ValueError(f"subpixel_refinement='window' needs NMS windows, which "
-                             f"{type(self).__name__} does not have; use 'neighbourhood'")
+        if subpixel_refinement in WINDOWED_REFINEMENTS and not self.windowed:
+            raise ValueError(f"subpixel_refinement={subpixel_refinement!r} needs NMS windows, "
+                             f"which {type(self).__name__} does not have; use 'neighbourhood'")
         self.selection_noise = float(selection_noise)
         self.subpixel_refinement = subpixel_refinement
 
     def refine(self, raw_score_map, positions):
         """The selected cells -> the soft-argmax of the raw scores in the 3x3 cells around each
         (`ops.refine_positions`) or in the window holding each (`ops.refine_in_windows`), as
-        `subpixel_refinement` says; "none": the positions as they are."""
+        `subpixel_refinement` says, or to the window's centre (`ops.window_centres`);
+        "none": the positions as they are."""
         if self.subpixel_refinement == "neighbourhood":
             return ops.refine_positions(raw_score_map, positions)
         if self.subpixel_refinement == "window":
             return ops.refine_in_windows(raw_score_map, positions, self.pool_size)
+        if self.subpixel_refinement == "centre":
+            return ops.window_centres(raw_score_map, positions, self.pool_size)
         return positions
 
     def build(self, input_shape):
@@ -413,9 +419,9 @@ class PerturbedTopK(AttentionTopK):
                              "has its own training selection (sigma); use 0")
         check_perturbation(num_samples, sigma)
         check_positive_int("pool_size", pool_size)
-        if self.subpixel_refinement == "window" and pool_size == 1:
-            raise ValueError("subpixel_refinement='window' needs NMS windows, pool_size > 1, "
-                             "not pool_size=1; use 'neighbourhood'")
+        if self.subpixel_refinement in WINDOWED_REFINEMENTS and pool_size == 1:
+            raise ValueError(f"subpixel_refinement={self.subpixel_refinement!r} needs NMS "
+                             "windows, pool_size > 1, not pool_size=1; use 'neighbourhood'")
         self.num_samples = num_samples
         self.sigma = float(sigma)
         self.pool_size = pool_size

@@ -61,12 +61,12 @@ class ModelConfig:
     - `selection_noise` > 0 (attention and max-pool NMS): in training the selection is made on
       the raw scores plus Gaussian noise of that scale relative to each image's score spread,
       so that low-scoring locations are explored; inference is unchanged.
-    - `subpixel_refinement` ("none", default; "neighbourhood"; "window"; attention, max-pool
-      NMS, and the perturbed top-k's marginal selection): each selected keypoint moves to the
+    - `subpixel_refinement` ("none", default; "neighbourhood"; "window"; "centre"; attention,
+      max-pool NMS, and the perturbed top-k's marginal selection): each selected keypoint moves to the
       soft-argmax of the raw scores in the 3x3 cells around it ("neighbourhood") or in the NMS
       window holding it ("window", windowed detectors), in training and at inference;
       positions become fractional (bilinear sampling) and the task loss reaches where the
-      keypoints lie.
+      keypoints lie. "centre" (windowed detectors) puts each at its window's centre.
 
     Units: `image_size` in image pixels; `nms_pool_size` and `grid_cell_size` in feature-map
     pixels (image pixels divided by `feature_stride`).
@@ -215,11 +215,12 @@ class ModelConfig:
                 "detectors and to perturbed_topk with perturbed_selection='marginal', not "
                 f"detector={self.detector!r} (perturbed_selection={self.perturbed_selection!r}); "
                 "use 'none'")
-        if refinement == "window" and (self.detector == "attention" or self.nms_pool_size == 1):
+        if refinement in keypoints.WINDOWED_REFINEMENTS and (
+                self.detector == "attention" or self.nms_pool_size == 1):
             raise ValueError(
-                "subpixel_refinement='window' needs NMS windows (maxpool_nms or perturbed_topk "
-                f"with nms_pool_size > 1), not detector={self.detector!r} with nms_pool_size="
-                f"{self.nms_pool_size}; use 'neighbourhood'")
+                f"subpixel_refinement={refinement!r} needs NMS windows (maxpool_nms or "
+                f"perturbed_topk with nms_pool_size > 1), not detector={self.detector!r} with "
+                f"nms_pool_size={self.nms_pool_size}; use 'neighbourhood'")
         for name in ("head_skip", "perturbed_control_variate"):
             if not isinstance(getattr(self, name), bool):
                 raise ValueError(f"{name}={getattr(self, name)!r} must be True or False")

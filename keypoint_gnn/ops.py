@@ -52,16 +52,20 @@ def top_k_positions(score_map, k):
     return tf.cast(positions, tf.float32), scores
 
 
-def _windows(score_map, pool_size):
-    """(B, h, w) -> (B, h/p, w/p, p*p): each non-overlapping p x p window's values, row-major
-    within the window. Built from reshapes (XLA, TFLite)."""
-    height, width = score_map.shape[1], score_map.shape[2]
+def _check_divides(pool_size, height, width):
     for name, size in (("height", height), ("width", width)):
         if size is not None and size % pool_size:
             raise ValueError(
                 f"pool_size={pool_size} does not divide the feature map {name} {size}; "
                 f"use a divisor of {size}"
             )
+
+
+def _windows(score_map, pool_size):
+    """(B, h, w) -> (B, h/p, w/p, p*p): each non-overlapping p x p window's values, row-major
+    within the window. Built from reshapes (XLA, TFLite)."""
+    height, width = score_map.shape[1], score_map.shape[2]
+    _check_divides(pool_size, height, width)
     rows, cols = height // pool_size, width // pool_size
     windows = tf.reshape(score_map, [-1, rows, pool_size, cols, pool_size])
     windows = tf.transpose(windows, [0, 1, 3, 2, 4])
@@ -185,6 +189,27 @@ def refine_in_windows(score_map, positions, pool_size):
     height, width = tf.shape(centres)[1] * pool_size, tf.shape(centres)[2] * pool_size
     window = _round_clip(positions, height, width) // pool_size
     return tf.gather_nd(centres, window, batch_dims=1)
+
+
+def window_centres(score_map, positions, pool_size):
+    """Each keypoint -> the centre of the p x p NMS window holding it: a fixed lattice of
+    window centres, chosen by the selection. Bilinear sampling there gives the window's mean
+    feature. The positions carry no gradient (they depend on the selection only).
+
+    Args:
+      score_map: (B, h, w) or (B, h, w, 1); only its size is used (h and w divisible by p).
+      positions: (B, N, 2) (y, x), rounded and clipped to the map.
+      pool_size: p.
+
+    Returns:
+      (B, N, 2) float32 window centres.
+    """
+    check_positive_int("pool_size", pool_size)
+    score_map = _squeeze_score_map(score_map)
+    _check_divides(pool_size, score_map.shape[1], score_map.shape[2])
+    height, width = tf.shape(score_map)[1], tf.shape(score_map)[2]
+    window = _round_clip(positions, height, width) // pool_size
+    return tf.cast(window * pool_size, tf.float32) + (pool_size - 1) / 2
 
 
 def refine_positions(score_map, positions, radius=1):

@@ -137,6 +137,13 @@ def test_detector_configuration_errors(make, message):
      "subpixel_refinement='window' needs NMS windows, which AttentionTopK does not have"),
     (lambda: PerturbedTopK(num_keypoints=4, selection="marginal", subpixel_refinement="window"),
      "subpixel_refinement='window' needs NMS windows, pool_size > 1, not pool_size=1"),
+    (lambda: AttentionTopK(num_keypoints=4, subpixel_refinement="centre"),
+     "subpixel_refinement='centre' needs NMS windows, which AttentionTopK does not have"),
+    (lambda: PerturbedTopK(num_keypoints=4, selection="marginal", subpixel_refinement="centre"),
+     "subpixel_refinement='centre' needs NMS windows, pool_size > 1, not pool_size=1"),
+    (lambda: PerturbedTopK(num_keypoints=4, selection="slots", subpixel_refinement="centre",
+                           pool_size=2),
+     "subpixel_refinement='centre' needs selection='marginal', not 'slots'"),
 ])
 def test_detector_argument_errors(make, message):
     with pytest.raises(ValueError, match=message):
@@ -600,6 +607,7 @@ def test_perturbed_top_k_over_windows_saves_and_loads(tmp_path, rng):
     AttentionTopK(num_keypoints=3, selection_noise=0.7),
     MaxPoolNMS(num_keypoints=3, pool_size=2, selection_noise=1.5),
     MaxPoolNMS(num_keypoints=3, pool_size=2, subpixel_refinement="window"),
+    PerturbedTopK(num_keypoints=3, pool_size=2, selection="marginal", subpixel_refinement="centre"),
     AttentionTopK(num_keypoints=3, subpixel_refinement="neighbourhood"),
     PerturbedTopK(num_keypoints=3, pool_size=2, selection="marginal",
                   subpixel_refinement="neighbourhood"),
@@ -989,6 +997,27 @@ def test_window_refinement_of_flat_scores_is_the_window_centre():
     positions, _, _ = detector(tf.zeros([1, 4, 4, 3]))
     np.testing.assert_allclose(sorted(map(tuple, positions[0].numpy())),
                                [(0.5, 0.5), (0.5, 2.5), (2.5, 0.5), (2.5, 2.5)])
+
+
+@pytest.mark.parametrize("name", ["maxpool_nms_window", "perturbed_threshold_window"])
+def test_centre_refinement_puts_keypoints_at_their_window_centres(rng, name):
+    """The same selection and scores as without refinement; each keypoint at the centre of the
+    2x2 window holding it (NumPy), in training and at inference; no gradient to positions."""
+    feature_map = rng.normal(size=(2, 8, 8, 3)).astype("float32")
+    plain, centred = (REFINED_DETECTORS[name](refine) for refine in ("none", "centre"))
+    _set_score_conv(plain, feature_map)
+    _set_score_conv(centred, feature_map)
+    for training in (False, True):
+        tf.random.set_seed(3)
+        positions, scores, _ = plain(feature_map, training=training)
+        tf.random.set_seed(3)
+        with tf.GradientTape() as tape:
+            moved, moved_scores, _ = centred(feature_map, training=training)
+            total = tf.reduce_sum(moved)
+        np.testing.assert_allclose(moved_scores, scores, rtol=1e-6)
+        expected = positions.numpy() // 2 * 2 + 0.5
+        np.testing.assert_array_equal(moved, expected)
+        assert tape.gradient(total, centred.score_conv.kernel) is None
 
 
 @pytest.mark.parametrize("name", ["attention", "maxpool_nms", "maxpool_nms_window",

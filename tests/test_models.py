@@ -88,6 +88,8 @@ BEYOND_PAPER_VARIANTS = [
     pytest.param(dict(detector="perturbed_topk", perturbed_estimator="threshold",
                       perturbed_sigma=0.5), marks=pytest.mark.slow),
     dict(detector="perturbed_topk", perturbed_estimator="threshold", subpixel_refinement="window"),
+    pytest.param(dict(detector="maxpool_nms", subpixel_refinement="centre"),
+                 marks=pytest.mark.slow),
     dict(detector="perturbed_topk", perturbed_selection="keypoints", position_features=True),
     pytest.param(dict(detector="maxpool_nms", selection_noise=1.0), marks=pytest.mark.slow),
     dict(detector="grid", offset_mode="softmax", offset_margin=0.5),
@@ -213,6 +215,20 @@ def test_keypoint_model_shares_layers(rng):
     assert positions.shape == (2, 6, 2) and scores.shape == (2, 6) and score_map.shape == (2, 8, 8, 1)
 
 
+def test_centre_refinement_model_places_keypoints_at_window_centres(rng):
+    """In the whole model (max-pool NMS, 2x2 windows on the 8x8 map) every keypoint lies at
+    a window centre, and a training step runs."""
+    config = kg.ModelConfig(**TINY, subpixel_refinement="centre")
+    model = kg.build_classifier(config)
+    images = rng.uniform(size=(2, 16, 16, 3)).astype("float32")
+    positions = kg.keypoint_model(model)(images)[0].numpy()
+    np.testing.assert_array_equal(positions % 2, np.full_like(positions, 0.5))
+    assert len({tuple(p) for p in positions[0]}) == positions.shape[1]  # distinct windows
+    model.compile(optimizer="adam", loss="sparse_categorical_crossentropy")
+    loss = model.train_on_batch(images, np.array([0, 1]))
+    assert np.isfinite(loss)
+
+
 def test_pretrained_detector_weights_transfer(tmp_path, rng):
     config = kg.ModelConfig(detector="grid", **TINY)
     pretrainer = kg.build_keypoint_pretrainer(config)
@@ -275,6 +291,8 @@ def test_pretrained_detector_weights_transfer(tmp_path, rng):
      "subpixel_refinement='window' needs NMS windows .* not detector='attention'"),
     (dict(nms_pool_size=1, subpixel_refinement="window"),
      "subpixel_refinement='window' needs NMS windows .* with nms_pool_size=1"),
+    (dict(detector="attention", subpixel_refinement="centre"),
+     "subpixel_refinement='centre' needs NMS windows .* not detector='attention'"),
     (dict(subpixel_refinement=True), "subpixel_refinement=True is not one of 'none'"),
     (dict(detector="perturbed_topk", num_keypoints=200), "num_keypoints=200 exceeds the 12x12=144"),
     (dict(detector="perturbed_topk", num_keypoints=40), "num_keypoints=40 exceeds the 36 pooling windows"),
@@ -289,6 +307,7 @@ def test_bad_configuration_names_the_value(changes, message):
 def test_subpixel_refinement_samples_bilinearly():
     assert kg.ModelConfig().sampling == "gather"
     assert kg.ModelConfig(subpixel_refinement="window").sampling == "bilinear"
+    assert kg.ModelConfig(subpixel_refinement="centre").sampling == "bilinear"
     assert kg.ModelConfig(detector="attention",
                           subpixel_refinement="neighbourhood").sampling == "bilinear"
 

@@ -160,6 +160,24 @@ def test_refine_in_windows_matches_numpy(rng):
             np.testing.assert_allclose(refined[b, n], expected, rtol=1e-5)
 
 
+def test_window_centres_hand_worked():
+    # 3x3 windows on a 6x9 map: cell (4, 7) lies in window (1, 2), centre (4, 7); cell (0, 5)
+    # in window (0, 1), centre (1, 4); (5.4, -0.6) rounds and clips to (5, 0): centre (4, 1).
+    positions = tf.constant([[[4.0, 7.0], [0.0, 5.0], [5.4, -0.6]]])
+    centres = ops.window_centres(tf.zeros([1, 6, 9, 1]), positions, 3)
+    np.testing.assert_array_equal(centres, [[[4, 7], [1, 4], [4, 1]]])
+    # Even windows: the centre lies between cells, where bilinear sampling is the mean.
+    centres = ops.window_centres(tf.zeros([1, 4, 4]), tf.constant([[[3.0, 0.0]]]), 2)
+    np.testing.assert_array_equal(centres, [[[2.5, 0.5]]])
+
+
+def test_window_centres_bad_pool_size():
+    with pytest.raises(ValueError, match="pool_size=0 must be a positive integer"):
+        ops.window_centres(tf.zeros([1, 4, 4]), tf.zeros([1, 1, 2]), 0)
+    with pytest.raises(ValueError, match="pool_size=3 does not divide the feature map height 4"):
+        ops.window_centres(tf.zeros([1, 4, 4]), tf.zeros([1, 1, 2]), 3)
+
+
 def test_refine_in_windows_bad_pool_size():
     with pytest.raises(ValueError, match="pool_size=0 must be a positive integer"):
         ops.refine_in_windows(tf.zeros([1, 4, 4]), tf.zeros([1, 1, 2]), 0)

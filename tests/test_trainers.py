@@ -224,9 +224,10 @@ def test_selection_noise_flag_reaches_the_config():
     assert common.model_config(classify.parse_args([])).selection_noise == 0.0
 
 
-def test_subpixel_refinement_flag_reaches_the_config():
-    args = classify.parse_args(["--subpixel-refinement", "window"])
-    assert common.model_config(args).subpixel_refinement == "window"
+@pytest.mark.parametrize("mode", ["window", "centre"])
+def test_subpixel_refinement_flag_reaches_the_config(mode):
+    args = classify.parse_args(["--subpixel-refinement", mode])
+    assert common.model_config(args).subpixel_refinement == mode
     assert common.model_config(classify.parse_args([])).subpixel_refinement == "none"
 
 

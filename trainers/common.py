@@ -161,7 +161,8 @@ def add_model_flags(parser):
                        default=None,
                        help="attention / maxpool_nms / perturbed_topk (marginal): move each "
                             "keypoint to the soft-argmax of the scores in the 3x3 cells around "
-                            "it (neighbourhood) or in its NMS window (window); default none")
+                            "it (neighbourhood) or in its NMS window (window), or put it at "
+                            "its window's centre (centre); default none")
     group.add_argument("--diffpool-clusters", type=int, default=None)
     group.add_argument("--head-skip", action="store_const", const=True, default=None,
                        help="classifier head also sees the CNN feature map (beyond the paper)")
