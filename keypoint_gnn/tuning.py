@@ -19,21 +19,44 @@ if _previous_keras is not None:  # leave `import keras` as it was for everyone e
 else:
     sys.modules.pop("keras", None)
 
+from keypoint_gnn.keypoints import DETECTORS, SUBPIXEL_REFINEMENTS  # noqa: E402
 from keypoint_gnn.models import ModelConfig, build_classifier  # noqa: E402
 
 TUNERS = ("hyperband", "bayesian")
+SEARCHED_DETECTORS = ("attention", "maxpool_nms", "grid")  # the paper's three, by default
+WINDOWED_DETECTORS = ("maxpool_nms", "perturbed_topk")  # the ones `refinements` applies to
+
+
+def _check_subset(name, values, valid):
+    values = tuple(values)
+    if not values or any(value not in valid for value in values) or len(set(values)) < len(values):
+        raise ValueError(f"{name}={list(values)!r} must be distinct values from "
+                         f"{', '.join(valid)}")
+    return values
 
 
 class KeypointHyperModel(keras_tuner.HyperModel):
     """Searches detector, GNN, graph layers, keypoints, score activation and learning rate.
 
     Choices that the feature map cannot hold (more keypoints than locations or windows) are
-    left out of the space for the given `base` config.
+    left out of the space for the given `base` config. `detectors` are the detectors searched
+    (the paper's three by default; "perturbed_topk" may be added). `refinements` are the
+    `subpixel_refinement` values searched for the windowed detectors (max-pool NMS, perturbed
+    top-k), as a hyperparameter that exists only in their trials; the default ("none",) leaves
+    it out of the space.
     """
 
-    def __init__(self, base: ModelConfig, keypoint_choices=(16, 32, 64), max_graph_layers=9):
+    def __init__(self, base: ModelConfig, keypoint_choices=(16, 32, 64), max_graph_layers=9,
+                 detectors=SEARCHED_DETECTORS, refinements=("none",)):
         super().__init__()
         self.base = base
+        self.detectors = _check_subset("detectors", detectors, tuple(DETECTORS))
+        self.refinements = _check_subset("refinements", refinements, SUBPIXEL_REFINEMENTS)
+        self.windowed = [d for d in self.detectors if d in WINDOWED_DETECTORS]
+        if self.refinements != ("none",) and not self.windowed:
+            raise ValueError(f"refinements={list(self.refinements)!r} apply to the windowed "
+                             f"detectors {', '.join(WINDOWED_DETECTORS)}, none of which is among "
+                             f"detectors={list(self.detectors)!r}")
         self.keypoint_choices = [k for k in keypoint_choices if self._fits(k)]
         if not self.keypoint_choices:
             raise ValueError(
@@ -44,7 +67,7 @@ class KeypointHyperModel(keras_tuner.HyperModel):
 
     def _fits(self, keypoints):
         try:
-            for detector in ("attention", "maxpool_nms", "grid"):
+            for detector in self.detectors:
                 self.base.replace(detector=detector, num_keypoints=keypoints,
                                   diffpool_clusters=min(self.base.diffpool_clusters, keypoints))
         except ValueError:
@@ -53,8 +76,16 @@ class KeypointHyperModel(keras_tuner.HyperModel):
 
     def config(self, hp):
         gnn = hp.Choice("gnn", ["gcn", "diffpool", "none"])
+        detector = hp.Choice("detector", list(self.detectors))
+        refinement = "none"
+        if self.refinements != ("none",):
+            with hp.conditional_scope("detector", self.windowed):
+                chosen = hp.Choice("subpixel_refinement", list(self.refinements))
+            if detector in self.windowed:
+                refinement = chosen
         return self.base.replace(
-            detector=hp.Choice("detector", ["attention", "maxpool_nms", "grid"]),
+            detector=detector,
+            subpixel_refinement=refinement,
             gnn=gnn,
             graph_layers=hp.Int("graph_layers", 2, self.max_graph_layers),
             num_keypoints=hp.Choice("num_keypoints", self.keypoint_choices),

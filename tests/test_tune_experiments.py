@@ -71,3 +71,54 @@ def test_detector_rows_skip_the_detector_the_table_already_uses():
     assert [row.flags[-1] for row in rows] == ["attention", "grid"]
     assert all(row.flags == best.flags + ("--detector", row.flags[-1]) for row in rows)
     assert len(experiments.detector_rows(best, "grid")) == 2
+
+
+def test_refinements_are_searched_for_windowed_detectors_only():
+    import keras_tuner
+
+    from keypoint_gnn import tuning
+
+    base = kg.ModelConfig(image_size=32, num_keypoints=8, diffpool_clusters=4)
+    hypermodel = tuning.KeypointHyperModel(base, (8,), 3, detectors=("attention", "maxpool_nms"),
+                                           refinements=("none", "centre"))
+    for detector, refinement, expected in [("attention", "centre", "none"),
+                                           ("maxpool_nms", "centre", "centre"),
+                                           ("maxpool_nms", "none", "none")]:
+        hp = keras_tuner.HyperParameters()
+        hp.Fixed("detector", detector)
+        hypermodel.config(hp)  # registers the space
+        assert hp.is_active("subpixel_refinement") == (detector == "maxpool_nms")
+        hp.values["subpixel_refinement"] = refinement
+        config = hypermodel.config(hp)
+        assert (config.detector, config.subpixel_refinement) == (detector, expected)
+        if expected == "centre":  # the trial's model is built from that config
+            assert hypermodel.build(hp).get_layer("detector").subpixel_refinement == "centre"
+    # The default space has no refinement hyperparameter.
+    hp = keras_tuner.HyperParameters()
+    hp.Fixed("detector", "maxpool_nms")
+    assert tuning.KeypointHyperModel(base, (8,), 3).config(hp).subpixel_refinement == "none"
+    assert "subpixel_refinement" not in hp.values
+
+
+@pytest.mark.parametrize("changes, message", [
+    (dict(detectors=("attention", "sift")),
+     r"detectors=\['attention', 'sift'\] must be distinct values from attention, perturbed_topk, maxpool_nms, grid"),
+    (dict(refinements=("window", "window")),
+     r"refinements=\['window', 'window'\] must be distinct values from none, neighbourhood"),
+    (dict(detectors=("attention", "grid"), refinements=("none", "window")),
+     r"refinements=\['none', 'window'\] apply to the windowed detectors maxpool_nms, "
+     r"perturbed_topk, none of which is among detectors=\['attention', 'grid'\]"),
+])
+def test_hypermodel_bad_search_space(changes, message):
+    from keypoint_gnn import tuning
+
+    with pytest.raises(ValueError, match=message):
+        tuning.KeypointHyperModel(kg.ModelConfig(image_size=32, num_keypoints=8), (8,), **changes)
+
+
+def test_tune_cli_bad_detector_exits_with_the_flag_value(tmp_path, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        common.run_main(lambda: tune.main(TINY + ["--detectors", "attention,orb",
+                                                  "--out", str(tmp_path / "tune")]))
+    assert exit_info.value.code == 2
+    assert "detectors=['attention', 'orb'] must be distinct values" in capsys.readouterr().err

@@ -1,7 +1,8 @@
 """KerasTuner search over keypoint-gnn classifiers: `python -m trainers.tune [flags]`.
 
-Searches detector, GNN, graph layers, keypoints, score activation and learning rate with
-Hyperband or Bayesian optimisation on any --dataset; checks that every trial COMPLETED; writes
+Searches detector, GNN, graph layers, keypoints, score activation and learning rate (and,
+with --refinements, the windowed detectors' --subpixel-refinement) with Hyperband or Bayesian
+optimisation on any --dataset; checks that every trial COMPLETED; writes
 --out/best_config.json (a ModelConfig that `trainers.classify --config` takes),
 --out/best_hyperparameters.json and --out/trials.json.
 """
@@ -24,6 +25,12 @@ def parse_args(argv=None):
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--keypoints", default="16,32,64", help="keypoint counts to search")
     parser.add_argument("--max-graph-layers", type=int, default=9)
+    parser.add_argument("--detectors", default="attention,maxpool_nms,grid",
+                        help="detectors to search, comma-separated (default: the paper's three; "
+                             "perturbed_topk may be added)")
+    parser.add_argument("--refinements", default="none",
+                        help="--subpixel-refinement values to search for the windowed detectors "
+                             "(maxpool_nms, perturbed_topk), comma-separated, e.g. none,window,centre")
     parser.add_argument("--out", default="runs/tune")
     parser.add_argument("--verbose", type=int, choices=(0, 1, 2), default=2)
     args = parser.parse_args(argv)
@@ -34,6 +41,8 @@ def parse_args(argv=None):
         args.keypoints = tuple(int(k) for k in args.keypoints.split(","))
     except ValueError:
         raise common.UserError(f"--keypoints={args.keypoints!r} must be comma-separated integers") from None
+    args.detectors = tuple(args.detectors.split(","))
+    args.refinements = tuple(args.refinements.split(","))
     return args
 
 
@@ -53,7 +62,8 @@ def main(argv=None):
                            num_keypoints=smallest, diffpool_clusters=min(8, smallest))
     except ValueError as error:
         raise common.UserError(f"--keypoints {smallest} does not fit: {error}") from None
-    hypermodel = tuning.KeypointHyperModel(base, args.keypoints, args.max_graph_layers)
+    hypermodel = tuning.KeypointHyperModel(base, args.keypoints, args.max_graph_layers,
+                                           detectors=args.detectors, refinements=args.refinements)
     tuner = tuning.make_tuner(args.tuner, hypermodel, out, "search", args.max_trials, args.epochs, args.seed)
     tuner.search(data.train, validation_data=data.validation, epochs=args.epochs,
                  verbose=args.verbose, callbacks=[keras.callbacks.TerminateOnNaN()])
