@@ -385,3 +385,22 @@ def test_int8_accuracy_within_one_point_of_float32_on_the_builtin_test_set(tmp_p
     print(f"built-in test set: float32 {float_accuracy:.4f}, int8 {int8_accuracy:.4f}")
     assert float_accuracy > 0.5, f"the model did not learn the built-in set ({float_accuracy:.3f})"
     assert abs(float_accuracy - int8_accuracy) <= 0.01, (float_accuracy, int8_accuracy)
+
+
+@pytest.mark.parametrize("refinement", ["window", "centre"])
+def test_tflite_refined_keypoints_match_keras(tmp_path, rng, refinement):
+    """Sub-pixel refinement (window soft-argmax, window centres) and bilinear sampling
+    convert: the float32 TFLite model gives Keras's fractional keypoints and logits."""
+    keras.utils.set_random_seed(2)
+    config = kg.ModelConfig(**{**TINY, "num_keypoints": 4}, nms_pool_size=2,
+                            subpixel_refinement=refinement)
+    model = kg.build_classifier(config)
+    path = export.export_tflite(model, config, tmp_path / f"{refinement}.tflite")
+    pixels = rng.integers(0, 256, (3, 16, 16, 3), dtype=np.uint8)
+    outputs = export.run_tflite(path, pixels.astype(np.float32) / 255.0)
+    probabilities, keypoints, scores = _reference(model, config, pixels)
+    assert np.abs(keypoints - np.round(keypoints)).max() > 0.1  # fractional in input pixels
+    logits = model(pixels.astype(np.float32) / 255.0, training=False).numpy()
+    np.testing.assert_allclose(outputs["logits"], logits, atol=1e-4)
+    np.testing.assert_allclose(outputs["keypoints"], keypoints, atol=1e-4)
+    np.testing.assert_allclose(outputs["keypoint_scores"], scores, atol=1e-4)
