@@ -32,9 +32,9 @@ PERTURBED_SELECTIONS = ("slots", "marginal", "features", "keypoints")
 # blend of the candidates (extra detector outputs: node weights, then location weights).
 BLEND_SELECTIONS = ("features", "keypoints")
 SUBPIXEL_REFINEMENTS = ("none", "neighbourhood", "window", "centre")
-WINDOWED_REFINEMENTS = ("window", "centre")  # need NMS windows (`pool_size` > 1)
 """Where a selected keypoint may move: nowhere (its cell), to the soft-argmax of the 3x3 cells
-around it, or to the soft-argmax of the NMS window holding it."""
+around it, to the soft-argmax of the NMS window holding it, or to that window's centre."""
+WINDOWED_REFINEMENTS = ("window", "centre")  # need NMS windows (`pool_size` > 1)
 PERTURBED_ESTIMATORS = ("sampled", "threshold")
 
 

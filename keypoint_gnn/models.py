@@ -62,11 +62,11 @@ class ModelConfig:
       the raw scores plus Gaussian noise of that scale relative to each image's score spread,
       so that low-scoring locations are explored; inference is unchanged.
     - `subpixel_refinement` ("none", default; "neighbourhood"; "window"; "centre"; attention,
-      max-pool NMS, and the perturbed top-k's marginal selection): each selected keypoint moves to the
-      soft-argmax of the raw scores in the 3x3 cells around it ("neighbourhood") or in the NMS
-      window holding it ("window", windowed detectors), in training and at inference;
-      positions become fractional (bilinear sampling) and the task loss reaches where the
-      keypoints lie. "centre" (windowed detectors) puts each at its window's centre.
+      max-pool NMS, and the perturbed top-k's marginal selection): each selected keypoint
+      moves to the soft-argmax of the raw scores in the 3x3 cells around it ("neighbourhood")
+      or in the NMS window holding it ("window", windowed detectors), in training and at
+      inference; positions become fractional (bilinear sampling) and the task loss reaches
+      where the keypoints lie. "centre" (windowed detectors) puts each at its window's centre.
 
     Units: `image_size` in image pixels; `nms_pool_size` and `grid_cell_size` in feature-map
     pixels (image pixels divided by `feature_stride`).
