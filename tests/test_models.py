@@ -78,19 +78,25 @@ def _check_fit_and_round_trips(model, images, labels, tmp_path):
 # offsets.
 # Marked slow: options another default-suite variant also exercises (the marginal selection
 # and the threshold estimator: the window-refined threshold variant; standardised offsets and
-# widened offsets: the two grid rows around), and selection noise, whose selection,
-# inference, gradient and config round trip tests/test_keypoints.py checks.
+# widened offsets: the two grid rows around; window centres: the refined variant's windows and
+# bilinear sampling, and test_centre_refinement_model_places_keypoints_at_window_centres),
+# and options whose layers and ops tests/test_keypoints.py and tests/test_ops.py check on their
+# own (selection noise: its selection, inference, gradient and config round trip; the slots and
+# keypoints selections: forward passes and gradients against NumPy, save/load), to keep the
+# default suite under ten minutes.
 BEYOND_PAPER_VARIANTS = [
     pytest.param(dict(detector="perturbed_topk", score_activation="sigmoid", perturbed_samples=8,
                       perturbed_sigma=0.5), marks=pytest.mark.slow),
-    dict(detector="perturbed_topk", score_activation="linear", gnn="diffpool", nms_pool_size=1,
-         perturbed_selection="slots", perturbed_control_variate=False),
+    pytest.param(dict(detector="perturbed_topk", score_activation="linear", gnn="diffpool",
+                      nms_pool_size=1, perturbed_selection="slots",
+                      perturbed_control_variate=False), marks=pytest.mark.slow),
     pytest.param(dict(detector="perturbed_topk", perturbed_estimator="threshold",
                       perturbed_sigma=0.5), marks=pytest.mark.slow),
     dict(detector="perturbed_topk", perturbed_estimator="threshold", subpixel_refinement="window"),
     pytest.param(dict(detector="maxpool_nms", subpixel_refinement="centre"),
                  marks=pytest.mark.slow),
-    dict(detector="perturbed_topk", perturbed_selection="keypoints", position_features=True),
+    pytest.param(dict(detector="perturbed_topk", perturbed_selection="keypoints",
+                      position_features=True), marks=pytest.mark.slow),
     pytest.param(dict(detector="maxpool_nms", selection_noise=1.0), marks=pytest.mark.slow),
     dict(detector="grid", offset_mode="softmax", offset_margin=0.5),
     pytest.param(dict(detector="grid", standardize_offsets=True, offset_margin=0.25),
