@@ -106,8 +106,8 @@ def test_refinements_are_searched_for_windowed_detectors_only():
     (dict(refinements=("window", "window")),
      r"refinements=\['window', 'window'\] must be distinct values from none, neighbourhood"),
     (dict(detectors=("attention", "grid"), refinements=("none", "window")),
-     r"refinements=\['none', 'window'\] apply to the windowed detectors maxpool_nms, "
-     r"perturbed_topk, none of which is among detectors=\['attention', 'grid'\]"),
+     (r"refinements=\['none', 'window'\] apply to the windowed detectors maxpool_nms, "
+      r"perturbed_topk, none of which is among detectors=\['attention', 'grid'\]")),
 ])
 def test_hypermodel_bad_search_space(changes, message):
     from keypoint_gnn import tuning
