@@ -24,7 +24,9 @@ from keypoint_gnn.models import ModelConfig, build_classifier  # noqa: E402
 
 TUNERS = ("hyperband", "bayesian")
 SEARCHED_DETECTORS = ("attention", "maxpool_nms", "grid")  # the paper's three, by default
-WINDOWED_DETECTORS = ("maxpool_nms", "perturbed_topk")  # the ones `refinements` applies to
+# The detectors `refinements` applies to: those that select within NMS windows.
+WINDOWED_DETECTORS = tuple(sorted(name for name, cls in DETECTORS.items()
+                                  if getattr(cls, "windowed", False)))
 
 
 def _check_subset(name, values, valid):

@@ -25,8 +25,8 @@ def parse_args(argv=None):
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--keypoints", default="16,32,64", help="keypoint counts to search")
     parser.add_argument("--max-graph-layers", type=int, default=9)
-    parser.add_argument("--detectors", default="attention,maxpool_nms,grid",
-                        help="detectors to search, comma-separated (default: the paper's three; "
+    parser.add_argument("--detectors", default=None,
+                        help="detectors to search, comma-separated (default: attention,maxpool_nms,grid, the paper's three; "
                              "perturbed_topk may be added)")
     parser.add_argument("--refinements", default="none",
                         help="--subpixel-refinement values to search for the windowed detectors "
@@ -41,7 +41,8 @@ def parse_args(argv=None):
         args.keypoints = tuple(int(k) for k in args.keypoints.split(","))
     except ValueError:
         raise common.UserError(f"--keypoints={args.keypoints!r} must be comma-separated integers") from None
-    args.detectors = tuple(args.detectors.split(","))
+    if args.detectors is not None:
+        args.detectors = tuple(args.detectors.split(","))
     args.refinements = tuple(args.refinements.split(","))
     return args
 
@@ -63,7 +64,8 @@ def main(argv=None):
     except ValueError as error:
         raise common.UserError(f"--keypoints {smallest} does not fit: {error}") from None
     hypermodel = tuning.KeypointHyperModel(base, args.keypoints, args.max_graph_layers,
-                                           detectors=args.detectors, refinements=args.refinements)
+                                           detectors=args.detectors or tuning.SEARCHED_DETECTORS,
+                                           refinements=args.refinements)
     tuner = tuning.make_tuner(args.tuner, hypermodel, out, "search", args.max_trials, args.epochs, args.seed)
     tuner.search(data.train, validation_data=data.validation, epochs=args.epochs,
                  verbose=args.verbose, callbacks=[keras.callbacks.TerminateOnNaN()])
