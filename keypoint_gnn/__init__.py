@@ -9,9 +9,10 @@ Importing this package selects tf_keras (TF_USE_LEGACY_KERAS=1) before `tf.keras
 """
 from keypoint_gnn._backend import check_legacy_keras, keras  # noqa: F401  (must come first)
 from keypoint_gnn import layers  # noqa: E402
-from keypoint_gnn.losses import ConfidenceWeightedMSE, conf_mse  # noqa: E402
+from keypoint_gnn.config import DetectorConfig, GraphConfig, HeadConfig, ModelConfig  # noqa: E402
+from keypoint_gnn.layers import ConfidenceWeightedMSE  # noqa: E402
+from keypoint_gnn.losses import conf_mse  # noqa: E402
 from keypoint_gnn.models import (  # noqa: E402
-    ModelConfig,
     build_autoencoder,
     build_classifier,
     build_keypoint_pretrainer,
@@ -19,19 +20,25 @@ from keypoint_gnn.models import (  # noqa: E402
     custom_objects,
     keypoint_model,
 )
+from keypoint_gnn.presets import PRESETS, preset  # noqa: E402
 
-__version__ = "0.1.0"
+__version__ = "0.2.0"
 
 __all__ = [
-    "ModelConfig",
-    "build_classifier",
-    "build_autoencoder",
-    "build_plain_cnn",
-    "build_keypoint_pretrainer",
-    "keypoint_model",
-    "custom_objects",
-    "conf_mse",
+    "PRESETS",
     "ConfidenceWeightedMSE",
-    "layers",
+    "DetectorConfig",
+    "GraphConfig",
+    "HeadConfig",
+    "ModelConfig",
+    "build_autoencoder",
+    "build_classifier",
+    "build_keypoint_pretrainer",
+    "build_plain_cnn",
+    "conf_mse",
+    "custom_objects",
     "keras",
+    "keypoint_model",
+    "layers",
+    "preset",
 ]

@@ -4,12 +4,43 @@ Spektral 1.3.1 works only with Keras 2 APIs, so the package sets `TF_USE_LEGACY_
 before anything touches `tf.keras`, and refuses to run on Keras 3 rather than fail later with
 an obscure error inside a Spektral layer.
 """
+import contextlib
 import os
+import sys
 
 os.environ["TF_USE_LEGACY_KERAS"] = "1"
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+# 3: no native INFO, WARNING or ERROR lines; on a CPU machine they are all noise ("failed call
+# to cuInit", oneDNN notes). Failures still raise Python exceptions; set it to 0 to see them all.
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
-import tensorflow as tf  # noqa: E402
+
+@contextlib.contextmanager
+def _native_stderr_silenced():
+    """TensorFlow's native libraries log at load time, before absl logging is initialised, so
+    TF_CPP_MIN_LOG_LEVEL cannot silence them ("oneDNN custom operations are on", "Could not
+    find cuda drivers" on a CPU machine). Their stderr is muted while TensorFlow loads, unless
+    TF_CPP_MIN_LOG_LEVEL=0 asks for everything. Python errors still surface as exceptions."""
+    stderr_fd = 2  # where native code writes, whatever Python's sys.stderr is
+    if os.environ.get("TF_CPP_MIN_LOG_LEVEL") == "0":
+        yield
+        return
+    try:
+        sys.stderr.flush()
+    except (AttributeError, OSError, ValueError):
+        pass
+    saved = os.dup(stderr_fd)
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, stderr_fd)
+    try:
+        yield
+    finally:
+        os.dup2(saved, stderr_fd)
+        os.close(saved)
+        os.close(devnull)
+
+
+with _native_stderr_silenced():
+    import tensorflow as tf
 
 
 def check_legacy_keras() -> None:

@@ -16,11 +16,9 @@ Units and conventions. Image pixel (i, j) has its centre at (i, j) (OpenCV's con
 
 which is the inverse of `ops.cell_offsets_to_positions` (position = (r + offset) * m - 0.5).
 Offsets are relative to the cell, so the same numbers hold in image pixels and in feature-map
-pixels: the pre-trainer's cells are `config.grid_cell_size` feature-map pixels, i.e.
-`pretraining_cell_size(config) = grid_cell_size * feature_stride` image pixels.
+pixels: the pre-trainer's cells are `config.detector.cell_size` feature-map pixels, i.e.
+`pretraining_cell_size(config) = cell_size * feature_stride` image pixels.
 """
-import math
-
 import cv2
 import numpy as np
 
@@ -184,7 +182,7 @@ def cell_targets(images, cell_size_px, points_per_cell, method="sift",
     Args:
       images: (B, H, W, C), C = 1 or 3, float in [0, 1] or uint8; H, W multiples of m.
       cell_size_px: m, cell side in image pixels (`pretraining_cell_size(config)`).
-      points_per_cell: h (`config.grid_points_per_cell`).
+      points_per_cell: h (`config.detector.points_per_cell`).
       method: `"sift"` or `"orb"`.
       max_keypoints: keypoints detected per image before assignment.
 
@@ -212,10 +210,10 @@ def cell_targets(images, cell_size_px, points_per_cell, method="sift",
 
 def pretraining_cell_size(config):
     """Cell side in image pixels of the pre-trainer built from `config` (a `ModelConfig`)."""
-    return config.grid_cell_size * config.feature_stride
+    return config.detector.cell_size * config.feature_stride
 
 
-def pretraining_loss(y_true, y_pred, offset_margin=0.0):
+def pretraining_loss(y_true, y_pred):
     """Loss of the coordinate regressor's cell predictions against SIFT/ORB targets.
 
     loss = mean over all slots of BCE(sigmoid(logit), presence)
@@ -227,69 +225,29 @@ def pretraining_loss(y_true, y_pred, offset_margin=0.0):
     matched in fixed order: predicted slot j learns the target in slot j, i.e. the j-th
     strongest keypoint of the cell (no permutation matching).
 
-    When y_pred carries heat maps (`build_keypoint_pretrainer(config, heatmaps=True)`: 3 + b*b
-    channels), the offset term is instead the cross-entropy of each filled slot's heat map on
-    the bin that holds the target offset (row min(floor(b * y), b - 1), likewise the column),
-    SuperPoint's loss (DeTone et al. 2018). With widened offsets (`offset_margin` g > 0) the
-    b bins span [-g, 1 + g], so the target's row is floor(b * (y + g) / (1 + 2g)). Squared
-    error on the soft-argmax is minimised by the conditional mean, which drifts to the cell
-    centre wherever the target is uncertain;
-    cross-entropy teaches where keypoints may lie, and straight-through offsets
-    (`dsnt_straight_through`) place each keypoint at its map's likeliest bin.
-
     Args:
       y_true: (B, L, M, h, 3) targets (y offset, x offset, presence) from `cell_targets`.
       y_pred: (B, L, M, h, 3) pre-trainer output (y offset in [0, 1], x offset in [0, 1],
-        confidence logit), optionally followed by b*b heat-map logits (row-major).
-      offset_margin: g >= 0, the regressor's `offset_margin` (cell units).
+        confidence logit).
 
     Returns:
       scalar float32; usable as `model.compile(loss=pretraining_loss)`.
     """
     y_true = tf.cast(y_true, tf.float32)
     y_pred = tf.cast(y_pred, tf.float32)
+    if y_pred.shape[-1] != 3:
+        raise ValueError(f"pretraining_loss expects 3 channels per slot (y offset, x offset, "
+                         f"confidence logit), got {y_pred.shape[-1]}")
     confidence = tf.reduce_mean(
         tf.nn.sigmoid_cross_entropy_with_logits(labels=y_true[..., 2], logits=y_pred[..., 2])
     )
-    return confidence + offset_loss(y_true, y_pred, offset_margin)
-
-
-def offset_loss(y_true, y_pred, offset_margin=0.0):
-    """The offset term of `pretraining_loss` alone (same arguments): squared error of the
-    offsets, or with heat maps the cross-entropy on the target's bin, averaged over the slots
-    that hold a target keypoint. `anchoring.OffsetAnchoredTrainer` keeps it on in task
-    training; the confidences are left to the task."""
-    y_true = tf.cast(y_true, tf.float32)
-    y_pred = tf.cast(y_pred, tf.float32)
     presence = y_true[..., 2]
-    channels = y_pred.shape[-1]
-    if channels == 3:
-        error = tf.reduce_sum(tf.square(y_pred[..., :2] - y_true[..., :2]), axis=-1)
-    else:
-        size = math.isqrt(max(channels - 3, 0)) if channels is not None else 0
-        if size < 2 or size * size != channels - 3:
-            raise ValueError(f"pretraining_loss expects 3 or 3 + b*b channels per slot, got "
-                             f"{channels}")
-        unit = (y_true[..., :2] + offset_margin) / (1.0 + 2.0 * offset_margin)
-        bins = tf.minimum(tf.cast(tf.floor(unit * size), tf.int32), size - 1)
-        error = tf.nn.sparse_softmax_cross_entropy_with_logits(
-            labels=bins[..., 0] * size + bins[..., 1], logits=y_pred[..., 3:])
-    return tf.reduce_sum(error * presence) / tf.maximum(tf.reduce_sum(presence), 1.0)
-
-
-def pretraining_loss_for(offset_margin=0.0):
-    """`pretraining_loss` for a regressor with `offset_margin` g, as a Keras loss function."""
-    if offset_margin == 0:
-        return pretraining_loss
-
-    def widened_pretraining_loss(y_true, y_pred):
-        return pretraining_loss(y_true, y_pred, offset_margin)
-
-    return widened_pretraining_loss
+    error = tf.reduce_sum(tf.square(y_pred[..., :2] - y_true[..., :2]), axis=-1)
+    return confidence + tf.reduce_sum(error * presence) / tf.maximum(tf.reduce_sum(presence), 1.0)
 
 
 def targets_dataset(images_dataset, cell_size_px, points_per_cell, method="sift",
-                    max_keypoints=DEFAULT_MAX_KEYPOINTS, keep_labels=False):
+                    max_keypoints=DEFAULT_MAX_KEYPOINTS):
     """Maps a tf.data dataset of image batches to (images, targets) for `model.fit`.
 
     Keypoint detection runs OpenCV on the host CPU through `tf.numpy_function`: the dataset
@@ -301,12 +259,9 @@ def targets_dataset(images_dataset, cell_size_px, points_per_cell, method="sift"
       images_dataset: elements are image batches (B, H, W, C), or tuples whose first entry is
         one (e.g. (images, labels)); other entries are dropped.
       cell_size_px, points_per_cell, method, max_keypoints: as in `cell_targets`.
-      keep_labels: yield (images, (labels, targets)) from (images, labels) elements, for
-        `anchoring.OffsetAnchoredTrainer`.
 
     Returns:
-      tf.data.Dataset of (images, targets (B, H/m, W/m, h, 3) float32), or with `keep_labels`
-      (images, (labels, targets)).
+      tf.data.Dataset of (images, targets (B, H/m, W/m, h, 3) float32).
     """
     _check_method(method)
     _check_positive_int("cell_size_px", cell_size_px)
@@ -327,14 +282,11 @@ def targets_dataset(images_dataset, cell_size_px, points_per_cell, method="sift"
     def compute(images):
         return cell_targets(images, cell_size_px, points_per_cell, method, max_keypoints)
 
-    if keep_labels and not (isinstance(spec, (tuple, list)) and len(spec) == 2):
-        raise ValueError(f"keep_labels=True needs (images, labels) elements, got element_spec {spec}")
-
     def add_targets(*element):
         images = element[0]
         targets = tf.numpy_function(compute, [images], tf.float32, stateful=False)
         targets.set_shape([batch, rows, cols, points_per_cell, 3])
-        return (images, (element[1], targets)) if keep_labels else (images, targets)
+        return images, targets
 
     return images_dataset.map(add_targets, num_parallel_calls=tf.data.AUTOTUNE)
 
@@ -345,8 +297,6 @@ __all__ = [
     "cell_targets",
     "detect_keypoints",
     "pretraining_cell_size",
-    "offset_loss",
     "pretraining_loss",
-    "pretraining_loss_for",
     "targets_dataset",
 ]

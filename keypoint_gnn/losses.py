@@ -1,5 +1,6 @@
-"""Losses: the paper's confidence-weighted reconstruction error (conf-MSE, §8)."""
-from keypoint_gnn._backend import keras, tf
+"""Losses: the paper's confidence-weighted reconstruction error (conf-MSE, §8); the layer that
+adds it to a model is `keypoint_gnn.layers.ConfidenceWeightedMSE`."""
+from keypoint_gnn._backend import tf
 
 
 def conf_mse(images, reconstructions, confidence):
@@ -30,20 +31,3 @@ def conf_mse(images, reconstructions, confidence):
     weighted = tf.reduce_sum(weights * error, axis=[1, 2]) / tf.maximum(total, 1e-8)
     plain = tf.reduce_mean(error, axis=[1, 2])
     return tf.reduce_mean(tf.where(total > 1e-8, weighted, plain))
-
-
-@keras.saving.register_keras_serializable(package="keypoint_gnn")
-class ConfidenceWeightedMSE(keras.layers.Layer):
-    """Adds `conf_mse` to the model's losses and passes the reconstruction through.
-
-    Putting the loss in the graph lets `model.fit` train on conf-MSE, which needs the score
-    map as well as the images, with `compile(loss=None)`.
-
-    **Input**: `[images (B, H, W, C), reconstructions (B, H, W, C), confidence (B, h, w, 1)]`.
-    **Output**: the reconstructions, unchanged.
-    """
-
-    def call(self, inputs):
-        images, reconstructions, confidence = inputs
-        self.add_loss(conf_mse(images, reconstructions, confidence))
-        return reconstructions

@@ -189,58 +189,6 @@ def border_fraction(offsets, margin=0.1):
     return float(np.mean(np.any(near_border, axis=-1)))
 
 
-def in_cell_offsets(offsets):
-    """Offsets of the regressor, possibly widened to [-g, 1 + g] (`offset_margin`), as the
-    in-cell offsets in [0, 1] of the cell each keypoint lies in.
-
-    Offsets already in [0, 1] are kept (1 stays 1: the cell's far border); others are taken
-    modulo 1: -0.2 lies in the previous cell at 0.8, 1.3 in the next at 0.3.
-
-    Args:
-      offsets: (..., 2) (y, x) in cell units, finite.
-
-    Returns:
-      float64 array of the same shape, in [0, 1].
-    """
-    offsets = np.asarray(offsets, dtype=np.float64)
-    if np.any(~np.isfinite(offsets)):
-        raise ValueError("offsets must be finite, got NaN or infinity")
-    inside = (offsets >= 0.0) & (offsets <= 1.0)
-    return np.where(inside, offsets, np.mod(offsets, 1.0))
-
-
-def range_end_fraction(offsets, offset_margin, margin=0.1):
-    """Share of keypoints whose y or x offset lies within `margin` cells of an end of the
-    offset range [-offset_margin, 1 + offset_margin]: where a bounded offset saturates.
-
-    With offset_margin 0 this is `border_fraction`; with widened offsets a sigmoid that
-    saturates shows here (at the ends of the range) rather than at the cell borders.
-
-    Args:
-      offsets: (..., 2) (y, x) in [-offset_margin, 1 + offset_margin], cell units.
-      offset_margin: g >= 0, the regressor's `offset_margin`.
-      margin: width of the end bands in cell units, in [0, 0.5 + g].
-
-    Returns:
-      float in [0, 1].
-    """
-    offsets = np.asarray(offsets, dtype=np.float64)
-    if offsets.ndim < 1 or offsets.shape[-1] != 2 or offsets.size == 0:
-        raise ValueError(f"offsets must have shape (..., 2) holding (y, x) and at least one "
-                         f"keypoint, got {offsets.shape}")
-    if not offset_margin >= 0:
-        raise ValueError(f"offset_margin={offset_margin!r} must be >= 0")
-    if not 0.0 <= margin <= 0.5 + offset_margin:
-        raise ValueError(f"margin={margin!r} must be in [0, {0.5 + offset_margin}] (half the "
-                         "offset range)")
-    low, high = -offset_margin, 1.0 + offset_margin
-    if np.any(~np.isfinite(offsets)) or offsets.min() < low - 1e-6 or offsets.max() > high + 1e-6:
-        raise ValueError(f"offsets must lie in [{low}, {high}], got values in "
-                         f"[{np.nanmin(offsets)}, {np.nanmax(offsets)}]")
-    near_end = (offsets < low + margin) | (offsets > high - margin)
-    return float(np.mean(np.any(near_end, axis=-1)))
-
-
 def fixed_position_share(positions, bin_size):
     """Share of keypoints that sit at the detector's N most frequent positions.
 
@@ -376,10 +324,8 @@ __all__ = [
     "coverage",
     "feature_to_image_pixels",
     "hit_rate",
-    "in_cell_offsets",
     "keypoint_report",
     "mean_nearest_neighbour_distance",
     "psnr",
-    "range_end_fraction",
     "redundancy",
 ]

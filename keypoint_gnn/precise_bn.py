@@ -17,7 +17,7 @@ the head's dropout; in this project's models every BN layer sits in the two CNNs
 both, so they do not change what the BN layers see.
 """
 from keypoint_gnn._backend import keras
-from keypoint_gnn._checks import check_positive_int
+from keypoint_gnn.rules import check_positive_int
 
 
 def batch_norm_layers(model):

@@ -181,6 +181,23 @@ def keypoint_quality(model, config, images, parts=None):
     return report, pixels
 
 
+def report_keypoints(model, config, data, test_images, out):
+    """`keypoint_quality` on the test images (with the grid regressor's `offset_quality`), and
+    keypoints.png (and offsets.png) in `out`. Returns the quality dict and the keypoints in
+    image pixels."""
+    quality, pixels = keypoint_quality(model, config, test_images, data.test_parts)
+    if config.detector.kind == "grid":
+        offset_measures, offsets = offset_quality(model, config, test_images)
+        quality.update(offset_measures)
+        viz.plot_offset_histogram(offsets.reshape(-1, 2), pathlib.Path(out) / "offsets.png")
+    parts = None if data.test_parts is None else data.test_parts[:16]
+    kind = config.detector.kind
+    viz.draw_keypoints(test_images[:16], pixels[:16], pathlib.Path(out) / "keypoints.png",
+                       parts=parts, title=f"{kind} keypoints" + (
+                           " (red) and true parts (green)" if parts is not None else ""))
+    return quality, pixels
+
+
 def cell_predictions(model, images, batch_size=128):
     """The grid regressor's (y offset, x offset, confidence logit) for every point slot, as
     numpy (B, L, M, h, 3)."""
@@ -223,8 +240,9 @@ def input_dependence(model, config, images, seed=0):
     noise = np.random.default_rng(seed).uniform(
         images.min(), images.max(), images.shape).astype(np.float32)
     cells = cell_predictions(model, images)
-    slots = most_confident_slots(cells, config.num_keypoints)
-    noise_slots = most_confident_slots(cell_predictions(model, noise), config.num_keypoints)
+    slots = most_confident_slots(cells, config.detector.num_keypoints)
+    noise_slots = most_confident_slots(cell_predictions(model, noise),
+                                       config.detector.num_keypoints)
     offsets = cells[..., :2].reshape(len(cells), -1, 2)
     return {
         "noise_selection_overlap": keypoint_metrics.selection_overlap(slots, noise_slots),
@@ -237,20 +255,16 @@ def offset_quality(model, config, images):
     """The grid regressor's offset measures on `images`, and its selected offsets.
 
     Returns ({"border_fraction" of the selected keypoints, "border_fraction_all_slots" of every
-    point slot of every cell (selected or not), and with `offset_margin` > 0
-    "range_end_fraction"}, offsets (B, N, 2) of the selected keypoints in cell units).
+    point slot of every cell (selected or not), and `input_dependence`'s measures}, offsets
+    (B, N, 2) of the selected keypoints in cell units).
     """
     cells = cell_predictions(model, images)
-    offsets = most_confident_offsets(cells, config.num_keypoints)
+    offsets = most_confident_offsets(cells, config.detector.num_keypoints)
     quality = {
-        "border_fraction": keypoint_metrics.border_fraction(
-            keypoint_metrics.in_cell_offsets(offsets)),
-        "border_fraction_all_slots": keypoint_metrics.border_fraction(
-            keypoint_metrics.in_cell_offsets(cells[..., :2])),
+        "border_fraction": keypoint_metrics.border_fraction(offsets),
+        "border_fraction_all_slots": keypoint_metrics.border_fraction(cells[..., :2]),
+        **input_dependence(model, config, images),
     }
-    if config.offset_margin > 0:
-        quality["range_end_fraction"] = keypoint_metrics.range_end_fraction(
-            offsets, config.offset_margin)
     return quality, offsets
 
 
@@ -285,8 +299,9 @@ def _module_name():
     return spec.name if spec is not None else sys.argv[0]
 
 
-def run_summary(*, args, strategy, precision, info, config, history, epoch_seconds, train_seconds):
-    """What every trainer records about a run besides its task metrics."""
+def run_summary(*, args, strategy, precision, info, run, history, epoch_seconds, train_seconds):
+    """What every trainer records about a run besides its task metrics: speed, set-up, the
+    resolved RunConfig `run`, the command line and the history."""
     return {
         **speed_summary(epoch_seconds, info.num_examples["train"]),
         "epochs_run_this_session": len(epoch_seconds),
@@ -300,7 +315,9 @@ def run_summary(*, args, strategy, precision, info, config, history, epoch_secon
         "dataset": info.name,
         "num_examples": info.num_examples,
         "skipped_files": info.skipped_files,
-        "config": config.to_dict(),
+        "preset": getattr(args, "preset", None),
+        "seed": args.seed,
+        "config": run.to_dict(),
         "command": command_line(),
         "history": {key: [float(v) for v in values] for key, values in history.history.items()},
     }

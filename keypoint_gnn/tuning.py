@@ -19,14 +19,13 @@ if _previous_keras is not None:  # leave `import keras` as it was for everyone e
 else:
     sys.modules.pop("keras", None)
 
-from keypoint_gnn.keypoints import DETECTORS, SUBPIXEL_REFINEMENTS  # noqa: E402
-from keypoint_gnn.models import ModelConfig, build_classifier  # noqa: E402
+from keypoint_gnn import registry, rules  # noqa: E402
+from keypoint_gnn.config import ModelConfig  # noqa: E402
+from keypoint_gnn.models import build_classifier  # noqa: E402
 
 TUNERS = ("hyperband", "bayesian")
 SEARCHED_DETECTORS = ("attention", "maxpool_nms", "grid")  # the paper's three, by default
-# The detectors `refinements` applies to: those that select within NMS windows.
-WINDOWED_DETECTORS = tuple(sorted(name for name, cls in DETECTORS.items()
-                                  if getattr(cls, "windowed", False)))
+WINDOWED_DETECTORS = registry.WINDOWED_DETECTORS  # the detectors `refinements` applies to
 
 
 def _check_subset(name, values, valid):
@@ -43,7 +42,7 @@ class KeypointHyperModel(keras_tuner.HyperModel):
     Choices that the feature map cannot hold (more keypoints than locations or windows) are
     left out of the space for the given `base` config. `detectors` are the detectors searched
     (the paper's three by default; "perturbed_topk" may be added). `refinements` are the
-    `subpixel_refinement` values searched for the windowed detectors (max-pool NMS, perturbed
+    `detector.refinement` values searched for the windowed detectors (max-pool NMS, perturbed
     top-k), as a hyperparameter that exists only in their trials; the default ("none",) leaves
     it out of the space.
     """
@@ -52,8 +51,8 @@ class KeypointHyperModel(keras_tuner.HyperModel):
                  detectors=SEARCHED_DETECTORS, refinements=("none",)):
         super().__init__()
         self.base = base
-        self.detectors = _check_subset("detectors", detectors, tuple(DETECTORS))
-        self.refinements = _check_subset("refinements", refinements, SUBPIXEL_REFINEMENTS)
+        self.detectors = _check_subset("detectors", detectors, tuple(registry.DETECTORS))
+        self.refinements = _check_subset("refinements", refinements, rules.REFINEMENTS)
         self.windowed = [d for d in self.detectors if d in WINDOWED_DETECTORS]
         if self.refinements != ("none",) and not self.windowed:
             raise ValueError(f"refinements={list(self.refinements)!r} apply to the windowed "
@@ -70,8 +69,10 @@ class KeypointHyperModel(keras_tuner.HyperModel):
     def _fits(self, keypoints):
         try:
             for detector in self.detectors:
-                self.base.replace(detector=detector, num_keypoints=keypoints,
-                                  diffpool_clusters=min(self.base.diffpool_clusters, keypoints))
+                self.base.updated({
+                    "detector": {"kind": detector, "num_keypoints": keypoints},
+                    "graph": {"diffpool_clusters": min(self.base.graph.diffpool_clusters,
+                                                       keypoints)}})
         except ValueError:
             return False
         return True
@@ -82,17 +83,17 @@ class KeypointHyperModel(keras_tuner.HyperModel):
         refinement = "none"
         if self.refinements != ("none",):
             with hp.conditional_scope("detector", self.windowed):
-                chosen = hp.Choice("subpixel_refinement", list(self.refinements))
+                chosen = hp.Choice("refinement", list(self.refinements))
             if detector in self.windowed:
                 refinement = chosen
-        return self.base.replace(
-            detector=detector,
-            subpixel_refinement=refinement,
-            gnn=gnn,
-            graph_layers=hp.Int("graph_layers", 2, self.max_graph_layers),
-            num_keypoints=hp.Choice("num_keypoints", self.keypoint_choices),
-            score_activation=hp.Choice("score_activation", ["linear", "sigmoid"]),
-        )
+        keypoints = hp.Choice("num_keypoints", self.keypoint_choices)
+        return self.base.updated({
+            "detector": {"kind": detector, "refinement": refinement, "num_keypoints": keypoints,
+                         "score_activation": hp.Choice("score_activation",
+                                                       list(rules.SCORE_ACTIVATIONS))},
+            "graph": {"kind": gnn, "layers": hp.Int("graph_layers", 2, self.max_graph_layers),
+                      "diffpool_clusters": min(self.base.graph.diffpool_clusters, keypoints)},
+        })
 
     def build(self, hp):
         model = build_classifier(self.config(hp))

@@ -17,7 +17,7 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
 
-from keypoint_gnn.metrics import border_fraction, in_cell_offsets, range_end_fraction
+from keypoint_gnn.metrics import border_fraction
 
 KEYPOINT_COLOUR = "red"
 PART_COLOUR = "lime"
@@ -225,41 +225,29 @@ def plot_curves(history, path):
     return _save(figure, path)
 
 
-def plot_offset_histogram(offsets, path, bins=20, offset_margin=0.0):
+def plot_offset_histogram(offsets, path, bins=20):
     """Histograms of the in-cell y and x offsets, border fraction in the title.
 
     Shows whether the coordinate regressor's offsets collapse onto the cell borders (peaks at
-    0 and 1) or spread over the cell. Widened offsets (`offset_margin` g > 0) are drawn over
-    their whole range [-g, 1 + g] with the cell borders as dashed lines; the title's border
-    fraction is that of the in-cell offsets (`metrics.in_cell_offsets`).
+    0 and 1) or spread over the cell.
 
     Args:
-      offsets: (..., 2) (y, x) in [-g, 1 + g] relative to the cell.
+      offsets: (..., 2) (y, x) in [0, 1] relative to the cell.
       path: PNG file to write.
       bins: histogram bins per cell side.
-      offset_margin: g >= 0, the regressor's `offset_margin`.
 
     Returns:
       path.
     """
-    if offset_margin > 0:
-        range_end_fraction(offsets, offset_margin)  # validates shape and range
-        fraction = border_fraction(in_cell_offsets(offsets))
-    else:
-        fraction = border_fraction(offsets)  # validates shape and range
+    fraction = border_fraction(offsets)  # validates shape and range
     if not isinstance(bins, int) or bins < 1:
         raise ValueError(f"bins={bins!r} must be a positive integer")
     offsets = np.asarray(offsets, dtype=np.float64).reshape(-1, 2)
-    low, high = -offset_margin, 1.0 + offset_margin
     figure = Figure(figsize=(8.0, 3.2))
     grid = figure.subplots(1, 2, squeeze=False)
     for axes, axis, name in zip(grid.flat, (0, 1), ("y offset", "x offset")):
-        axes.hist(offsets[:, axis], bins=round(bins * (high - low)), range=(low, high),
-                  color="tab:blue")
-        if offset_margin > 0:
-            for border in (0.0, 1.0):
-                axes.axvline(border, color="black", linestyle="--", linewidth=0.8)
-        axes.set_xlabel(name + (" (cell units; cell borders dashed)" if offset_margin > 0 else ""))
+        axes.hist(offsets[:, axis], bins=bins, range=(0.0, 1.0), color="tab:blue")
+        axes.set_xlabel(name)
         axes.set_ylabel("keypoints")
     figure.suptitle(f"{offsets.shape[0]} keypoints; {100 * fraction:.1f}% within 0.1 of a cell "
                     f"border (uniform: 36%)")

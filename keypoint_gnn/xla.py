@@ -20,19 +20,19 @@ active: saved models, SavedModel exports and TFLite conversions never contain th
 """
 import contextlib
 
-from keypoint_gnn import gnn, interconnects, keypoints
+from keypoint_gnn import layers
 from keypoint_gnn._backend import keras, tf
 
 XLA_MODES = ("off", "auto", "graph", "step")
 
 GRAPH_SECTION_TYPES = (
-    keypoints.KeypointDetector,
-    interconnects.CNNToGraph,
-    interconnects.GraphToCNN,
-    interconnects.GridToGraph,
-    gnn.GCNStack,
+    layers.KeypointDetector,
+    layers.CNNToGraph,
+    layers.GraphToCNN,
+    layers.GridToGraph,
+    layers.GCNStack,
 )
-"""Layer classes whose `call` the "graph" mode compiles. Not `gnn.DiffPoolUnpool`: Spektral's
+"""Layer classes whose `call` the "graph" mode compiles. Not `layers.DiffPoolUnpool`: Spektral's
 DiffPool adds its auxiliary losses (`add_loss`) inside its call, and a loss made inside a
 tf.function cannot be read by the training step outside it."""
 

@@ -1,12 +1,8 @@
 """Test session setup: two logical CPU devices (for MirroredStrategy tests) and seeds."""
-import os
+import numpy as np
+import pytest
 
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-
-import numpy as np  # noqa: E402
-import pytest  # noqa: E402
-
-from keypoint_gnn._backend import tf  # noqa: E402
+from keypoint_gnn._backend import tf
 
 _cpus = tf.config.list_physical_devices("CPU")
 try:

@@ -2,6 +2,7 @@
 
 Speeds are not asserted: the machine is shared and timings are noisy.
 """
+import argparse
 import json
 
 import numpy as np
@@ -177,3 +178,41 @@ def test_xla_goal_allows_the_runs_own_aa_noise():
     cases["graph"] = _training_case("maxpool_nms/gcn", "graph", 106.0, 105.0, 100.0)
     judged = goals.training_goals({"cases": cases, "xla_auto": "graph"})
     assert next(g for g in judged if g["goal"].startswith("XLA no slower"))["status"] == "MISS"
+
+
+def test_benchmark_flags_have_help_with_defaults():
+    parser = benchmark.build_parser()
+    assert parser.prog == "python -m trainers.benchmark"
+    for action in parser._actions:
+        if action.dest == "help":
+            continue
+        assert action.help, f"{action.option_strings or action.dest} has no help"
+        if action.default not in (None, False, argparse.SUPPRESS):
+            assert "default" in action.help, f"{action.option_strings} does not state its default"
+
+
+def test_training_variants_build_the_named_detector_and_gnn():
+    from keypoint_gnn import layers
+
+    model = training_bench.build_model("grid/diffpool", 48)
+    assert isinstance(model.get_layer("detector"), layers.GridCoordinateRegressor)
+    assert isinstance(model.get_layer("gnn"), layers.DiffPoolUnpool)
+    model = training_bench.build_model("attention/gcn", 48)
+    assert isinstance(model.get_layer("detector"), layers.AttentionTopK)
+    assert isinstance(model.get_layer("gnn"), layers.GCNStack)
+    plain = training_bench.build_model(training_bench.PLAIN, 48, target_params=5000)
+    assert [layer for layer in plain.layers if layer.name in ("detector", "gnn")] == []
+
+
+def test_scale_and_profile_workloads_run_at_a_tiny_size():
+    call, info = scale.setup_grid_graph(size=4, neighbours=None, batch=1, channels=2, units=3)
+    assert call().shape == (1, 16, 3) and info == {"nodes": 16, "adjacency_entries": 256}
+    call, info = scale.setup_grid_graph(size=4, neighbours=2, batch=1, channels=2, units=3)
+    assert call().shape == (1, 16, 3) and info["adjacency_entries"] < 256
+    call, info = scale.setup_keypoint_graph(keypoints=4, batch=2, map_size=4, channels=2,
+                                            units=3, num_layers=1)
+    assert call().shape == (2, 4, 3) and info["adjacency_entries"] == 32
+    parts = interconnect.interconnect_parts({"batch": 1, "keypoints": 3, "channels": 2,
+                                             "map_size": 4})
+    for name, part in parts.items():
+        assert part() is not None, name

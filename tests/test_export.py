@@ -1,4 +1,5 @@
 """keypoint_gnn.export: TF Serving SavedModel (versions, signatures) and TFLite variants."""
+import argparse
 import json
 import os
 import subprocess
@@ -12,8 +13,9 @@ from keypoint_gnn import export
 from keypoint_gnn._backend import keras, tf
 
 TINY = {"image_size": 16, "channels": 3, "num_classes": 3, "backbone_filters": (8,),
-        "detector_filters": (4,), "num_keypoints": 6, "graph_units": 8, "graph_layers": 2,
-        "diffpool_clusters": 3, "head_filters": (8,)}
+        "detector": {"filters": (4,), "num_keypoints": 6},
+        "graph": {"units": 8, "layers": 2, "diffpool_clusters": 3},
+        "head": {"filters": (8,)}}
 CLASS_NAMES = ["circle", "square", "star"]
 
 
@@ -75,7 +77,7 @@ def test_serving_default_other_size_and_grey(tiny, exported, rng):
     # model pixel q -> input pixel (q + 0.5) * input/model - 0.5: y scale 2, x scale 3.
     expected = (model_keypoints + 0.5) * np.array([2.0, 3.0]) - 0.5
     np.testing.assert_allclose(outputs["keypoints"].numpy(), expected, atol=1e-4)
-    assert outputs["keypoints"].shape == (2, config.num_keypoints, 2)
+    assert outputs["keypoints"].shape == (2, config.detector.num_keypoints, 2)
 
 
 def test_serving_bytes_equals_serving_default_on_decoded_pixels(exported, rng):
@@ -127,7 +129,7 @@ def test_versions_increase_and_ignore_temporary_dirs(tiny, tmp_path, monkeypatch
     model, config = tiny
     calls = []
     # The saving itself is covered above; here only the directory protocol.
-    monkeypatch.setattr(export, "write_saved_model",
+    monkeypatch.setattr(export.saved_model, "write_saved_model",
                         lambda m, c, directory, **kw: calls.append(directory)
                         or (directory / "saved_model.pb").write_bytes(b"pb"))
     first = export.export_saved_model(model, config, tmp_path, name="m")
@@ -344,7 +346,7 @@ def _colour_set(count, seed):
 
 def test_int8_accuracy_within_one_point_of_float32(tmp_path):
     keras.utils.set_random_seed(0)
-    config = kg.ModelConfig(**{**TINY, "dropout": 0.0})
+    config = kg.ModelConfig(**TINY).updated({"head": {"dropout": 0.0}})
     model = kg.build_classifier(config)
     model.compile(keras.optimizers.Adam(1e-2),
                   keras.losses.SparseCategoricalCrossentropy(from_logits=True))
@@ -392,8 +394,8 @@ def test_tflite_refined_keypoints_match_keras(tmp_path, rng, refinement):
     """Sub-pixel refinement (window soft-argmax, window centres) and bilinear sampling
     convert: the float32 TFLite model gives Keras's fractional keypoints and logits."""
     keras.utils.set_random_seed(2)
-    config = kg.ModelConfig(**{**TINY, "num_keypoints": 4}, nms_pool_size=2,
-                            subpixel_refinement=refinement)
+    config = kg.ModelConfig(**TINY).updated(
+        {"detector": {"num_keypoints": 4, "pool_size": 2, "refinement": refinement}})
     model = kg.build_classifier(config)
     path = export.export_tflite(model, config, tmp_path / f"{refinement}.tflite")
     pixels = rng.integers(0, 256, (3, 16, 16, 3), dtype=np.uint8)
@@ -404,3 +406,86 @@ def test_tflite_refined_keypoints_match_keras(tmp_path, rng, refinement):
     np.testing.assert_allclose(outputs["logits"], logits, atol=1e-4)
     np.testing.assert_allclose(outputs["keypoints"], keypoints, atol=1e-4)
     np.testing.assert_allclose(outputs["keypoint_scores"], scores, atol=1e-4)
+
+
+def _check_help_states_defaults(parser, prog):
+    assert parser.prog == f"python -m trainers.{prog}"
+    for action in parser._actions:
+        if not action.option_strings or action.dest == "help":
+            continue
+        assert action.help, f"{action.option_strings} has no help"
+        if action.default not in (None, False, argparse.SUPPRESS):
+            assert "default" in action.help, f"{action.option_strings} does not state its default"
+
+
+def test_export_flags_have_help_with_defaults():
+    from trainers import export as export_trainer
+
+    _check_help_states_defaults(export_trainer.build_parser(), "export")
+
+
+def _run_dir(tmp_path, model, config, run=None):
+    run_dir = tmp_path / "run"
+    run_dir.mkdir()
+    model.save(run_dir / "model.keras")
+    (run_dir / "config.json").write_text(config.to_json())
+    run = {"name": "tiny", "dataset": "builtin", "class_names": CLASS_NAMES} if run is None else run
+    (run_dir / "run.json").write_text(json.dumps(run))
+    return run_dir
+
+
+def test_export_trainer_reads_the_nested_config_json(tiny, tmp_path, rng):
+    from trainers import export as export_trainer
+
+    model, config = tiny
+    run_dir = _run_dir(tmp_path, model, config)
+    assert json.loads((run_dir / "config.json").read_text())["detector"]["num_keypoints"] == 6
+    version_dir = export_trainer.main(["--run", str(run_dir), "--out", str(tmp_path / "saved")])
+    assert version_dir == tmp_path / "saved" / "tiny" / "1"
+    info = export.read_export_info(version_dir)
+    assert kg.ModelConfig.from_dict(info["config"]) == config
+    assert info["class_names"] == CLASS_NAMES
+    signatures = tf.saved_model.load(str(version_dir)).signatures
+    assert set(signatures) == {"serving_default", "serving_bytes"}
+    pixels = rng.integers(0, 256, (2, 16, 16, 3), dtype=np.uint8)
+    outputs = signatures["serving_default"](images=tf.constant(pixels))
+    assert set(outputs) == set(export.OUTPUT_KEYS)
+    path = export_trainer.main(["--run", str(run_dir), "--format", "tflite", "--out",
+                                str(tmp_path / "lite")])
+    assert path == tmp_path / "lite" / "tiny.tflite"
+    classifier = export.TFLiteClassifier(path)
+    assert classifier.config == config and classifier.class_names == CLASS_NAMES
+    np.testing.assert_allclose(classifier.predict(pixels)["keypoints"],
+                               outputs["keypoints"].numpy(), atol=1e-4)
+
+
+def test_export_trainer_bad_config_json_is_a_one_line_user_error(tmp_path):
+    from trainers import common
+    from trainers import export as export_trainer
+
+    run_dir = tmp_path / "run"
+    run_dir.mkdir()
+    for name in ("model.keras", "run.json"):
+        (run_dir / name).write_text("{}")
+    flat = {"image_size": 16, "num_keypoints": 6, "detector": "maxpool_nms", "gnn": "gcn"}
+    (run_dir / "config.json").write_text(json.dumps(flat))
+    with pytest.raises(common.UserError, match=r"bad config.json: it holds the flat ModelConfig"):
+        export_trainer.read_run(run_dir)
+    (run_dir / "config.json").write_text(json.dumps({"detector": {"kind": "bogus"}}))
+    with pytest.raises(common.UserError, match=r"bad config.json: .*detector\.kind='bogus'"):
+        export_trainer.read_run(run_dir)
+    (run_dir / "config.json").write_text(json.dumps({"graph": {"depth": 3}}))
+    with pytest.raises(common.UserError, match=r"bad config.json: unknown field graph\.depth"):
+        export_trainer.read_run(run_dir)
+    with pytest.raises(common.UserError, match="--quantize int8 applies to --format tflite"):
+        export_trainer.main(["--run", str(run_dir), "--quantize", "int8"])
+
+
+def test_tflite_info_with_a_bad_config_names_the_file(tiny, tmp_path):
+    model, config = tiny
+    path = export.export_tflite(model, config, tmp_path / "tiny.tflite")
+    info = json.loads(export.tflite_info_path(path).read_text())
+    info["config"] = {**info["config"], "num_keypoints": 6}  # the flat config of before 0.2
+    export.tflite_info_path(path).write_text(json.dumps(info))
+    with pytest.raises(ValueError, match=r"tiny.tflite.json' holds no valid ModelConfig"):
+        export.TFLiteClassifier(path)

@@ -95,16 +95,16 @@ def test_cell_targets_puts_blobs_in_their_cells():
 
 def test_targets_invert_the_regressors_position_convention():
     """Targets read back through ops.cell_offsets_to_positions land on the detected keypoints."""
-    config = ModelConfig(detector="grid")
+    config = ModelConfig(detector={"kind": "grid"})
     cell_px = kt.pretraining_cell_size(config)
-    assert cell_px == config.grid_cell_size * config.feature_stride == 8
+    assert cell_px == config.detector.cell_size * config.feature_stride == 8
     rng = np.random.default_rng(3)
     centres = [tuple(c) for c in rng.integers(3, 45, size=(5, 2))]
     image = blob_image(centres=centres, sigma=1.5)
     keypoints = kt.detect_keypoints(image)
-    targets = kt.cell_targets(image[None], cell_px, config.grid_points_per_cell)
+    targets = kt.cell_targets(image[None], cell_px, config.detector.points_per_cell)
     feature_positions = ops.cell_offsets_to_positions(tf.constant(targets[..., :2]),
-                                                      config.grid_cell_size).numpy()
+                                                      config.detector.cell_size).numpy()
     image_positions = metrics.feature_to_image_pixels(feature_positions, config.feature_stride)
     filled = image_positions[0][targets[..., 2].reshape(-1) > 0]
     assert len(filled) > 0
@@ -122,6 +122,8 @@ def test_targets_invert_the_regressors_position_convention():
         (lambda: kt.cell_targets(np.zeros((48, 48, 3)), 8, 2), r"\(B, H, W, C\).*\(48, 48, 3\)"),
         (lambda: kt.cell_targets(np.zeros((1, 48, 48, 3)), 8, 0), "points_per_cell=0"),
         (lambda: kt.assign_to_cells(np.zeros((3, 2)), 16, 16, 8, 1), r"\(K, 3\)"),
+        (lambda: kt.pretraining_loss(np.zeros((1, 2, 2, 1, 3)), np.zeros((1, 2, 2, 1, 8))),
+         "expects 3 channels per slot .*got 8"),
     ],
 )
 def test_bad_inputs_name_the_value(call, message):
@@ -156,16 +158,6 @@ def test_pretraining_loss_matches_numpy():
                                                                        rel=1e-5)
 
 
-def test_offset_loss_is_the_squared_error_over_filled_slots():
-    y_true, y_pred = random_cells(np.random.default_rng(4))
-    presence = y_true[..., 2]
-    squared = np.sum((y_pred[..., :2] - y_true[..., :2]) ** 2, axis=-1)
-    expected = np.sum(squared * presence) / presence.sum()
-    assert float(kt.offset_loss(y_true, y_pred)) == pytest.approx(expected, rel=1e-5)
-    y_pred[..., 2] += 100.0  # the confidences do not enter it
-    assert float(kt.offset_loss(y_true, y_pred)) == pytest.approx(expected, rel=1e-5)
-
-
 def test_pretraining_loss_gradient_only_reaches_offsets_with_targets():
     y_true, y_pred = random_cells(np.random.default_rng(1))
     prediction = tf.Variable(y_pred)
@@ -177,50 +169,6 @@ def test_pretraining_loss_gradient_only_reaches_offsets_with_targets():
     assert np.all(np.abs(gradient[present][:, :2]).sum(axis=-1) > 0)
     assert np.all(gradient[~present][:, :2] == 0)
     assert np.all(gradient[..., 2] != 0)
-
-
-def test_heatmap_pretraining_loss_is_cross_entropy_on_the_target_bin():
-    rng = np.random.default_rng(2)
-    y_true, y_pred = random_cells(rng)
-    y_true[0, 0, 0, 0] = [1.0, 0.999, 1.0]  # offset 1 (bottom/right edge) is the last bin
-    heat = rng.normal(size=y_true.shape[:-1] + (9,)).astype(np.float32) * 2
-    prediction = np.concatenate([y_pred, heat], axis=-1)
-    presence = y_true[..., 2]
-    logits = y_pred[..., 2]
-    bce = np.mean(np.maximum(logits, 0) - logits * presence + np.log1p(np.exp(-np.abs(logits))))
-    cross_entropy = []
-    for index in np.ndindex(presence.shape):
-        if presence[index]:
-            row, col = (min(int(v * 3), 2) for v in y_true[index][:2])
-            log_p = heat[index] - np.log(np.exp(heat[index]).sum())
-            cross_entropy.append(-log_p[row * 3 + col])
-    expected = bce + np.mean(cross_entropy)
-    assert float(kt.pretraining_loss(y_true, prediction)) == pytest.approx(expected, rel=1e-5)
-
-    variable = tf.Variable(prediction)
-    with tf.GradientTape() as tape:
-        loss = kt.pretraining_loss(tf.constant(y_true), variable)
-    gradient = tape.gradient(loss, variable).numpy()
-    present = presence > 0
-    assert np.all(np.abs(gradient[present][:, 3:]).sum(-1) > 0)
-    assert np.all(gradient[~present][:, 3:] == 0) and np.all(gradient[..., :2] == 0)
-    with pytest.raises(ValueError, match="expects 3 or 3 \\+ b\\*b channels per slot, got 8"):
-        kt.pretraining_loss(y_true, np.zeros(y_true.shape[:-1] + (8,), np.float32))
-
-
-def test_heatmap_pretraining_loss_bins_span_the_widened_range():
-    # margin 0.5, 4 bins over [-0.5, 1.5]: target y 0 -> bin 1, 1 -> bin 3, 0.4 -> bin 1 (by hand).
-    y_true = np.zeros((1, 1, 3, 1, 3), np.float32)
-    y_true[0, 0, :, 0] = [[0.0, 1.0, 1.0], [1.0, 0.4, 1.0], [0.4, 0.0, 1.0]]
-    heat = np.random.default_rng(3).normal(size=(1, 1, 3, 1, 16)).astype(np.float32)
-    prediction = np.concatenate([np.zeros((1, 1, 3, 1, 3), np.float32), heat], axis=-1)
-    log_p = heat[0, 0, :, 0] - np.log(np.exp(heat[0, 0, :, 0]).sum(-1, keepdims=True))
-    expected_bins = [1 * 4 + 3, 3 * 4 + 1, 1 * 4 + 1]
-    cross_entropy = -np.mean([log_p[i, b] for i, b in enumerate(expected_bins)])
-    bce = np.log(2.0)  # logits 0, every slot present
-    loss = kt.pretraining_loss_for(0.5)(y_true, prediction)
-    assert float(loss) == pytest.approx(bce + cross_entropy, rel=1e-5)
-    assert kt.pretraining_loss_for(0.0) is kt.pretraining_loss
 
 
 def test_targets_dataset_matches_cell_targets():
@@ -237,26 +185,14 @@ def test_targets_dataset_matches_cell_targets():
         kt.targets_dataset(tf.data.Dataset.from_tensor_slices(images).batch(2), 7, 2)
 
 
-def test_targets_dataset_keeps_labels_for_anchoring():
-    images = np.stack([blob_image(), blob_image(centres=[(40, 40)])])
-    labels = np.array([3, 1])
-    dataset = tf.data.Dataset.from_tensor_slices((images, labels)).batch(2)
-    (batch_images, (batch_labels, targets)), = list(
-        kt.targets_dataset(dataset, 8, 2, "sift", keep_labels=True))
-    np.testing.assert_array_equal(batch_labels.numpy(), labels)
-    np.testing.assert_allclose(targets.numpy(), kt.cell_targets(images, 8, 2))
-    with pytest.raises(ValueError, match="keep_labels=True needs \\(images, labels\\) elements"):
-        kt.targets_dataset(tf.data.Dataset.from_tensor_slices(images).batch(2), 8, 2,
-                           keep_labels=True)
-
-
 def test_pretraining_loss_trains_the_pretrainer():
     tf.keras.utils.set_random_seed(0)
-    config = ModelConfig(detector="grid")
+    config = ModelConfig(detector={"kind": "grid"})
     rng = np.random.default_rng(0)
     images = np.stack([blob_image(centres=[tuple(c) for c in rng.integers(4, 44, size=(4, 2))])
                        for _ in range(8)])
-    targets = kt.cell_targets(images, kt.pretraining_cell_size(config), config.grid_points_per_cell)
+    targets = kt.cell_targets(images, kt.pretraining_cell_size(config),
+                              config.detector.points_per_cell)
     model = build_keypoint_pretrainer(config)
     assert model.output_shape[1:] == targets.shape[1:]
     model.compile(optimizer=keras.optimizers.Adam(1e-2), loss=kt.pretraining_loss)

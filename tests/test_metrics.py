@@ -97,23 +97,6 @@ def test_border_fraction_by_hand_and_uniform():
     assert 0.2 < metrics.border_fraction(uniform) < 0.5
 
 
-def test_in_cell_offsets_by_hand():
-    widened = np.array([[-0.2, 0.4], [1.3, 1.0], [0.0, -0.5], [1.5, 0.99]])
-    expected = np.array([[0.8, 0.4], [0.3, 1.0], [0.0, 0.5], [0.5, 0.99]])
-    np.testing.assert_allclose(metrics.in_cell_offsets(widened), expected, atol=1e-12)
-    # Widened offsets spread uniformly over [-0.5, 1.5] are uniform within the cells too.
-    uniform = np.random.default_rng(1).uniform(-0.5, 1.5, size=(20000, 2))
-    assert metrics.border_fraction(metrics.in_cell_offsets(uniform)) == pytest.approx(0.36, abs=0.02)
-
-
-def test_range_end_fraction_by_hand():
-    offsets = np.array([[-0.45, 0.5], [0.5, 1.45], [0.0, 1.0], [0.5, -0.3]])
-    # Only the first two lie within 0.1 of the ends of [-0.5, 1.5]; the cell borders do not count.
-    assert metrics.range_end_fraction(offsets, 0.5) == pytest.approx(0.5)
-    unit = np.array([[0.05, 0.5], [0.5, 0.5], [0.5, 0.95], [0.2, 0.8]])
-    assert metrics.range_end_fraction(unit, 0.0) == metrics.border_fraction(unit) == 0.5
-
-
 def test_feature_to_image_pixels():
     # stride 4: feature pixel 0 covers image pixels 0..3, centre 1.5; pixel 2 -> 9.5.
     positions = np.array([[[0.0, 2.0]]])
@@ -204,11 +187,6 @@ def test_report_is_json_and_skips_parts():
         (lambda: metrics.border_fraction(np.array([[0.5, 1.2]])), r"\[0, 1\].*1.2"),
         (lambda: metrics.border_fraction(np.full((2, 2), 0.5), margin=0.7), "margin=0.7"),
         (lambda: metrics.feature_to_image_pixels(TRIANGLE, 0), "stride=0"),
-        (lambda: metrics.in_cell_offsets(np.array([[0.5, np.nan]])), "finite"),
-        (lambda: metrics.range_end_fraction(np.array([[0.5, 1.7]]), 0.5), r"\[-0.5, 1.5\].*1.7"),
-        (lambda: metrics.range_end_fraction(np.array([[0.5, 0.5]]), -0.1), "offset_margin=-0.1"),
-        (lambda: metrics.range_end_fraction(np.array([[0.5, 0.5]]), 0.5, margin=1.2), "margin=1.2"),
-        (lambda: metrics.range_end_fraction(np.zeros((0, 2)), 0.5), r"\(0, 2\)"),
         (lambda: metrics.psnr(-0.1), "non-negative"),
         (lambda: metrics.psnr(0.1, max_value=0), "max_value=0"),
     ],

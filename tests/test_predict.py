@@ -1,4 +1,4 @@
-"""trainers.predict and keypoint_gnn.serving_client: TF Serving request formats, local models,
+"""trainers.predict and keypoint_gnn.export.client: TF Serving request formats, local models,
 user errors."""
 import base64
 import http.server
@@ -15,13 +15,15 @@ import numpy as np
 import pytest
 
 import keypoint_gnn as kg
-from keypoint_gnn import export, serving_client
+from keypoint_gnn import export
 from keypoint_gnn._backend import keras, tf
+from keypoint_gnn.export import client as serving_client
 from trainers import common, predict
 
 TINY = {"image_size": 16, "channels": 3, "num_classes": 3, "backbone_filters": (8,),
-        "detector_filters": (4,), "num_keypoints": 6, "graph_units": 8, "graph_layers": 2,
-        "diffpool_clusters": 3, "head_filters": (8,)}
+        "detector": {"filters": (4,), "num_keypoints": 6},
+        "graph": {"units": 8, "layers": 2, "diffpool_clusters": 3},
+        "head": {"filters": (8,)}}
 CANNED = {"probabilities": [0.1, 0.7, 0.2], "top_classes": [1, 2, 0],
           "keypoints": [[1.5, 2.5], [3.5, 4.5]], "keypoint_scores": [0.9, 0.8]}
 
@@ -231,7 +233,7 @@ def test_predict_cli_local_saved_model_and_draw(tiny_export, tmp_path, rng, caps
     draw = tmp_path / "out.png"
     results = predict.main([str(image), "--model", str(model_dir), "--draw", str(draw)])
     assert results[0]["top_classes"][0]["name"] in ("cat", "dog", "owl")
-    assert len(results[0]["keypoints"]) == TINY["num_keypoints"]
+    assert len(results[0]["keypoints"]) == TINY["detector"]["num_keypoints"]
     keypoints = np.asarray(results[0]["keypoints"])
     assert keypoints.min() >= 0 and keypoints[:, 0].max() < 20 and keypoints[:, 1].max() < 24
     assert draw.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
@@ -292,3 +294,20 @@ def test_predict_cli_unreachable_server(tmp_path, rng):
     with pytest.raises(common.UserError, match="cannot reach http://127.0.0.1"):
         predict.main([str(image), "--server", f"http://127.0.0.1:{_closed_port()}",
                       "--name", "tiny", "--timeout", "2"])
+
+
+def test_predict_flags_have_help_with_defaults():
+    from tests.test_export import _check_help_states_defaults
+
+    _check_help_states_defaults(predict.build_parser(), "predict")
+
+
+def test_predict_tflite_with_a_flat_config_is_a_user_error(tiny_export, tmp_path, rng):
+    _, model, config = tiny_export
+    tflite = export.export_tflite(model, config, tmp_path / "tiny.tflite")
+    info_path = export.tflite_info_path(tflite)
+    info = json.loads(info_path.read_text())
+    info["config"]["gnn"] = "gcn"  # a field of the flat config before 0.2
+    info_path.write_text(json.dumps(info))
+    with pytest.raises(common.UserError, match=r"holds no valid ModelConfig.*unknown field gnn"):
+        predict.main([str(_png(tmp_path, rng)), "--tflite", str(tflite)])

@@ -2,6 +2,7 @@
 import argparse
 import json
 import os
+import re
 import socket
 import subprocess
 import sys
@@ -12,11 +13,11 @@ import pytest
 import keypoint_gnn as kg
 from keypoint_gnn import training
 from keypoint_gnn._backend import keras, tf
-from trainers import (border_fraction, classify, common, pretrain_keypoints, recalibrate_bn,
-                      reconstruct)
+from trainers import classify, common, pretrain_keypoints, recalibrate_bn, reconstruct
 
-TINY_FLAGS = ["--image-size", "32", "--max-examples", "48", "--batch-size", "16", "--keypoints", "8",
-              "--graph-units", "16", "--graph-layers", "2", "--verbose", "0"]
+TINY_FLAGS = ["--image-size", "32", "--set", "data.max_examples=48", "--batch-size", "16",
+              "--keypoints", "8", "--set", "graph.units=16", "--set", "graph.layers=2",
+              "--verbose", "0"]
 
 
 def test_classify_writes_every_output(tmp_path):
@@ -35,7 +36,9 @@ def test_classify_writes_every_output(tmp_path):
     assert metrics["parameters"] == result["parameters"] > 0
     for key in ("hit_rate", "coverage", "redundancy"):
         assert 0 <= metrics["keypoints"][key] <= 1
-    assert kg.ModelConfig.from_json((out / "config.json").read_text()).num_keypoints == 8
+    assert kg.ModelConfig.from_json((out / "config.json").read_text()).detector.num_keypoints == 8
+    assert metrics["config"]["train"]["epochs"] == 2 and metrics["preset"] == "default"
+    assert not (out / "backup").exists()  # BackupAndRestore's folder is not left behind
     version = tmp_path / "saved_models" / "keypoint_maxpool_nms_gcn" / "1"
     assert (version / "saved_model.pb").is_file()
 
@@ -70,7 +73,7 @@ def test_reconstruct_writes_mse_psnr_and_figure(tmp_path):
 
 
 def test_pretrained_detector_weights_load_into_classify(tmp_path):
-    grid_flags = ["--grid-cell-size", "1", "--points-per-cell", "1"]
+    grid_flags = ["--set", "detector.cell_size=1", "--set", "detector.points_per_cell=1"]
     pre = pretrain_keypoints.main(TINY_FLAGS + grid_flags + ["--epochs", "1", "--out", str(tmp_path / "pre")])
     assert (tmp_path / "pre" / "offsets.png").is_file()
     assert 0 <= pre["border_fraction_predicted"] <= 1
@@ -79,96 +82,48 @@ def test_pretrained_detector_weights_load_into_classify(tmp_path):
                                                       "--out", str(tmp_path / "cls"),
                                                       "--detector-weights", str(weights)])
     assert 0 <= result["test_accuracy"] <= 1
-    assert 0 <= result["keypoints"]["border_fraction"] <= 1
-    assert (tmp_path / "cls" / "offsets.png").is_file()
-
-
-def test_heatmap_pretraining_with_spread_penalty_loads_into_classify(tmp_path):
-    dsnt = ["--offset-mode", "dsnt", "--dsnt-resolution", "4", "--dsnt-spread-weight", "0.1"]
-    pre = pretrain_keypoints.main(TINY_FLAGS + dsnt + ["--offset-loss", "ce", "--epochs", "1",
-                                                       "--out", str(tmp_path / "pre")])
-    metrics = json.loads((tmp_path / "pre" / "metrics.json").read_text())
-    assert metrics["offset_loss"] == "ce" and metrics["config"]["dsnt_spread_weight"] == 0.1
-    assert np.isfinite(pre["test_loss"])
-    result = classify.main(TINY_FLAGS + dsnt + [
-        "--detector", "grid", "--epochs", "1", "--no-export", "--out", str(tmp_path / "cls"),
-        "--detector-weights", str(tmp_path / "pre" / "detector.weights.h5")])
-    assert 0 <= result["keypoints"]["border_fraction"] <= 1
-
-
-def test_widened_offsets_pretrain_and_classify(tmp_path):
-    widened = ["--offset-margin", "0.5", "--grid-cell-size", "1", "--points-per-cell", "1"]
-    pre = pretrain_keypoints.main(TINY_FLAGS + widened + ["--epochs", "1", "--out", str(tmp_path / "pre")])
-    assert 0 <= pre["border_fraction_predicted"] <= 1
-    result = classify.main(TINY_FLAGS + widened + [
-        "--detector", "grid", "--epochs", "1", "--no-export", "--out", str(tmp_path / "cls"),
-        "--detector-weights", str(tmp_path / "pre" / "detector.weights.h5")])
     quality = result["keypoints"]
-    assert 0 <= quality["border_fraction"] <= 1 and 0 <= quality["range_end_fraction"] <= 1
-    config = json.loads((tmp_path / "cls" / "config.json").read_text())
-    assert config["offset_margin"] == 0.5
-    # The saved classifier measured again by trainers.border_fraction, on the same test split
-    # (the run's own --max-examples 48, from its run.json).
-    report = border_fraction.main([str(tmp_path / "cls")])[str(tmp_path / "cls")]
-    assert report.pop("offset_mode") == "sigmoid" and report.pop("detector") == "grid"
-    same = ("border_fraction", "border_fraction_all_slots", "range_end_fraction", "fixed_position_share")
-    assert {key: report[key] for key in same} == pytest.approx({key: quality[key] for key in same})
-    assert 0 <= report["noise_selection_overlap"] <= 1 and report["offset_std_across_images"] >= 0
-    # ... and the pre-trained detector, with the same input-dependence measures.
-    pre_report = border_fraction.main([str(tmp_path / "pre"), "--max-examples", "48"])[str(tmp_path / "pre")]
-    assert 0 <= pre_report["border_fraction"] <= 1 and 0 <= pre_report["noise_selection_overlap"] <= 1
-    assert pre_report["offset_std_across_slots"] >= 0
+    assert 0 <= quality["border_fraction"] <= 1 and 0 <= quality["border_fraction_all_slots"] <= 1
+    # How much the regressor depends on the image (what trainers.border_fraction measured).
+    assert 0 <= quality["noise_selection_overlap"] <= 1
+    assert quality["offset_std_across_images"] >= 0 and quality["offset_std_across_slots"] >= 0
     assert (tmp_path / "cls" / "offsets.png").is_file()
-
-
-def test_classify_with_anchored_offsets(tmp_path):
-    dsnt = ["--offset-mode", "dsnt", "--dsnt-resolution", "4", "--dsnt-straight-through"]
-    result = classify.main(TINY_FLAGS + dsnt + [
-        "--detector", "grid", "--epochs", "1", "--no-export", "--anchor-weight", "0.5",
-        "--anchor-loss", "ce", "--out", str(tmp_path / "cls")])
-    assert 0 <= result["keypoints"]["border_fraction"] <= 1
-    assert np.isfinite(result["history"]["anchor_loss"][0])
-    assert np.isfinite(result["history"]["val_anchor_loss"][0])
-    restored = keras.models.load_model(tmp_path / "cls" / "model.keras")  # the classifier alone
-    assert restored.name == kg.build_classifier(kg.ModelConfig.from_json(
-        (tmp_path / "cls" / "config.json").read_text())).name
-
-
-def test_heatmap_pretraining_refuses_sigmoid_offsets(capsys):
-    with pytest.raises(SystemExit) as exit_info:
-        common.run_main(lambda: pretrain_keypoints.main(
-            TINY_FLAGS + ["--offset-loss", "ce", "--out", "/nonexistent/never-written"]))
-    assert exit_info.value.code == 2
-    assert "--offset-loss ce needs --offset-mode softmax or dsnt" in capsys.readouterr().err
 
 
 def _run_cli(module, *flags):
     return subprocess.run([sys.executable, "-m", module, *flags], capture_output=True, text=True,
+                          check=False,
                           timeout=120, cwd=os.path.dirname(os.path.dirname(__file__)))
 
 
 @pytest.mark.parametrize("flags, message", [
-    (["--epochs", "0"], "--epochs=0 must be at least 1"),
-    (["--learning-rate", "-1"], "--learning-rate=-1.0 must be positive"),
+    (["--epochs", "0"], "train.epochs=0 must be a positive integer"),
+    (["--learning-rate", "-1"], "train.learning_rate=-1.0 must be a finite number >= 0"),
     (["--dataset", "folder:/no/such/folder"], "/no/such/folder"),
     (["--dataset", "mnistt:x"], "mnistt:x"),
-    (["--keypoints", "999", "--image-size", "32"], "num_keypoints=999 exceeds"),
+    (["--keypoints", "999", "--image-size", "32"], "detector.num_keypoints=999 exceeds"),
     (["--config", "/no/such/config.json"], "no such file"),
     (["--devices", "/cpu:0"], "--devices applies to --strategy mirrored"),
-    (["--detector", "grid", "--dsnt-spread-weight", "0.1"],
-     "dsnt_spread_weight=0.1 applies to offset_mode='dsnt' only"),
-    (["--offset-mode", "dsnt", "--dsnt-spread", "-2"], "dsnt_spread=-2.0 must be a finite number >= 0"),
-    (["--detector", "grid", "--offset-margin", "1.5"], "offset_margin=1.5 must be in [0, 1]"),
-    (["--detector", "perturbed_topk", "--perturbed-selection", "slots", "--perturbed-estimator",
-      "threshold"], "perturbed_estimator='threshold' needs perturbed_selection='marginal'"),
-    (["--anchor-weight", "-1"], "--anchor-weight=-1.0 must be >= 0"),
-    (["--detector", "perturbed_topk", "--selection-noise", "0.5"],
-     "selection_noise=0.5 applies to the attention and maxpool_nms detectors"),
-    (["--detector", "grid", "--subpixel-refinement", "neighbourhood"],
-     "subpixel_refinement='neighbourhood' applies to the attention and maxpool_nms detectors"),
-    (["--anchor-weight", "1", "--max-examples", "8"], "--anchor-weight applies to --detector grid, not --detector maxpool_nms"),
-    (["--detector", "grid", "--anchor-weight", "1", "--anchor-loss", "ce", "--max-examples", "8"],
-     "--anchor-loss ce needs --offset-mode softmax or dsnt"),
+    (["--preset", "best"], "--preset 'best' is not a preset; valid: default, accurate,"),
+    (["--preset", "paper-t2-gcn5-64kp"], ("--preset 'paper-t2-gcn5-64kp' is a reconstruct preset; "
+                                         "this trainer (classify) takes: default, accurate")),
+    (["--set", "graph.layer=3"], "unknown field 'model.graph.layer'"),
+    (["--set", "detector.pool_sise=3"], "unknown field 'model.detector.pool_sise'"),
+    (["--set", "graph.layers"], "must be PATH=VALUE"),
+    (["--set", "graph.layers=many"], "model.graph.layers='many' must be an integer"),
+    (["--set", "head.dropout=high"], "model.head.dropout='high' must be a number"),
+    (["--set", "head.dropout=nan"], "model.head.dropout=nan must be a finite number"),
+    (["--set", "graph.residual=maybe"], "model.graph.residual='maybe' must be true or false"),
+    (["--set", "backbone_filters=ab"], "model.backbone_filters='ab' must be a list of integers"),
+    (["--set", "detector.refinement=neighbourhood"],
+     "detector.refinement='neighbourhood' is not one of 'none', 'window', 'centre'"),
+    (["--detector", "attention", "--set", "detector.refinement=centre"],
+     "refinement='centre' needs NMS windows"),
+    (["--detector", "perturbed_topk", "--set", "detector.perturbed_selection=slots", "--set",
+      "detector.perturbed_estimator=threshold"],
+     "perturbed_estimator='threshold' needs perturbed_selection='marginal'"),
+    (["--set", "train.recalibrate_bn=-1"], "train.recalibrate_bn=-1 must be a finite number >= 0"),
+    (["--set", "data.augment=rotate"], "data.augment='rotate' is not one of 'auto'"),
 ])
 def test_bad_flags_give_one_line_errors(flags, message, capsys):
     with pytest.raises(SystemExit) as exit_info:
@@ -176,12 +131,13 @@ def test_bad_flags_give_one_line_errors(flags, message, capsys):
     assert exit_info.value.code == 2
     error = capsys.readouterr().err
     assert error.startswith("error: ") and message in error and "Traceback" not in error
+    assert error.count("\n") == 1
 
 
 def test_cli_reports_errors_without_traceback():
-    result = _run_cli("trainers.classify", "--epochs", "0")
+    result = _run_cli("trainers.classify", "--set", "graph.layers=0")
     assert result.returncode == 2
-    assert "error: --epochs=0 must be at least 1" in result.stderr and "Traceback" not in result.stderr
+    assert result.stderr == "error: model.graph.layers=0 must be a positive integer\n"
     result = _run_cli("trainers.classify", "--detector", "sift")
     assert result.returncode == 2 and "invalid choice: 'sift'" in result.stderr
 
@@ -192,54 +148,105 @@ def test_bad_config_file_contents(tmp_path, capsys):
     with pytest.raises(SystemExit):
         common.run_main(lambda: classify.main(["--config", str(path)]))
     assert "is not valid JSON" in capsys.readouterr().err
-    path.write_text('{"graph_layer": 3}')
-    with pytest.raises(SystemExit):
-        common.run_main(lambda: classify.main(["--config", str(path)]))
-    assert "unknown ModelConfig field(s) ['graph_layer']" in capsys.readouterr().err
+    for contents, message in (('{"graph_layer": 3}', ("unknown field model.graph_layer; valid "
+                                                     "fields of model: image_size, channels")),
+                              ('{"backbone_filters": "ab"}', ("model.backbone_filters='ab' must be "
+                                                             "a list of integers")),
+                              ('{"head": {"dropout": "high"}}', ("model.head.dropout='high' must "
+                                                                "be a number")),
+                              ('[1]', "must hold a JSON object")):
+        path.write_text(contents)
+        with pytest.raises(SystemExit):
+            common.run_main(lambda: classify.main(["--config", str(path)]))
+        assert message in capsys.readouterr().err
 
 
-def test_config_file_is_used_and_flags_override(tmp_path):
+def _resolved(*argv):
+    return common.run_config(classify.parse_args(list(argv)), "classify")
+
+
+def test_configuration_layers_later_ones_win(tmp_path):
     path = tmp_path / "best.json"
-    path.write_text(kg.ModelConfig(detector="attention", graph_layers=5).to_json())
-    args = classify.parse_args(["--config", str(path), "--graph-layers", "3"])
-    config = common.model_config(args)
-    assert config.detector == "attention" and config.graph_layers == 3
+    path.write_text(kg.ModelConfig(detector={"kind": "attention"}, graph={"layers": 5}).to_json())
+    run = _resolved("--preset", "accurate", "--config", str(path), "--set", "graph.layers=3")
+    # preset (refinement centre) <- file (attention, 5 layers: a bare ModelConfig is the model)
+    # <- --set. The file's whole detector section replaces the preset's.
+    assert run.model.detector.kind == "attention" and run.model.graph.layers == 3
+    run = _resolved("--preset", "accurate", "--keypoints", "16", "--set", "detector.num_keypoints=8",
+                    "--epochs", "3", "--set", "train.recalibrate_bn=50")
+    assert run.model.detector.refinement == "centre" and run.model.detector.num_keypoints == 8
+    assert run.train.epochs == 3 and run.train.recalibrate_bn == 50
+    assert _resolved().model == kg.ModelConfig()
+    path.write_text('{"data": {"max_examples": 10}, "train": {"epochs": 2}}')
+    run = _resolved("--config", str(path))
+    assert run.data.max_examples == 10 and run.train.epochs == 2
 
 
-def test_offset_uniformity_weight_flag_reaches_the_config():
-    args = classify.parse_args(["--detector", "grid", "--offset-uniformity-weight", "2.5"])
-    assert common.model_config(args).offset_uniformity_weight == 2.5
-    assert common.model_config(classify.parse_args([])).offset_uniformity_weight == 0.0
+@pytest.mark.parametrize("name", sorted(kg.PRESETS))
+def test_every_preset_builds_its_model(name):
+    entry = kg.PRESETS[name]
+    trainer = reconstruct if entry["task"] == "reconstruct" else classify
+    args = trainer.parse_args(["--preset", name, "--image-size", "64"])
+    task = "reconstruct" if trainer is reconstruct else "classify"
+    config = common.run_config(args, task).model
+    model = (kg.build_autoencoder if trainer is reconstruct else kg.build_classifier)(config)
+    assert model.count_params() > 0 and entry["description"]
 
 
-def test_perturbed_estimator_flag_reaches_the_config():
-    args = classify.parse_args(["--detector", "perturbed_topk", "--perturbed-estimator", "threshold"])
-    assert common.model_config(args).perturbed_estimator == "threshold"
-    assert common.model_config(classify.parse_args([])).perturbed_estimator == "sampled"
+def test_presets_set_what_they_say():
+    assert _resolved("--preset", "default").model == kg.ModelConfig()
+    assert _resolved("--preset", "accurate").model.detector.refinement == "centre"
+    perturbed = _resolved("--preset", "perturbed-topk").model.detector
+    assert (perturbed.kind, perturbed.perturbed_estimator, perturbed.perturbed_sigma,
+            perturbed.refinement) == ("perturbed_topk", "threshold", 0.5, "centre")
+    row_1 = _resolved("--preset", "paper-t1-cnn-only").model
+    assert (row_1.graph.kind, row_1.detector.score_activation) == ("none", "linear")
+    row_5 = _resolved("--preset", "paper-t1-gcn5-sigmoid").model
+    assert (row_5.graph.kind, row_5.graph.layers, row_5.detector.score_activation) == (
+        "gcn", 5, "sigmoid")
+    args = reconstruct.parse_args(["--preset", "paper-t2-gcn9-64kp", "--loss", "conf_mse",
+                                   "--image-size", "64"])
+    model = common.run_config(args, "reconstruct", reconstruct.DEFAULTS).model
+    assert (model.graph.layers, model.detector.num_keypoints, model.head.reconstruction_loss) == (
+        9, 64, "conf_mse")
 
 
-def test_selection_noise_flag_reaches_the_config():
-    args = classify.parse_args(["--detector", "attention", "--selection-noise", "1.5"])
-    assert common.model_config(args).selection_noise == 1.5
-    assert common.model_config(classify.parse_args([])).selection_noise == 0.0
+def test_list_presets_prints_each_preset_of_the_trainer():
+    result = _run_cli("trainers.classify", "--list-presets")
+    assert result.returncode == 0 and result.stderr == ""
+    names = [line.split()[0] for line in result.stdout.splitlines()]
+    assert names == [name for name, entry in kg.PRESETS.items()
+                     if entry["task"] in ("classify", "any")]
+    result = _run_cli("trainers.reconstruct", "--list-presets")
+    assert [line.split()[0] for line in result.stdout.splitlines()] == [
+        name for name, entry in kg.PRESETS.items() if entry["task"] in ("reconstruct", "any")]
 
 
-@pytest.mark.parametrize("mode", ["window", "centre"])
-def test_subpixel_refinement_flag_reaches_the_config(mode):
-    args = classify.parse_args(["--subpixel-refinement", mode])
-    assert common.model_config(args).subpixel_refinement == mode
-    assert common.model_config(classify.parse_args([])).subpixel_refinement == "none"
-
-
-def test_standardize_offsets_flag_reaches_the_config():
-    args = classify.parse_args(["--detector", "grid", "--standardize-offsets"])
-    assert common.model_config(args).standardize_offsets is True
-    assert common.model_config(classify.parse_args(["--detector", "grid"])).standardize_offsets is False
+@pytest.mark.parametrize("module", ["classify", "reconstruct", "pretrain_keypoints", "tune",
+                                    "experiments", "recalibrate_bn", "export", "predict",
+                                    "benchmark"])
+def test_help_lists_few_flags_each_with_help_and_usage(module, capsys):
+    trainer = __import__(f"trainers.{module}", fromlist=["parse_args"])
+    with pytest.raises(SystemExit) as exit_info:
+        (getattr(trainer, "parse_args", None) or trainer.main)(["--help"])
+    assert exit_info.value.code == 0
+    text = capsys.readouterr().out
+    assert text.startswith(f"usage: python -m trainers.{module}")
+    options = text[text.index("options:"):]
+    flags = re.findall(r"^  (--[a-z-]+)", options, flags=re.MULTILINE)
+    assert len(flags) <= 25, flags
+    # Every flag has a help text: its line goes on after the metavar, or the next line does.
+    lines = options.splitlines()
+    for index, line in enumerate(lines):
+        if re.match(r"^  --[a-z-]+", line) and not re.search(r"\S {2,}\S", line.strip()):
+            following = lines[index + 1] if index + 1 < len(lines) else ""
+            assert following.startswith(" " * 8) and following.strip(), (module, line)
 
 
 def test_mirrored_two_cpus_gives_the_same_loss_as_one_device(rng):
-    config = kg.ModelConfig(image_size=16, num_classes=3, backbone_filters=(8,), detector_filters=(4,),
-                            num_keypoints=6, graph_units=8, graph_layers=2, head_filters=(8,), dropout=0.0)
+    config = kg.ModelConfig(image_size=16, num_classes=3, backbone_filters=(8,),
+                            detector={"filters": (4,), "num_keypoints": 6},
+                            graph={"units": 8, "layers": 2}, head={"filters": (8,), "dropout": 0.0})
     images = rng.uniform(size=(8, 16, 16, 3)).astype("float32")
     labels = np.array([0, 1, 2, 0, 1, 2, 0, 1])
     initial = kg.build_classifier(config).get_weights()
@@ -299,7 +306,8 @@ def test_two_worker_multiworker_run_on_localhost(tmp_path):
 def test_classify_recalibrates_batch_norm_and_the_tool_measures_the_saved_run(tmp_path):
     out = tmp_path / "run"
     result = classify.main(TINY_FLAGS + ["--epochs", "1", "--detector", "perturbed_topk",
-                                         "--recalibrate-bn", "2", "--no-export", "--out", str(out)])
+                                         "--set", "train.recalibrate_bn=2", "--no-export",
+                                         "--out", str(out)])
     recalibration = json.loads((out / "metrics.json").read_text())["batch_norm_recalibration"]
     assert recalibration["batches"] == 2
     assert 0 <= recalibration["test_accuracy_moving_averages"] <= 1
@@ -361,8 +369,6 @@ def test_export_reads_run_json_with_the_shared_checks(tmp_path):
 
 
 def test_recalibration_bad_flags(tmp_path):
-    with pytest.raises(common.UserError, match="--recalibrate-bn=-1 must be >= 0"):
-        classify.parse_args(["--recalibrate-bn", "-1"])
     with pytest.raises(common.UserError, match="--batches=0 must be at least 1"):
         recalibrate_bn.main([str(tmp_path), "--batches", "0"])
     with pytest.raises(common.UserError, match="no config.json"):

@@ -6,7 +6,10 @@ import pytest
 import keypoint_gnn as kg
 from trainers import classify, common, experiments, tune
 
-TINY = ["--dataset", "builtin", "--image-size", "32", "--max-examples", "32", "--batch-size", "16"]
+TINY = ["--dataset", "builtin", "--image-size", "32", "--set", "data.max_examples=32",
+        "--batch-size", "16"]
+TINY_TABLE = ["--dataset", "builtin", "--image-size", "32", "--max-examples", "32",
+              "--batch-size", "16"]
 
 
 def test_tuner_trials_all_complete_and_best_config_feeds_classify(tmp_path):
@@ -17,7 +20,7 @@ def test_tuner_trials_all_complete_and_best_config_feeds_classify(tmp_path):
     trials = json.loads((tmp_path / "tune" / "trials.json").read_text())
     assert all(t["status"] == "COMPLETED" for t in trials.values())
     config_path = tmp_path / "tune" / "best_config.json"
-    config = common.model_config(classify.parse_args(["--config", str(config_path)]))
+    config = common.run_config(classify.parse_args(["--config", str(config_path)]), "classify").model
     assert config == kg.ModelConfig.from_json(config_path.read_text()) == result["best_config"]
 
 
@@ -47,7 +50,7 @@ def test_keras_tuner_binding_leaves_keras_module_alone():
 
 
 def test_table_rows_resume(tmp_path, capsys):
-    flags = TINY + ["--table", "1", "--epochs", "1", "--keypoints", "8", "--rows", "1,8",
+    flags = TINY_TABLE + ["--table", "1", "--epochs", "1", "--keypoints", "8", "--rows", "1,8",
                     "--out", str(tmp_path / "t1")]
     first = experiments.main(flags)
     assert list(first) == ["CNN only (no GNN)", "Plain CNN, matched parameters"]
@@ -66,7 +69,7 @@ def test_table_bad_rows():
 
 
 def test_detector_rows_skip_the_detector_the_table_already_uses():
-    best = experiments.Row("GCN, 4 layers, sigmoid scores", ("--gnn", "gcn", "--score-activation", "sigmoid"))
+    best = experiments.Row("GCN, 4 layers, sigmoid scores", ("--preset", "paper-t1-gcn4-sigmoid"))
     rows = experiments.detector_rows(best, "maxpool_nms")
     assert [row.flags[-1] for row in rows] == ["attention", "grid"]
     assert all(row.flags == best.flags + ("--detector", row.flags[-1]) for row in rows)
@@ -78,7 +81,7 @@ def test_refinements_are_searched_for_windowed_detectors_only():
 
     from keypoint_gnn import tuning
 
-    base = kg.ModelConfig(image_size=32, num_keypoints=8, diffpool_clusters=4)
+    base = kg.ModelConfig(image_size=32, detector={"num_keypoints": 8}, graph={"diffpool_clusters": 4})
     hypermodel = tuning.KeypointHyperModel(base, (8,), 3, detectors=("attention", "maxpool_nms"),
                                            refinements=("none", "centre"))
     for detector, refinement, expected in [("attention", "centre", "none"),
@@ -87,24 +90,24 @@ def test_refinements_are_searched_for_windowed_detectors_only():
         hp = keras_tuner.HyperParameters()
         hp.Fixed("detector", detector)
         hypermodel.config(hp)  # registers the space
-        assert hp.is_active("subpixel_refinement") == (detector == "maxpool_nms")
-        hp.values["subpixel_refinement"] = refinement
+        assert hp.is_active("refinement") == (detector == "maxpool_nms")
+        hp.values["refinement"] = refinement
         config = hypermodel.config(hp)
-        assert (config.detector, config.subpixel_refinement) == (detector, expected)
+        assert (config.detector.kind, config.detector.refinement) == (detector, expected)
         if expected == "centre":  # the trial's model is built from that config
-            assert hypermodel.build(hp).get_layer("detector").subpixel_refinement == "centre"
+            assert hypermodel.build(hp).get_layer("detector").refinement == "centre"
     # The default space has no refinement hyperparameter.
     hp = keras_tuner.HyperParameters()
     hp.Fixed("detector", "maxpool_nms")
-    assert tuning.KeypointHyperModel(base, (8,), 3).config(hp).subpixel_refinement == "none"
-    assert "subpixel_refinement" not in hp.values
+    assert tuning.KeypointHyperModel(base, (8,), 3).config(hp).detector.refinement == "none"
+    assert "refinement" not in hp.values
 
 
 @pytest.mark.parametrize("changes, message", [
     (dict(detectors=("attention", "sift")),
-     r"detectors=\['attention', 'sift'\] must be distinct values from attention, perturbed_topk, maxpool_nms, grid"),
+     r"detectors=\['attention', 'sift'\] must be distinct values from attention, maxpool_nms, grid, perturbed_topk"),
     (dict(refinements=("window", "window")),
-     r"refinements=\['window', 'window'\] must be distinct values from none, neighbourhood"),
+     r"refinements=\['window', 'window'\] must be distinct values from none, window, centre"),
     (dict(detectors=("attention", "grid"), refinements=("none", "window")),
      (r"refinements=\['none', 'window'\] apply to the windowed detectors maxpool_nms, "
       r"perturbed_topk, none of which is among detectors=\['attention', 'grid'\]")),
@@ -113,7 +116,8 @@ def test_hypermodel_bad_search_space(changes, message):
     from keypoint_gnn import tuning
 
     with pytest.raises(ValueError, match=message):
-        tuning.KeypointHyperModel(kg.ModelConfig(image_size=32, num_keypoints=8), (8,), **changes)
+        tuning.KeypointHyperModel(kg.ModelConfig(image_size=32, detector={"num_keypoints": 8}), (8,),
+                                  **changes)
 
 
 def test_tune_cli_bad_detector_exits_with_the_flag_value(tmp_path, capsys):

@@ -57,14 +57,6 @@ def test_plot_offset_histogram(tmp_path):
     assert read_png(viz.plot_offset_histogram(offsets, tmp_path / "hist.png", bins=10)) == (800, 320)
 
 
-def test_plot_offset_histogram_of_widened_offsets(tmp_path):
-    offsets = RNG.uniform(-0.5, 1.5, size=(50, 2))
-    assert read_png(viz.plot_offset_histogram(offsets, tmp_path / "hist.png",
-                                              offset_margin=0.5)) == (800, 320)
-    with pytest.raises(ValueError, match=r"\[-0.25, 1.25\]"):
-        viz.plot_offset_histogram(offsets, tmp_path / "bad.png", offset_margin=0.25)
-
-
 def test_summary_red_pixels_exactly_at_keypoints():
     images = np.zeros((2, 8, 10, 1))
     positions = np.array([

@@ -35,24 +35,30 @@ def _loss_and_gradients(model, images, labels):
     def step():
         with tf.GradientTape() as tape:
             loss = loss_fn(labels, model(images, training=False))
-            if model.losses:  # DiffPool's auxiliary losses, the DSNT spread penalty
+            if model.losses:  # DiffPool's auxiliary losses, the regressor's penalty
                 loss += tf.add_n(model.losses)
         return loss, tape.gradient(loss, model.trainable_variables)
 
     return step
 
 
+def small_config(detector=None, graph=None):
+    """A 32-pixel model with 8 keypoints and a 2-layer, 16-unit graph network; `detector` and
+    `graph` update those sections."""
+    return models.ModelConfig(image_size=32, detector={"num_keypoints": 8, **(detector or {})},
+                              graph={"units": 16, "layers": 2, **(graph or {})})
+
+
 @pytest.mark.parametrize("detector, gnn, extra", [
     ("maxpool_nms", "gcn", {}),
     ("grid", "diffpool", {}),
     ("perturbed_topk", "gcn", {}),
-    ("grid", "gcn", dict(offset_mode="dsnt", dsnt_resolution=4, dsnt_spread_weight=0.1)),
+    # The regressor's uniformity penalty: `detect` is compiled, the loss added outside.
+    ("grid", "gcn", dict(standardize_offsets=True, offset_uniformity_weight=1.0)),
 ])
 def test_graph_mode_compiles_the_graph_layers_and_changes_no_result(detector, gnn, extra):
     keras.utils.set_random_seed(0)
-    model = models.build_classifier(models.ModelConfig(image_size=32, detector=detector, gnn=gnn,
-                                                       num_keypoints=8, graph_units=16,
-                                                       graph_layers=2, **extra))
+    model = models.build_classifier(small_config({"kind": detector, **extra}, {"kind": gnn}))
     rng = np.random.default_rng(0)
     images = tf.constant(rng.random((4, 32, 32, 3), dtype=np.float32))
     labels = tf.constant([0, 1, 2, 3])
@@ -73,7 +79,7 @@ def test_graph_mode_compiles_the_graph_layers_and_changes_no_result(detector, gn
 
 
 def test_wrappers_are_removed_when_the_block_fails():
-    model = models.build_classifier(models.ModelConfig(image_size=32, num_keypoints=8))
+    model = models.build_classifier(small_config())
     with pytest.raises(RuntimeError, match="boom"):
         with xla.jit_graph_section(model) as layers:
             raise RuntimeError("boom")
@@ -81,20 +87,20 @@ def test_wrappers_are_removed_when_the_block_fails():
 
 
 def test_off_and_step_modes_leave_the_model_alone():
-    model = models.build_classifier(models.ModelConfig(image_size=32, num_keypoints=8))
+    model = models.build_classifier(small_config())
     for mode in ("off", "step"):
         with xla.jit_graph_section(model, mode) as layers:
             assert layers == []
 
 
 def test_plain_cnn_has_no_graph_section():
-    plain = models.build_plain_cnn(models.ModelConfig(image_size=32, num_keypoints=8))
+    plain = models.build_plain_cnn(small_config())
     assert xla.graph_section_layers(plain) == []
 
 
 def test_classify_with_graph_xla_trains_and_exports_without_xla(tmp_path):
-    flags = ["--image-size", "32", "--max-examples", "48", "--batch-size", "16", "--keypoints", "8",
-             "--graph-units", "16", "--graph-layers", "2", "--verbose", "0", "--epochs", "1",
+    flags = ["--image-size", "32", "--set", "data.max_examples=48", "--batch-size", "16", "--keypoints", "8",
+             "--set", "graph.units=16", "--set", "graph.layers=2", "--verbose", "0", "--epochs", "1",
              "--xla", "--out", str(tmp_path / "run"), "--export-dir", str(tmp_path / "sm")]
     result = classify.main(flags)
     metrics = json.loads((tmp_path / "run" / "metrics.json").read_text())
@@ -105,15 +111,14 @@ def test_classify_with_graph_xla_trains_and_exports_without_xla(tmp_path):
     assert b"_XlaMustCompile" not in saved
 
 
-@pytest.mark.parametrize("gnn, extra", [
+@pytest.mark.parametrize("gnn, detector", [
     ("gcn", {}),
     ("diffpool", {}),
-    ("gcn", dict(detector="grid", offset_mode="dsnt", dsnt_spread_weight=0.1)),
+    ("gcn", dict(kind="grid", offset_uniformity_weight=1.0)),
 ])
-def test_graph_mode_fit_step_keeps_the_auxiliary_losses(gnn, extra):
+def test_graph_mode_fit_step_keeps_the_auxiliary_losses(gnn, detector):
     keras.utils.set_random_seed(0)
-    config = models.ModelConfig(image_size=32, gnn=gnn, num_keypoints=8, graph_units=16,
-                                graph_layers=2, diffpool_clusters=4, **extra)
+    config = small_config(detector, {"kind": gnn, "diffpool_clusters": 4})
     model = models.build_classifier(config)
     model.compile(optimizer="adam",
                   loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True))
@@ -123,5 +128,5 @@ def test_graph_mode_fit_step_keeps_the_auxiliary_losses(gnn, extra):
     with xla.jit_graph_section(model):
         loss = model.train_on_batch(images, labels)
     assert np.isfinite(loss)
-    # DiffPool's link and entropy losses; the DSNT spread penalty.
-    assert (len(model.losses) > 0) == (gnn == "diffpool" or bool(extra))
+    # DiffPool's link and entropy losses; the regressor's uniformity penalty.
+    assert (len(model.losses) > 0) == (gnn == "diffpool" or bool(detector))

@@ -6,13 +6,10 @@ memory, each measurement alone in a subprocess under --memory-limit-gb. Writes
 OUT/benchmarks.json and OUT/benchmarks.md (Markdown tables), prints the machine, the tables and
 the goals as PASS/MISS lines; where a goal is missed it profiles what dominates.
 """
-import argparse
 import json
 import pathlib
 import sys
 import time
-
-from trainers import common  # noqa: F401  (selects tf_keras first)
 
 from keypoint_gnn.benchmarks import goals as goals_lib
 from keypoint_gnn.benchmarks import (
@@ -25,6 +22,7 @@ from keypoint_gnn.benchmarks import (
     scale,
     training,
 )
+from trainers import common
 
 PARTS = ("interconnects", "training", "inference", "scale", "all")
 DEFAULT_REPEATS = {"interconnects": 50, "training": 20, "inference": 30, "scale": 5}
@@ -32,20 +30,21 @@ QUICK_REPEATS = 3
 PROFILES = ("auto", "always", "never")
 
 
-def parse_args(argv=None):
-    parser = argparse.ArgumentParser(prog="python -m trainers.benchmark", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+def build_parser():
+    parser = common.parser_for(__doc__, "benchmark")
     parser.add_argument("part", nargs="?", default="all", choices=PARTS,
-                        help="which benchmark to run (default: all)")
+                        help="which benchmark to run (default: %(default)s)")
     parser.add_argument("--out", default="runs/benchmark",
-                        help="directory for benchmarks.json and benchmarks.md")
+                        help="directory for benchmarks.json and benchmarks.md "
+                             "(default %(default)s)")
     parser.add_argument("--quick", action="store_true",
                         help="few repeats, small sizes, one model (for tests and smoke runs)")
     parser.add_argument("--repeats", type=int, default=None,
                         help="timed repeats of every measurement (default: per part, "
                              f"{DEFAULT_REPEATS}; {QUICK_REPEATS} with --quick)")
     parser.add_argument("--warmup", type=int, default=None,
-                        help="untimed calls first (tracing, XLA compilation); default 3, 1 with --quick")
+                        help="untimed calls first (tracing, XLA compilation) (default 3, 1 "
+                             "with --quick)")
     parser.add_argument("--memory-limit-gb", type=float, default=6.0,
                         help="cap on one measurement process's resident memory; larger "
                              "measurements are skipped (estimated) or killed (default 6)")
@@ -55,9 +54,14 @@ def parse_args(argv=None):
                         help="skip the per-measurement memory subprocesses (scale always uses them)")
     parser.add_argument("--profile", choices=PROFILES, default="auto",
                         help="per-layer time breakdown: auto (when a goal is missed, not with "
-                             "--quick), always or never")
+                             "--quick), always or never (default %(default)s)")
     parser.add_argument("--trace", action="store_true",
                         help="also write a TensorFlow profiler trace of training steps to OUT/trace")
+    return parser
+
+
+def parse_args(argv=None):
+    parser = build_parser()
     args = parser.parse_args(argv)
     if args.repeats is not None and args.repeats < 1:
         parser.error(f"--repeats={args.repeats} must be at least 1")

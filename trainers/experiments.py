@@ -6,15 +6,14 @@ Every row trains with the same data, seed, epochs and image size through `traine
 not run again, and a row cut short resumes from its last finished epoch, so a long table can be
 run in pieces. After each row: results.json, results.md (the paper's layout) and results.png.
 """
-import argparse
 import dataclasses
 import json
 import pathlib
 import re
 
-from trainers import classify, common, reconstruct
 from keypoint_gnn import training, xla
 from keypoint_gnn._backend import keras
+from trainers import classify, common, reconstruct
 
 PAPER_TABLE_1 = {  # "10 classes of ImageNet", test accuracy (%), as the paper reports it
     "CNN only (no GNN)": 51.60,
@@ -36,20 +35,31 @@ class Row:
         return re.sub(r"[^a-z0-9]+", "_", self.label.lower()).strip("_")
 
 
+TABLE_1_PRESETS = {  # row label -> preset (keypoint_gnn.presets)
+    "CNN only (no GNN)": "paper-t1-cnn-only",
+    "GCN, 4 layers": "paper-t1-gcn4",
+    "GCN, 4 layers, sigmoid scores": "paper-t1-gcn4-sigmoid",
+    "GCN, 5 layers": "paper-t1-gcn5",
+    "GCN, 5 layers, sigmoid scores": "paper-t1-gcn5-sigmoid",
+    "DiffPool": "paper-t1-diffpool",
+    "DiffPool, sigmoid scores": "paper-t1-diffpool-sigmoid",
+}
+TABLE_2_PRESETS = {
+    "GCN, 5 layers, 48 keypoints": "paper-t2-gcn5-48kp",
+    "GCN, 5 layers, 64 keypoints": "paper-t2-gcn5-64kp",
+    "GCN, 9 layers, 64 keypoints": "paper-t2-gcn9-64kp",
+    "GCN, 5 layers, 64 keypoints, sigmoid scores": "paper-t2-gcn5-64kp-sigmoid",
+    "DiffPool, 64 keypoints": "paper-t2-diffpool-64kp",
+    "GCN, 5 layers, 64 keypoints, conf-MSE": "paper-t2-gcn5-64kp-conf-mse",
+    "GCN, 5 layers, 64 keypoints, sigmoid scores, conf-MSE": "paper-t2-gcn5-64kp-sigmoid-conf-mse",
+}
+
+
 def table_1_rows(keypoints):
     k = ("--keypoints", str(keypoints))
-    gcn = ("--gnn", "gcn")
-    return [
-        Row("CNN only (no GNN)", k + ("--gnn", "none", "--score-activation", "linear")),
-        Row("GCN, 4 layers", k + gcn + ("--graph-layers", "4", "--score-activation", "linear")),
-        Row("GCN, 4 layers, sigmoid scores", k + gcn + ("--graph-layers", "4", "--score-activation", "sigmoid")),
-        Row("GCN, 5 layers", k + gcn + ("--graph-layers", "5", "--score-activation", "linear")),
-        Row("GCN, 5 layers, sigmoid scores", k + gcn + ("--graph-layers", "5", "--score-activation", "sigmoid")),
-        Row("DiffPool", k + ("--gnn", "diffpool", "--graph-layers", "2", "--score-activation", "linear")),
-        Row("DiffPool, sigmoid scores", k + ("--gnn", "diffpool", "--graph-layers", "2",
-                                             "--score-activation", "sigmoid")),
-        Row("Plain CNN, matched parameters", k + gcn + ("--plain-cnn",)),
-    ]
+    return [Row(label, ("--preset", preset) + k) for label, preset in TABLE_1_PRESETS.items()] + [
+        Row("Plain CNN, matched parameters", ("--preset", "paper-t1-gcn4-sigmoid") + k
+            + ("--plain-cnn",))]
 
 
 def detector_rows(best, table_detector):
@@ -60,35 +70,28 @@ def detector_rows(best, table_detector):
 
 
 def table_2_rows():
-    def row(label, layers, keypoints, activation, gnn="gcn", loss="mse"):
-        return Row(label, ("--gnn", gnn, "--graph-layers", str(layers), "--keypoints", str(keypoints),
-                           "--score-activation", activation, "--loss", loss))
-
-    return [
-        row("GCN, 5 layers, 48 keypoints", 5, 48, "linear"),
-        row("GCN, 5 layers, 64 keypoints", 5, 64, "linear"),
-        row("GCN, 9 layers, 64 keypoints", 9, 64, "linear"),
-        row("GCN, 5 layers, 64 keypoints, sigmoid scores", 5, 64, "sigmoid"),
-        row("DiffPool, 64 keypoints", 2, 64, "linear", gnn="diffpool"),
-        row("GCN, 5 layers, 64 keypoints, conf-MSE", 5, 64, "linear", loss="conf_mse"),
-        row("GCN, 5 layers, 64 keypoints, sigmoid scores, conf-MSE", 5, 64, "sigmoid", loss="conf_mse"),
-    ]
+    return [Row(label, ("--preset", preset)) for label, preset in TABLE_2_PRESETS.items()]
 
 
 def parse_args(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--table", type=int, choices=(1, 2), required=True)
-    parser.add_argument("--dataset", default="builtin")
-    parser.add_argument("--data-dir", default=None)
-    parser.add_argument("--image-size", type=int, default=64)
-    parser.add_argument("--channels", type=int, choices=(1, 3), default=None)
-    parser.add_argument("--max-examples", type=int, default=None)
-    parser.add_argument("--epochs", type=int, default=10)
-    parser.add_argument("--batch-size", type=int, default=64)
-    parser.add_argument("--learning-rate", type=float, default=2e-3)
-    parser.add_argument("--keypoints", type=int, default=64, help="keypoints of the table 1 rows")
-    parser.add_argument("--detector", default="maxpool_nms", help="detector of the GNN rows")
-    parser.add_argument("--seed", type=int, default=0)
+    parser = common.parser_for(__doc__, "experiments")
+    parser.add_argument("--table", type=int, choices=(1, 2), required=True,
+                        help="the paper's Table 1 (classification) or 2 (reconstruction)")
+    parser.add_argument("--dataset", default="builtin", help="default %(default)s")
+    parser.add_argument("--data-dir", default=None, help="TFDS data directory")
+    parser.add_argument("--image-size", type=int, default=64, help="default %(default)s")
+    parser.add_argument("--channels", type=int, choices=(1, 3), default=None,
+                        help="convert images to 1 or 3 channels (default: the data set's)")
+    parser.add_argument("--max-examples", type=int, default=None,
+                        help="cap on each split's examples (default: all)")
+    parser.add_argument("--epochs", type=int, default=10, help="default %(default)s")
+    parser.add_argument("--batch-size", type=int, default=64, help="default %(default)s")
+    parser.add_argument("--learning-rate", type=float, default=2e-3, help="default %(default)s")
+    parser.add_argument("--keypoints", type=int, default=64,
+                        help="keypoints of the table 1 rows (default %(default)s)")
+    parser.add_argument("--detector", default="maxpool_nms",
+                        help="detector of the GNN rows (default %(default)s)")
+    parser.add_argument("--seed", type=int, default=0, help="default %(default)s")
     parser.add_argument("--xla", nargs="?", const="auto", default="off", choices=xla.XLA_MODES,
                         help="passed to every row (see trainers.classify --help)")
     parser.add_argument("--rows", default=None,
@@ -120,10 +123,11 @@ def base_flags(args):
     flags = ["--dataset", args.dataset, "--image-size", str(args.image_size), "--epochs", str(args.epochs),
              "--batch-size", str(args.batch_size), "--learning-rate", str(args.learning_rate),
              "--seed", str(args.seed), "--verbose", "2"]
-    for name, value in (("--data-dir", args.data_dir), ("--channels", args.channels),
-                        ("--max-examples", args.max_examples)):
+    if args.data_dir is not None:
+        flags += ["--data-dir", args.data_dir]
+    for field, value in (("data.channels", args.channels), ("data.max_examples", args.max_examples)):
         if value is not None:
-            flags += [name, str(value)]
+            flags += ["--set", f"{field}={value}"]
     if args.xla != "off":
         flags += ["--xla", args.xla]
     if args.table == 1:
@@ -157,11 +161,11 @@ def summarise(args, results):
         "|---|---|---|---|---|---|---|",
     ]
     for label, result in results.items():
-        config = result["config"]
+        model = result["config"]["model"]
         plain = result.get("architecture") == "plain_cnn"
-        layers = "-" if plain or config["gnn"] == "none" else config["graph_layers"]
-        keypoints = "-" if plain else config["num_keypoints"]
-        activation = "-" if plain else config["score_activation"]
+        layers = "-" if plain or model["graph"]["kind"] == "none" else model["graph"]["layers"]
+        keypoints = "-" if plain else model["detector"]["num_keypoints"]
+        activation = "-" if plain else model["detector"]["score_activation"]
         if args.table == 1:
             value = f"{100 * result[metric]:.2f}"
         else:
@@ -221,7 +225,8 @@ def main(argv=None):
         for row in rows:
             results[row.label] = run_row(args, row, out)
             summarise(args, results)
-        gnn_rows = [row for row in rows if "--plain-cnn" not in row.flags and "none" not in row.flags]
+        gnn_rows = [row for row in rows if "--plain-cnn" not in row.flags
+                    and row.label != "CNN only (no GNN)"]
         if not args.rows and gnn_rows:
             best = max(gnn_rows, key=lambda row: results[row.label]["test_accuracy"])
             for row in detector_rows(best, args.detector):

@@ -4,39 +4,46 @@
   --format tflite       OUT/NAME[-QUANTIZE].tflite and its .json (default OUT tflite_models);
                         --quantize int8 calibrates on training images of the run's data set
 
-RUN_DIR is what `python -m trainers.classify` writes: model.keras, config.json and run.json
-({"name", "dataset", "class_names"}).
+RUN_DIR is what `python -m trainers.classify` writes: model.keras, config.json (the nested
+`ModelConfig` JSON) and run.json ({"name", "dataset", "class_names", "run_config", ...}).
 """
-import argparse
+import json
 import pathlib
 
-from keypoint_gnn import ModelConfig
 from keypoint_gnn._backend import keras
-from keypoint_gnn.export import (
-    QUANTIZATIONS,
-    export_saved_model,
-    export_tflite,
-    write_tflite_info,
-)
+from keypoint_gnn.config import ModelConfig
+from keypoint_gnn.export.saved_model import export_saved_model
+from keypoint_gnn.export.tflite import QUANTIZATIONS, export_tflite, write_tflite_info
 from trainers import common
 
 FORMATS = ("savedmodel", "tflite")
 DEFAULT_OUT = {"savedmodel": "saved_models", "tflite": "tflite_models"}
+# Top-level fields of the flat ModelConfig JSON that runs wrote before the nested config.
+_FLAT_FIELDS = ("num_keypoints", "detector_filters", "gnn", "graph_layers", "head_filters")
+
+
+def build_parser():
+    parser = common.parser_for(__doc__, "export")
+    parser.add_argument("--run", required=True,
+                        help="run directory of trainers.classify (required)")
+    parser.add_argument("--format", choices=FORMATS, default="savedmodel",
+                        help="savedmodel (TF Serving) or tflite (default %(default)s)")
+    parser.add_argument("--quantize", choices=QUANTIZATIONS, default="none",
+                        help="TFLite only: none (float32), float16, dynamic (int8 weights) or "
+                             "int8 (int8 weights and activations; float32 input and output) "
+                             "(default %(default)s)")
+    parser.add_argument("--out", default=None,
+                        help="base directory (default saved_models, or tflite_models for tflite)")
+    parser.add_argument("--name", default=None,
+                        help="model name (default: run.json's name, else the run directory's)")
+    parser.add_argument("--representative-images", type=int, default=256,
+                        help="int8: training images used to calibrate activation ranges "
+                             "(default %(default)s)")
+    return parser
 
 
 def parse_args(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--run", required=True, help="run directory of trainers.classify")
-    parser.add_argument("--format", choices=FORMATS, default="savedmodel")
-    parser.add_argument("--quantize", choices=QUANTIZATIONS, default="none",
-                        help="TFLite only: none (float32), float16, dynamic (int8 weights) or "
-                             "int8 (int8 weights and activations; float32 input and output)")
-    parser.add_argument("--out", default=None,
-                        help="base directory (default saved_models, or tflite_models for tflite)")
-    parser.add_argument("--name", default=None, help="model name (default: run.json's name)")
-    parser.add_argument("--representative-images", type=int, default=256,
-                        help="int8: training images used to calibrate activation ranges")
+    parser = build_parser()
     args = parser.parse_args(argv)
     if args.quantize != "none" and args.format != "tflite":
         raise common.UserError(f"--quantize {args.quantize} applies to --format tflite only")
@@ -44,6 +51,24 @@ def parse_args(argv=None):
         raise common.UserError(f"--representative-images={args.representative_images} must be "
                                "at least 1")
     return args
+
+
+def read_model_config(run_dir):
+    """RUN_DIR/config.json (the nested ModelConfig JSON) -> ModelConfig; UserError naming the
+    run when it is not one."""
+    try:
+        values = json.loads((pathlib.Path(run_dir) / "config.json").read_text())
+    except ValueError as error:
+        raise common.UserError(f"--run {run_dir}: bad config.json: not JSON ({error})") from None
+    if isinstance(values, dict) and any(name in values for name in _FLAT_FIELDS):
+        raise common.UserError(
+            f"--run {run_dir}: bad config.json: it holds the flat ModelConfig of keypoint-gnn "
+            "before 0.2 (e.g. num_keypoints at the top level); config.json is now nested "
+            "({\"detector\": {...}, \"graph\": {...}, \"head\": {...}}): retrain the run")
+    try:
+        return ModelConfig.from_dict(values)
+    except (ValueError, TypeError) as error:
+        raise common.UserError(f"--run {run_dir}: bad config.json: {error}") from None
 
 
 def read_run(run_dir):
@@ -56,10 +81,7 @@ def read_run(run_dir):
     if missing:
         raise common.UserError(f"--run {run_dir} lacks {', '.join(missing)}: is it a run "
                                "directory of trainers.classify (finished)?")
-    try:
-        config = ModelConfig.from_json(paths["config.json"].read_text())
-    except (ValueError, TypeError) as error:
-        raise common.UserError(f"--run {run_dir}: bad config.json: {error}") from None
+    config = read_model_config(run_dir)
     run = common.read_run_json(run_dir)
     if run.get("plain_cnn"):
         raise common.UserError(f"--run {run_dir} is a plain-CNN baseline: it has no keypoints "
@@ -77,7 +99,9 @@ def representative_images(run, config, count):
     dataset = run.get("dataset")
     if not dataset:
         raise common.UserError("run.json has no 'dataset': int8 calibration needs the data set")
+    data = (run.get("run_config") or {}).get("data") or {}
     splits = load_dataset(dataset, image_size=config.image_size, batch_size=min(count, 64),
+                          seed=run.get("seed", 0), data_dir=data.get("data_dir"),
                           channels=config.channels, augment=False)
     batches, total = [], 0
     for images, _ in splits.train:

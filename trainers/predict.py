@@ -10,7 +10,6 @@ Images: PNG, JPEG, GIF, BMP files, or .npy uint8 arrays (H, W) or (H, W, C). Pri
 classes (with names when the export has them, or --labels) and the keypoints (y, x) in pixels
 of each image; --draw OUT.png draws the keypoints (OUT-<i>.png for several images).
 """
-import argparse
 import io
 import json
 import pathlib
@@ -18,40 +17,48 @@ import sys
 
 import numpy as np
 
-from keypoint_gnn.serving_client import (
+from keypoint_gnn.export.client import (
     DEFAULT_TIMEOUT,
-    SERVING_BYTES,
-    SERVING_DEFAULT,
     ServingError,
     grpc_predict,
     rest_predict,
 )
+from keypoint_gnn.export.signatures import SERVING_BYTES, SERVING_DEFAULT
 from trainers import common
 
 MAX_PRINTED_KEYPOINTS = 8
 
 
-def parse_args(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+def build_parser():
+    parser = common.parser_for(__doc__, "predict")
     parser.add_argument("images", nargs="+", help="image files (PNG, JPEG, GIF, BMP) or .npy")
     where = parser.add_mutually_exclusive_group(required=True)
     where.add_argument("--model", help="saved_models/NAME (newest version) or saved_models/NAME/V")
     where.add_argument("--tflite", help="a .tflite file from trainers.export")
     where.add_argument("--server", help="TF Serving REST address, e.g. http://localhost:8501")
     where.add_argument("--grpc", help="TF Serving gRPC address, e.g. localhost:8500")
-    parser.add_argument("--name", help="model name on the server (--server, --grpc)")
-    parser.add_argument("--version", type=int, default=None, help="model version on the server")
+    parser.add_argument("--name", help="model name on the server (--server, --grpc; required "
+                                       "with them)")
+    parser.add_argument("--version", type=int, default=None,
+                        help="model version on the server (default: the server's newest)")
     parser.add_argument("--signature", choices=(SERVING_BYTES, SERVING_DEFAULT),
                         default=SERVING_BYTES,
-                        help="server signature: encoded files in one request (serving_bytes, "
-                             "default) or decoded pixels, one request per image")
+                        help="server signature: encoded files in one request (serving_bytes) "
+                             "or decoded pixels, one request per image (default %(default)s)")
     parser.add_argument("--timeout", type=float, default=DEFAULT_TIMEOUT,
                         help="seconds to wait for the server (default %(default)s)")
     parser.add_argument("--labels", help="class names, one per line (default: the export's)")
-    parser.add_argument("--top", type=int, default=3, help="classes printed per image")
-    parser.add_argument("--draw", help="PNG with the keypoints drawn on the image(s)")
-    parser.add_argument("--json", action="store_true", help="one JSON object per image")
+    parser.add_argument("--top", type=int, default=3,
+                        help="classes printed per image (default %(default)s)")
+    parser.add_argument("--draw", help="PNG with the keypoints drawn on the image(s) "
+                                       "(default: none drawn)")
+    parser.add_argument("--json", action="store_true",
+                        help="one JSON object per image (default: readable text)")
+    return parser
+
+
+def parse_args(argv=None):
+    parser = build_parser()
     args = parser.parse_args(argv)
     if (args.server or args.grpc) and not args.name:
         raise common.UserError("--server and --grpc need --name, the model name on the server")
@@ -130,7 +137,10 @@ def _read_labels(path):
 class LocalSavedModel:
     def __init__(self, path):
         from keypoint_gnn._backend import tf
-        from keypoint_gnn.export import read_export_info, resolve_version_dir
+        from keypoint_gnn.export.saved_model import (
+            read_export_info,
+            resolve_version_dir,
+        )
 
         try:
             self.version_dir = resolve_version_dir(path)
@@ -151,11 +161,11 @@ class LocalSavedModel:
 
 class LocalTFLite:
     def __init__(self, path):
-        from keypoint_gnn.export import TFLiteClassifier
+        from keypoint_gnn.export.tflite import TFLiteClassifier
 
         try:
             self._classifier = TFLiteClassifier(path)
-        except FileNotFoundError as error:
+        except (FileNotFoundError, ValueError) as error:
             raise common.UserError(str(error)) from None
         self.class_names = self._classifier.class_names
 

@@ -9,9 +9,8 @@ should be the run's own: --dataset / --seed / --max-examples default to what the
 run.json records (runs given together must agree), and --batch-size should match too. The
 statistics come from its training split (no augmentation), the accuracies from its test split. Prints one
 JSON report; with --save, also writes the recalibrated model to RUN/model_recalibrated.keras.
-`trainers.classify --recalibrate-bn N` does the same at the end of training.
+`trainers.classify --set train.recalibrate_bn=N` does the same at the end of training.
 """
-import argparse
 import json
 
 import keypoint_gnn as kg
@@ -37,10 +36,9 @@ def measure(run, data, batches, save):
 
 
 def main(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = common.parser_for(__doc__, "recalibrate_bn")
     common.add_measured_runs_flags(parser)
-    parser.add_argument("--batch-size", type=int, default=64)
+    parser.add_argument("--batch-size", type=int, default=64, help="default %(default)s")
     parser.add_argument("--batches", type=int, default=50,
                         help="training batches to average the statistics over (default 50)")
     parser.add_argument("--save", action="store_true",

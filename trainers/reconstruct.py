@@ -1,35 +1,41 @@
-"""Train a keypoint-GNN autoencoder: `python -m trainers.reconstruct [flags]` (paper §8, Table 2).
+"""Train a keypoint-GNN autoencoder (paper §8, Table 2).
+
+  python -m trainers.reconstruct --dataset folder:../shared/data/att_faces --image-size 64
+  python -m trainers.reconstruct --preset paper-t2-gcn5-64kp --loss conf_mse
 
 Writes to --out: metrics.json (test MSE and PSNR on [0, 1] images), reconstructions.png
 (originals, keypoints, reconstructions), curves.png, model.keras, config.json, run.json.
 """
-import argparse
 import pathlib
 import time
 
 import numpy as np
 
-from trainers import common
-from keypoint_gnn import build_autoencoder, metrics, models, training, viz, xla
+from keypoint_gnn import build_autoencoder, metrics, models, rules, training, viz, xla
 from keypoint_gnn._backend import keras
+from trainers import common
+
+DEFAULTS = {"train": {"epochs": 10}}
 
 
 def parse_args(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    common.add_data_flags(parser)
-    common.add_model_flags(parser)
-    common.add_training_flags(parser, default_out="runs/reconstruct", default_epochs=10)
-    parser.add_argument("--loss", choices=models.RECONSTRUCTION_LOSSES, default="mse",
-                        help="mse, or conf_mse (squared error weighted by the detector's scores)")
-    args = parser.parse_args(argv)
-    common.check_training_flags(args)
-    return args
+    parser = common.parser_for(__doc__, "reconstruct")
+    common.add_config_flags(parser, "reconstruct")
+    group = parser.add_argument_group("autoencoder")
+    group.add_argument("--loss", choices=rules.RECONSTRUCTION_LOSSES,
+                       help="mse (default), or conf_mse: squared error weighted by the detector's "
+                            "scores (sets head.reconstruction_loss)")
+    common.add_shortcuts(parser, "loss")
+    group.add_argument("--detector-weights", help="pre-trained detector weights "
+                       "(detector.weights.h5 from trainers.pretrain_keypoints)")
+    common.add_runtime_flags(parser, default_out="runs/reconstruct")
+    return parser.parse_args(argv)
 
 
 def main(argv=None):
     args = parse_args(argv)
-    strategy, data, config = common.start_run(args, task="reconstruct", reconstruction_loss=args.loss)
-    info = data.info
+    strategy, data, run = common.start_run(args, "reconstruct", DEFAULTS)
+    config, info = run.model, data.info
     chief = training.is_chief(strategy)
     precision = training.set_precision(args.mixed_precision)
     out = pathlib.Path(args.out)
@@ -38,7 +44,7 @@ def main(argv=None):
         model = build_autoencoder(config)
         if args.detector_weights:
             models.detector_model(model).load_weights(args.detector_weights)
-        model.compile(optimizer=keras.optimizers.Adam(args.learning_rate),
+        model.compile(optimizer=keras.optimizers.Adam(run.train.learning_rate),
                       loss=models.reconstruction_loss_for(config),
                       metrics=[keras.metrics.MeanSquaredError(name="mse")],
                       **xla.compile_kwargs(args.xla_mode))
@@ -47,7 +53,7 @@ def main(argv=None):
     callbacks = training.standard_callbacks(out, "val_mse", "min", chief) + [timer]
     start = time.perf_counter()
     with xla.jit_graph_section(model, args.xla_mode):
-        history = model.fit(data.train, validation_data=data.validation, epochs=args.epochs,
+        history = model.fit(data.train, validation_data=data.validation, epochs=run.train.epochs,
                             callbacks=callbacks, verbose=common.verbosity(args))
         train_seconds = time.perf_counter() - start
         evaluation = model.evaluate(data.test, verbose=0, return_dict=True)
@@ -64,19 +70,17 @@ def main(argv=None):
         "test_mse": test_mse,
         "test_psnr": metrics.psnr(test_mse),
         "test_loss": float(evaluation["loss"]),
-        "loss": args.loss,
+        "loss": config.head.reconstruction_loss,
         "parameters": int(model.count_params()),
         "keypoints": quality,
         **training.run_summary(args=args, strategy=strategy, precision=precision, info=info,
-                               config=config, history=history, epoch_seconds=timer.seconds,
+                               run=run, history=history, epoch_seconds=timer.seconds,
                                train_seconds=train_seconds),
     }
     viz.draw_reconstructions(test_images[:8], pixels[:8], reconstructions[:8], out / "reconstructions.png")
     viz.plot_curves(history.history, out / "curves.png")
-    model.save(out / "model.keras")
-    (out / "config.json").write_text(config.to_json())
-    training.write_json(out / "run.json", {"name": f"autoencoder_{config.detector}_{config.gnn}",
-                                           "dataset": info.name, "class_names": info.class_names})
+    common.save_run(out, model, run, info, models.model_name(config).replace("keypoint", "autoencoder"),
+                    args)
     training.write_json(out / "metrics.json", result)
     print(f"test MSE {test_mse:.5f} (PSNR {result['test_psnr']:.2f} dB); results in {out}")
     return result

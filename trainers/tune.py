@@ -1,38 +1,44 @@
-"""KerasTuner search over keypoint-gnn classifiers: `python -m trainers.tune [flags]`.
+"""KerasTuner search over keypoint-gnn classifiers.
+
+  python -m trainers.tune --tuner hyperband --dataset builtin
+  python -m trainers.classify --config runs/tune/best_config.json
 
 Searches detector, GNN, graph layers, keypoints, score activation and learning rate (and,
-with --refinements, the windowed detectors' --subpixel-refinement) with Hyperband or Bayesian
-optimisation on any --dataset; checks that every trial COMPLETED; writes
---out/best_config.json (a ModelConfig that `trainers.classify --config` takes),
---out/best_hyperparameters.json and --out/trials.json.
+with --refinements, the windowed detectors' detector.refinement) with Hyperband or Bayesian
+optimisation on any --dataset, around the model of --preset / --config / --set; checks that
+every trial COMPLETED; writes --out/best_config.json (a ModelConfig that
+`trainers.classify --config` takes), --out/best_hyperparameters.json and --out/trials.json.
 """
-import argparse
 import pathlib
 
-from trainers import common
-from keypoint_gnn import ModelConfig, training
+from keypoint_gnn import training
 from keypoint_gnn._backend import keras
-from keypoint_gnn.data import load_dataset
+from trainers import common
 
 
 def parse_args(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    common.add_data_flags(parser)
-    parser.add_argument("--tuner", choices=("hyperband", "bayesian"), default="hyperband")
-    parser.add_argument("--max-trials", type=int, default=10, help="Bayesian optimisation trials")
-    parser.add_argument("--epochs", type=int, default=9, help="epochs per trial (Hyperband: the maximum)")
-    parser.add_argument("--batch-size", type=int, default=64)
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--keypoints", default="16,32,64", help="keypoint counts to search")
-    parser.add_argument("--max-graph-layers", type=int, default=9)
-    parser.add_argument("--detectors", default=None,
-                        help="detectors to search, comma-separated (default: attention,maxpool_nms,grid, the paper's three; "
-                             "perturbed_topk may be added)")
-    parser.add_argument("--refinements", default="none",
-                        help="--subpixel-refinement values to search for the windowed detectors "
-                             "(maxpool_nms, perturbed_topk), comma-separated, e.g. none,window,centre")
-    parser.add_argument("--out", default="runs/tune")
-    parser.add_argument("--verbose", type=int, choices=(0, 1, 2), default=2)
+    parser = common.parser_for(__doc__, "tune")
+    common.add_config_flags(parser, "classify", model=False, train=False)
+    group = parser.add_argument_group("search")
+    group.add_argument("--tuner", choices=("hyperband", "bayesian"), default="hyperband",
+                       help="default %(default)s")
+    group.add_argument("--max-trials", type=int, default=10,
+                       help="Bayesian optimisation trials (default %(default)s)")
+    group.add_argument("--epochs", type=int, default=9,
+                       help="epochs per trial (Hyperband: the maximum; default %(default)s)")
+    group.add_argument("--batch-size", type=int, default=64, help="default %(default)s")
+    group.add_argument("--keypoints", default="16,32,64",
+                       help="keypoint counts to search (default %(default)s)")
+    group.add_argument("--max-graph-layers", type=int, default=9, help="default %(default)s")
+    group.add_argument("--detectors", default=None,
+                       help="detectors to search, comma-separated (default: attention,maxpool_nms,"
+                            "grid, the paper's three; perturbed_topk may be added)")
+    group.add_argument("--refinements", default="none",
+                       help="detector.refinement values to search for the windowed detectors "
+                            "(maxpool_nms, perturbed_topk), e.g. none,window,centre (default none)")
+    group.add_argument("--seed", type=int, default=0, help="default %(default)s")
+    group.add_argument("--out", default="runs/tune", help="default %(default)s")
+    group.add_argument("--verbose", type=int, choices=(0, 1, 2), default=2, help="default %(default)s")
     args = parser.parse_args(argv)
     for name in ("max_trials", "epochs", "batch_size", "max_graph_layers"):
         if getattr(args, name) < 1:
@@ -44,6 +50,10 @@ def parse_args(argv=None):
     if args.detectors is not None:
         args.detectors = tuple(args.detectors.split(","))
     args.refinements = tuple(args.refinements.split(","))
+    # The base config holds the smallest count searched; the search sets the others.
+    smallest = min(args.keypoints)
+    args.set = [f"detector.num_keypoints={smallest}",
+                f"graph.diffpool_clusters={min(8, smallest)}"] + args.set
     return args
 
 
@@ -51,18 +61,17 @@ def main(argv=None):
     args = parse_args(argv)
     from keypoint_gnn import tuning  # imports keras_tuner (slow) only when a search runs
 
+    run = common.run_config(args, "classify")
     keras.utils.set_random_seed(args.seed)
     out = pathlib.Path(args.out)
-    data = load_dataset(args.dataset, image_size=args.image_size or 48, batch_size=args.batch_size,
-                        seed=args.seed, data_dir=args.data_dir, channels=args.channels,
-                        augment=args.augment, max_examples=args.max_examples)
+    data = common.load_data(run.replace(train=run.train.replace(batch_size=args.batch_size)),
+                            args.seed)
     info = data.info
-    smallest = min(args.keypoints)
     try:
-        base = ModelConfig(image_size=info.image_size, channels=info.channels, num_classes=info.num_classes,
-                           num_keypoints=smallest, diffpool_clusters=min(8, smallest))
+        base = run.model.with_data(image_size=info.image_size, channels=info.channels,
+                                   num_classes=info.num_classes)
     except ValueError as error:
-        raise common.UserError(f"--keypoints {smallest} does not fit: {error}") from None
+        raise common.UserError(f"--keypoints {min(args.keypoints)} does not fit: {error}") from None
     hypermodel = tuning.KeypointHyperModel(base, args.keypoints, args.max_graph_layers,
                                            detectors=args.detectors or tuning.SEARCHED_DETECTORS,
                                            refinements=args.refinements)

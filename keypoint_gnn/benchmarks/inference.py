@@ -16,10 +16,12 @@ import tempfile
 import numpy as np
 
 from keypoint_gnn._backend import tf
-from keypoint_gnn.benchmark_inference import benchmark_inference
 from keypoint_gnn.benchmarks import isolation, measure
-from keypoint_gnn.export import QUANTIZATIONS, TFLiteClassifier, export_saved_model, export_tflite
-from keypoint_gnn.models import ModelConfig, build_classifier
+from keypoint_gnn.config import ModelConfig
+from keypoint_gnn.export.benchmark import benchmark_inference
+from keypoint_gnn.export.saved_model import export_saved_model
+from keypoint_gnn.export.tflite import QUANTIZATIONS, TFLiteClassifier, export_tflite
+from keypoint_gnn.models import build_classifier
 
 BATCHES = (1, 64)
 FORMATS = ("keras_function", "keras_predict", "savedmodel", "tflite")

@@ -9,7 +9,7 @@ import numpy as np
 
 from keypoint_gnn._backend import tf
 from keypoint_gnn.benchmarks import isolation, measure
-from keypoint_gnn.interconnects import CNNToGraph, GraphToCNN
+from keypoint_gnn.layers import CNNToGraph, GraphToCNN
 
 # The authors' PyTorch interconnects (github.com/amitlohan/nn_interconnects), per batch of this
 # workload on a 2-core CPU like this one: quoted from the design notes, not measured here.

@@ -5,9 +5,7 @@ peak memory, and a size that would not fit under the memory limit is skipped, no
 """
 from keypoint_gnn._backend import tf
 from keypoint_gnn.benchmarks import isolation, measure
-from keypoint_gnn.gnn import GCNStack
-from keypoint_gnn.interconnects import CNNToGraph, GridToGraph
-from keypoint_gnn.keypoints import AttentionTopK
+from keypoint_gnn.layers import AttentionTopK, CNNToGraph, GCNStack, GridToGraph
 
 GRID_SIZES = (16, 32, 64, 128)
 KEYPOINT_COUNTS = (16, 64, 256, 1024)

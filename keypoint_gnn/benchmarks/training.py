@@ -11,7 +11,8 @@ import numpy as np
 from keypoint_gnn import xla
 from keypoint_gnn._backend import keras, tf
 from keypoint_gnn.benchmarks import isolation, machine, measure
-from keypoint_gnn.models import ModelConfig, build_classifier, build_plain_cnn
+from keypoint_gnn.config import ModelConfig
+from keypoint_gnn.models import build_classifier, build_plain_cnn
 
 DETECTORS = ("maxpool_nms", "attention", "grid")
 GNNS = ("gcn", "diffpool")
@@ -36,7 +37,8 @@ def build_model(name, image_size, target_params=None, precision="float32"):
         if name == PLAIN:
             return build_plain_cnn(ModelConfig(image_size=image_size), target_params=target_params)
         detector, gnn = name.split("/")
-        return build_classifier(ModelConfig(image_size=image_size, detector=detector, gnn=gnn))
+        return build_classifier(ModelConfig(image_size=image_size, detector={"kind": detector},
+                                            graph={"kind": gnn}))
     finally:
         keras.mixed_precision.set_global_policy(previous)
 

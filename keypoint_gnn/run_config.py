@@ -1,0 +1,115 @@
+"""`RunConfig`: what a trainer runs, as plain data: the data, the model and the training recipe.
+
+    RunConfig(data=DataConfig(...), model=ModelConfig(...), train=TrainConfig(...))
+
+Resolved in this order, each on top of the last: the trainer's defaults, a preset
+(`keypoint_gnn.presets`), a JSON file, the trainer's shortcut flags, then `--set PATH=VALUE`
+assignments. A path that does not start with a section name is taken under `model`
+(`detector.refinement=centre` is `model.detector.refinement=centre`).
+"""
+import dataclasses
+import json
+import pathlib
+
+from keypoint_gnn import rules
+from keypoint_gnn.config import ModelConfig
+from keypoint_gnn.sections import ConfigError, Section, merge, set_path
+
+RUN_SECTIONS = ("data", "model", "train")
+
+
+@dataclasses.dataclass
+class DataConfig(Section):
+    """dataset: "builtin" (generated), "builtin:KEY=VALUE,...", "folder:PATH", "idx:PATH" or a
+    prepared TFDS name; data_dir: TFDS folder; channels: 1 or 3 to convert, None keeps the
+    source's; augment: "auto" (crop, and flip where flips keep the class), "flip,crop", "crop",
+    "flip" or "none"; max_examples: cap on each split (a seeded subset)."""
+
+    dataset: str = "builtin"
+    data_dir: str | None = None
+    channels: int | None = None
+    augment: str = "auto"
+    max_examples: int | None = None
+
+    def __post_init__(self):
+        if self.channels is not None and self.channels not in (1, 3):
+            raise ValueError(f"channels={self.channels!r} must be 1, 3 or null (the data set's)")
+        if self.max_examples is not None:
+            rules.check_positive_int("max_examples", self.max_examples)
+        rules.check_choice("augment", self.augment, ("auto", "flip,crop", "crop", "flip", "none"))
+
+
+@dataclasses.dataclass
+class TrainConfig(Section):
+    """epochs; batch_size (global, over all replicas); learning_rate (Adam); recalibrate_bn:
+    after training, recompute the batch-norm statistics over this many training batches
+    (precise BN, Wu & Johnson 2021) before the test evaluation and export, 0 keeps the moving
+    averages."""
+
+    epochs: int = 8
+    batch_size: int = 64
+    learning_rate: float = 2e-3
+    recalibrate_bn: int = 0
+
+    def __post_init__(self):
+        rules.check_positive_int("epochs", self.epochs)
+        rules.check_positive_int("batch_size", self.batch_size)
+        rules.check_positive_number("learning_rate", self.learning_rate)
+        rules.check_non_negative_number("recalibrate_bn", self.recalibrate_bn)
+
+
+@dataclasses.dataclass
+class RunConfig(Section):
+    data: DataConfig = dataclasses.field(default_factory=DataConfig)
+    model: ModelConfig = dataclasses.field(default_factory=ModelConfig)
+    train: TrainConfig = dataclasses.field(default_factory=TrainConfig)
+
+
+def qualified(path):
+    """`detector.kind` -> `model.detector.kind`; `train.epochs` stays."""
+    return path if path.split(".", 1)[0] in RUN_SECTIONS else f"model.{path}"
+
+
+def read_config_file(path):
+    """A JSON file -> nested dict of RunConfig fields. A file holding a bare ModelConfig (as
+    `config.json` of a run, or `trainers.tune`'s best_config.json) is read as its model."""
+    path = pathlib.Path(path)
+    if not path.is_file():
+        raise ConfigError(f"--config {path}: no such file")
+    try:
+        values = json.loads(path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as error:
+        raise ConfigError(f"--config {path} is not valid JSON: {error}") from None
+    if not isinstance(values, dict):
+        raise ConfigError(f"--config {path} must hold a JSON object of config fields")
+    values = values.get("model_config", values)
+    if not set(values) & set(RUN_SECTIONS):
+        values = {"model": values}
+    return values
+
+
+def resolve(defaults=None, preset=None, config_file=None, flags=None, assignments=()):
+    """The RunConfig from its layers (see the module docstring).
+
+    Args:
+      defaults, preset: nested dicts of RunConfig fields (a preset's "config").
+      config_file: path of a JSON file (`read_config_file`), or None.
+      flags: {dotted path: value} from shortcut flags; None values are skipped.
+      assignments: "PATH=VALUE" strings.
+
+    Raises:
+      ConfigError naming the field, the value and what is valid.
+    """
+    values = merge(defaults or {}, preset or {})
+    if config_file:
+        values = merge(values, read_config_file(config_file))
+    for path, value in (flags or {}).items():
+        if value is not None:
+            update = value
+            for key in reversed(qualified(path).split(".")):
+                update = {key: update}
+            values = merge(values, update)
+    for assignment in assignments:
+        path, sep, text = assignment.partition("=")
+        values = set_path(RunConfig, values, f"{qualified(path.strip())}{sep}{text}")
+    return RunConfig.from_dict(values)
