@@ -5,7 +5,6 @@ import os
 import pathlib
 import sys
 import tempfile
-import time
 
 import numpy as np
 
@@ -68,20 +67,6 @@ def set_precision(mixed):
     policy = "mixed_float16" if tf.config.list_physical_devices("GPU") else "mixed_bfloat16"
     keras.mixed_precision.set_global_policy(policy)
     return policy
-
-
-class EpochTimer(keras.callbacks.Callback):
-    """Records the wall-clock seconds of every epoch (`self.seconds`)."""
-
-    def __init__(self):
-        super().__init__()
-        self.seconds = []
-
-    def on_epoch_begin(self, epoch, logs=None):
-        self._start = time.perf_counter()
-
-    def on_epoch_end(self, epoch, logs=None):
-        self.seconds.append(time.perf_counter() - self._start)
 
 
 class KeypointImages(keras.callbacks.Callback):
@@ -269,12 +254,27 @@ def offset_quality(model, config, images):
 
 
 def write_json(path, payload):
-    """Writes JSON atomically (temporary file, then rename)."""
+    """Writes strict JSON atomically (a temporary file of this process, then a rename):
+    NaN and infinities, which JSON has no words for, are written as null."""
     path = pathlib.Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(json.dumps(payload, indent=2, sort_keys=True, default=_json_default))
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    text = json.dumps(_finite_or_none(payload), indent=2, sort_keys=True, allow_nan=False,
+                      default=_json_default)
+    tmp.write_text(text)
     os.replace(tmp, path)
+
+
+def _finite_or_none(value):
+    if isinstance(value, dict):
+        return {key: _finite_or_none(item) for key, item in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_finite_or_none(item) for item in value]
+    if isinstance(value, np.ndarray):
+        return _finite_or_none(value.tolist())
+    if isinstance(value, (float, np.floating)) and not np.isfinite(value):
+        return None
+    return value
 
 
 def _json_default(value):
@@ -299,12 +299,15 @@ def _module_name():
     return spec.name if spec is not None else sys.argv[0]
 
 
-def run_summary(*, args, strategy, precision, info, run, history, epoch_seconds, train_seconds):
+def run_summary(*, args, strategy, precision, info, run, run_dir, epoch_log, train_seconds):
     """What every trainer records about a run besides its task metrics: speed, set-up, the
-    resolved RunConfig `run`, the command line and the history."""
+    resolved RunConfig `run`, the command line, and the history and epoch times of every
+    epoch, those of earlier processes of a resumed run included (`run_dir`)."""
+    epoch_seconds = run_dir.epoch_seconds()
     return {
         **speed_summary(epoch_seconds, info.num_examples["train"]),
-        "epochs_run_this_session": len(epoch_seconds),
+        "epoch_seconds": epoch_seconds,
+        "epochs_run_this_session": len(epoch_log.seconds),
         "train_seconds_this_session": train_seconds,
         "precision": precision,
         "xla": args.xla,
@@ -315,11 +318,12 @@ def run_summary(*, args, strategy, precision, info, run, history, epoch_seconds,
         "dataset": info.name,
         "num_examples": info.num_examples,
         "skipped_files": info.skipped_files,
+        "data_warnings": list(getattr(info, "warnings", [])),
         "preset": getattr(args, "preset", None),
         "seed": args.seed,
         "config": run.to_dict(),
         "command": command_line(),
-        "history": {key: [float(v) for v in values] for key, values in history.history.items()},
+        "history": run_dir.history(),
     }
 
 

@@ -2,6 +2,7 @@
 import argparse
 import json
 import os
+import pathlib
 import subprocess
 import sys
 
@@ -489,3 +490,327 @@ def test_tflite_info_with_a_bad_config_names_the_file(tiny, tmp_path):
     export.tflite_info_path(path).write_text(json.dumps(info))
     with pytest.raises(ValueError, match=r"tiny.tflite.json' holds no valid ModelConfig"):
         export.TFLiteClassifier(path)
+
+
+# --- Issue 24: nothing bad gets served, nothing is lost, no traceback ------------------------
+
+
+def _cli_error(main, argv, capsys):
+    """Runs a trainer's `main(argv)` as its `python -m` entry does; the one stderr line."""
+    from trainers import common
+
+    capsys.readouterr()
+    with pytest.raises(SystemExit) as exit_info:
+        common.run_main(lambda: main(argv))
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err
+    assert "Traceback" not in err
+    lines = err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: "), err
+    return lines[0]
+
+
+def _tree(root):
+    return sorted(str(path.relative_to(root)) for path in root.rglob("*"))
+
+
+@pytest.mark.parametrize("name, problem", [
+    ("", "it is empty"), (".hidden", "starts with '.'"), ("..", "parent folder"),
+    ("tmp-1", "starts with 'tmp-'"), ("a/b", "path separator"),
+    ("../../escape", "path separator"), ("a\\b", "path separator"),
+    ("a\nb", "non-printable"), ("x" * 201, "longer than 200 bytes"), (5, "not a string"),
+])
+def test_export_name_rule(name, problem):
+    with pytest.raises(ValueError) as error:
+        export.check_export_name(name, " (from --name)")
+    message = str(error.value)
+    assert f"name={name!r} (from --name) is not a valid model name" in message
+    assert problem in message and "a model name is one folder name" in message
+    assert "\n" not in message
+
+
+@pytest.mark.parametrize("name", ["keypoint_gnn", "m.v2", "builtin-classify", "modèle", "x" * 200])
+def test_export_name_rule_accepts(name):
+    assert export.check_export_name(name) == name
+
+
+def _cli_run_dir(tmp_path, config, name="tiny", model=None):
+    """A run directory; model.keras is a stand-in unless `model` is given (the name and --out
+    are checked before the model is loaded)."""
+    run_dir = tmp_path / "runs" / "run"
+    run_dir.mkdir(parents=True)
+    if model is None:
+        (run_dir / "model.keras").write_text("not loaded")
+    else:
+        model.save(run_dir / "model.keras")
+    (run_dir / "config.json").write_text(config.to_json())
+    (run_dir / "run.json").write_text(json.dumps({"name": name, "dataset": "builtin",
+                                                  "class_names": CLASS_NAMES}))
+    return run_dir
+
+
+@pytest.mark.parametrize("fmt", ["savedmodel", "tflite"])
+@pytest.mark.parametrize("where", ["--name", "run.json"])
+def test_export_cli_refuses_path_traversal_in_both_formats(tmp_path, capsys, fmt, where):
+    from trainers import export as export_trainer
+
+    config = kg.ModelConfig(**TINY)
+    planted = "../../../planted" if where == "run.json" else "../../escape"
+    run_dir = _cli_run_dir(tmp_path, config, name=planted if where == "run.json" else "tiny")
+    out = tmp_path / "a" / "b" / "out"
+    before = _tree(tmp_path)
+    argv = ["--run", str(run_dir), "--format", fmt, "--out", str(out)]
+    if where == "--name":
+        argv += ["--name", planted]
+    line = _cli_error(export_trainer.main, argv, capsys)
+    assert f"name={planted!r}" in line and "path separator" in line
+    assert ("(from --name)" if where == "--name" else "run.json; pass --name NAME") in line
+    assert _tree(tmp_path) == before  # nothing written, out not even created
+
+
+@pytest.mark.parametrize("fmt", ["savedmodel", "tflite"])
+def test_export_cli_out_is_a_file(tmp_path, capsys, fmt):
+    from trainers import export as export_trainer
+
+    run_dir = _cli_run_dir(tmp_path, kg.ModelConfig(**TINY))
+    out = tmp_path / "out"
+    out.write_text("a file")
+    line = _cli_error(export_trainer.main, ["--run", str(run_dir), "--format", fmt, "--out",
+                                            str(out)], capsys)
+    assert "is a file, not a folder" in line and str(out) in line
+    assert out.read_text() == "a file"
+
+
+def test_export_cli_damaged_model_keras(tmp_path, capsys):
+    from trainers import export as export_trainer
+
+    run_dir = _cli_run_dir(tmp_path, kg.ModelConfig(**TINY))
+    line = _cli_error(export_trainer.main, ["--run", str(run_dir), "--out", str(tmp_path / "o")],
+                      capsys)
+    assert "cannot load model.keras" in line
+    assert not (tmp_path / "o").exists()
+
+
+def _diverged(count=3):
+    """A fresh tiny model with `count` NaN/Inf values in its first kernel."""
+    keras.utils.set_random_seed(3)
+    config = kg.ModelConfig(**TINY)
+    model = kg.build_classifier(config)
+    variable = next(v for v in model.variables if v.dtype.is_floating and np.size(v) >= count)
+    values = variable.numpy().reshape(-1)
+    values[:count] = [np.nan, np.inf, -np.inf][:count] + [np.nan] * max(0, count - 3)
+    variable.assign(values.reshape(variable.shape))
+    return model, config, variable.name
+
+
+def test_export_refuses_non_finite_weights_and_writes_nothing(tmp_path):
+    model, config, variable = _diverged()
+    message = (rf"model has non-finite weights \(3 NaN/Inf values in variable '{variable}'\); "
+               "refusing to export a diverged model")
+    with pytest.raises(ValueError, match=message):
+        export.export_saved_model(model, config, tmp_path / "saved", name="m")
+    with pytest.raises(ValueError, match=message):
+        export.export_tflite(model, config, tmp_path / "lite" / "m.tflite")
+    assert list(tmp_path.iterdir()) == []
+    assert export.non_finite_weights(model) == [(variable, 3)]
+
+
+@pytest.mark.parametrize("fmt", ["savedmodel", "tflite"])
+def test_export_cli_refuses_a_diverged_model(tmp_path, capsys, fmt):
+    from trainers import export as export_trainer
+
+    model, config, variable = _diverged()
+    run_dir = _cli_run_dir(tmp_path, config, model=model)
+    out = tmp_path / "out"
+    line = _cli_error(export_trainer.main, ["--run", str(run_dir), "--format", fmt, "--out",
+                                            str(out)], capsys)
+    assert line == (f"error: model has non-finite weights (3 NaN/Inf values in variable "
+                    f"'{variable}'); refusing to export a diverged model")
+    assert not out.exists()
+
+
+def _fake_saved_model_write(monkeypatch):
+    monkeypatch.setattr(export.saved_model, "write_saved_model",
+                        lambda m, c, directory, **kw: (directory / "saved_model.pb")
+                        .write_bytes(b"pb"))
+
+
+def _dead_pid():
+    child = subprocess.Popen([sys.executable, "-c", "pass"])
+    child.wait()
+    return child.pid
+
+
+def _age(path, seconds):
+    old = path.stat().st_mtime - seconds
+    os.utime(path, (old, old))
+
+
+def test_next_export_cleans_stale_temporary_dirs(tiny, tmp_path, monkeypatch):
+    from keypoint_gnn.export import files
+
+    model, config = tiny
+    _fake_saved_model_write(monkeypatch)
+    model_dir = tmp_path / "m"
+    model_dir.mkdir()
+    host = files._host()
+    entries = {
+        "dead": f".tmp-{_dead_pid()}@{host}@abc",  # killed export of this host
+        "alive": f".tmp-{os.getpid()}@{host}@def",  # an export in progress
+        "other_host": f".tmp-{_dead_pid()}@another-host@ghi",  # cannot tell: kept while fresh
+        "legacy": ".tmp-k2j3h4",  # a name from before the pid rule: kept while fresh
+        "legacy_old": ".tmp-z9y8x7",  # ... removed after 24 hours
+        "other_host_old": ".tmp-1@another-host@jkl",
+    }
+    for name in entries.values():
+        (model_dir / name / "variables").mkdir(parents=True)
+        (model_dir / name / "saved_model.pb").write_bytes(b"half")
+    (model_dir / ".tmp-a-file").write_text("not an export's")
+    for key in ("legacy_old", "other_host_old"):
+        _age(model_dir / entries[key], files.STALE_AFTER_S + 60)
+    version_dir = export.export_saved_model(model, config, tmp_path, name="m")
+    assert version_dir.name == "1"
+    left = {path.name for path in model_dir.iterdir()}
+    assert left == {"1", ".tmp-a-file", entries["alive"], entries["other_host"],
+                    entries["legacy"]}
+
+
+def test_tflite_export_cleans_only_its_own_stale_partial_files(tiny, tmp_path, monkeypatch):
+    from keypoint_gnn.export import files
+
+    model, config = tiny
+    monkeypatch.setattr(export.tflite, "convert_tflite", lambda *args: b"flat buffer")
+    folder = tmp_path / "lite"
+    folder.mkdir()
+    host = files._host()
+    dead = folder / f".tmp-{_dead_pid()}@{host}@abc.partial"
+    alive = folder / f".tmp-{os.getpid()}@{host}@def.partial"
+    legacy = folder / ".tmp-old.tflite"
+    unrelated = folder / ".tmp-notes"
+    for path in (dead, alive, legacy, unrelated):
+        path.write_bytes(b"x")
+    _age(legacy, files.STALE_AFTER_S + 60)
+    _age(unrelated, files.STALE_AFTER_S + 60)
+    path = export.export_tflite(model, config, folder / "m.tflite", class_names=CLASS_NAMES)
+    assert path.read_bytes() == b"flat buffer"
+    assert json.loads(export.tflite_info_path(path).read_text())["class_names"] == CLASS_NAMES
+    assert {p.name for p in folder.iterdir()} == {"m.tflite", "m.tflite.json", alive.name,
+                                                 unrelated.name}
+
+
+_KILLED_EXPORT = """
+import os, signal, sys
+import keypoint_gnn as kg
+from keypoint_gnn import export
+from keypoint_gnn._backend import tf
+config = kg.ModelConfig(**{tiny})
+model = kg.build_classifier(config)
+real_save = tf.saved_model.save
+def save_then_die(module, directory, signatures=None):
+    real_save(module, directory, signatures=signatures)
+    print(directory, flush=True)
+    os.kill(os.getpid(), signal.SIGKILL)  # killed before the rename: a leftover, no version
+tf.saved_model.save = save_then_die
+export.export_saved_model(model, config, sys.argv[1], name="m")
+"""
+
+
+@pytest.mark.slow  # a TensorFlow start in a subprocess
+def test_killed_export_leaves_no_version_and_the_next_cleans_up(tiny, tmp_path):
+    model, config = tiny
+    result = subprocess.run([sys.executable, "-c", _KILLED_EXPORT.format(tiny=TINY),
+                             str(tmp_path)], check=False, capture_output=True, text=True,
+                            timeout=300, cwd=os.path.dirname(os.path.dirname(__file__)))
+    assert result.returncode == -9, result.stderr
+    staging = result.stdout.strip().splitlines()[-1]
+    assert os.path.basename(staging).startswith(".tmp-") and os.path.isdir(staging)
+    assert export.list_versions(tmp_path / "m") == []
+    version_dir = export.export_saved_model(model, config, tmp_path, name="m")
+    assert [path.name for path in (tmp_path / "m").iterdir()] == [version_dir.name] == ["1"]
+
+
+@pytest.mark.parametrize("umask", [0o022, 0o027])
+def test_version_folders_get_umask_modes(tiny, tmp_path, umask):
+    model, config = tiny
+    previous = os.umask(umask)
+    try:
+        version_dir = export.export_saved_model(model, config, tmp_path, name="m",
+                                                class_names=CLASS_NAMES)
+    finally:
+        os.umask(previous)
+    folder_mode, file_mode = 0o777 & ~umask, 0o666 & ~umask
+    assert (version_dir / "variables").is_dir() and (version_dir / "saved_model.pb").is_file()
+    for path in [version_dir, *version_dir.rglob("*")]:
+        mode = path.stat().st_mode & 0o777
+        assert mode == (folder_mode if path.is_dir() else file_mode), (path, oct(mode))
+
+
+def test_tflite_files_get_umask_modes(tiny, tmp_path, monkeypatch):
+    model, config = tiny
+    monkeypatch.setattr(export.tflite, "convert_tflite", lambda *args: b"flat buffer")
+    previous = os.umask(0o022)
+    try:
+        path = export.export_tflite(model, config, tmp_path / "m.tflite")
+    finally:
+        os.umask(previous)
+    assert path.stat().st_mode & 0o777 == 0o644
+    assert export.tflite_info_path(path).stat().st_mode & 0o777 == 0o644
+
+
+def test_export_json_is_strict(tiny, tmp_path, monkeypatch):
+    from keypoint_gnn.export import files
+
+    with pytest.raises(ValueError, match=r"x.json: a\.b\[1\]=nan is not a finite number"):
+        files.dumps_strict({"a": {"b": [1.0, float("nan")]}}, "x.json")
+    assert json.loads(files.dumps_strict({"a": [1.5, None]}, "x.json")) == {"a": [1.5, None]}
+    model, config = tiny
+    _fake_saved_model_write(monkeypatch)
+    real_info = export.saved_model._export_info
+    monkeypatch.setattr(export.saved_model, "_export_info",
+                        lambda *args: {**real_info(*args), "score": float("inf")})
+    with pytest.raises(ValueError, match=r"export.json: score=inf is not a finite number"):
+        export.export_saved_model(model, config, tmp_path, name="m")
+    assert list((tmp_path / "m").iterdir()) == []  # no version, no leftover
+
+
+def _strict_load(text):
+    def refuse(constant):
+        raise ValueError(f"non-standard JSON constant {constant}")
+
+    return json.loads(text, parse_constant=refuse)
+
+
+def test_written_json_parses_strictly(exported, tiny, tmp_path, monkeypatch):
+    version_dir, _ = exported
+    assert _strict_load((version_dir / "export.json").read_text())["name"] == "tiny"
+    model, config = tiny
+    monkeypatch.setattr(export.tflite, "convert_tflite", lambda *args: b"flat buffer")
+    path = export.export_tflite(model, config, tmp_path / "m.tflite")
+    assert _strict_load(export.tflite_info_path(path).read_text())["quantize"] == "none"
+
+
+def test_export_cli_out_not_writable(tmp_path, capsys, monkeypatch):
+    from trainers import export as export_trainer
+
+    run_dir = _cli_run_dir(tmp_path, kg.ModelConfig(**TINY))
+    locked = tmp_path / "locked"
+    locked.mkdir()
+    real_access = os.access
+    # As a user without write permission (the tests may run as root, who writes anywhere).
+    monkeypatch.setattr(export_trainer.os, "access",
+                        lambda path, mode: False if pathlib.Path(path) == locked
+                        else real_access(path, mode))
+    line = _cli_error(export_trainer.main, ["--run", str(run_dir), "--format", "tflite",
+                                            "--out", str(locked / "sub")], capsys)
+    assert f"cannot write into {str(locked)!r} (permission denied)" in line
+    assert list(locked.iterdir()) == []
+
+
+def test_export_cli_run_json_class_names_must_match(tmp_path, capsys):
+    from trainers import export as export_trainer
+
+    run_dir = _cli_run_dir(tmp_path, kg.ModelConfig(**TINY))
+    (run_dir / "run.json").write_text(json.dumps({"name": "tiny", "class_names": ["a", "b"]}))
+    line = _cli_error(export_trainer.main, ["--run", str(run_dir), "--out", str(tmp_path / "o")],
+                      capsys)
+    assert "run.json: class_names has 2 names but the model has num_classes=3" in line

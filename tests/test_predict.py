@@ -3,6 +3,7 @@ user errors."""
 import base64
 import http.server
 import json
+import re
 import socket
 import subprocess
 import sys
@@ -285,8 +286,9 @@ def test_predict_cli_exit_code_and_one_line_message(tmp_path):
          f"http://127.0.0.1:{_closed_port()}", "--name", "tiny", "--timeout", "2"],
         check=False, capture_output=True, text=True, timeout=120)
     assert result.returncode == 2
-    assert "Traceback" not in result.stderr
-    assert "error: image" in result.stderr and "does not exist" in result.stderr
+    # One line, TensorFlow's own logging included, no traceback.
+    assert result.stderr.strip().splitlines() == [
+        f"error: image {str(tmp_path / 'nope.png')!r} does not exist"]
 
 
 def test_predict_cli_unreachable_server(tmp_path, rng):
@@ -311,3 +313,88 @@ def test_predict_tflite_with_a_flat_config_is_a_user_error(tiny_export, tmp_path
     info_path.write_text(json.dumps(info))
     with pytest.raises(common.UserError, match=r"holds no valid ModelConfig.*unknown field gnn"):
         predict.main([str(_png(tmp_path, rng)), "--tflite", str(tflite)])
+
+
+# --- Issue 24: every bad input is one line, exit 2, no traceback ------------------------------
+
+
+def _cli_error(argv, capsys):
+    """`python -m trainers.predict ARGV` in process: exit 2 and the one stderr line."""
+    from tests.test_export import _cli_error as cli_error
+
+    return cli_error(predict.main, argv, capsys)
+
+
+def test_predict_grpc_without_the_serving_extra(tmp_path, rng, capsys, monkeypatch):
+    # As if tensorflow-serving-api and grpcio were not installed: importing them fails.
+    for module in list(sys.modules):
+        if module.split(".")[0] in ("grpc", "tensorflow_serving"):
+            monkeypatch.setitem(sys.modules, module, None)
+    monkeypatch.setitem(sys.modules, "grpc", None)
+    monkeypatch.setitem(sys.modules, "tensorflow_serving", None)
+    image = _png(tmp_path, rng)
+    line = _cli_error([str(image), "--grpc", "localhost:8500", "--name", "tiny"], capsys)
+    assert line.startswith("error: --grpc needs the serving extra: pip install -e '.[serving]'")
+
+
+def test_predict_decompression_bomb_names_the_file_and_its_pixels(tmp_path, rng, capsys,
+                                                                  monkeypatch):
+    from PIL import Image
+
+    image = _png(tmp_path, rng, shape=(20, 24, 3), name="huge.png")  # 480 pixels
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 100)  # Pillow refuses above 200
+    line = _cli_error([str(image), "--model", str(tmp_path / "no_model")], capsys)
+    assert f"image {str(image)!r} has 480 pixels (24 x 20)" in line
+    assert "over Pillow's limit of 200 pixels" in line
+    assert Image.MAX_IMAGE_PIXELS == 100  # the limit lifted to read the size is put back
+
+
+@pytest.mark.parametrize("case, message", [
+    ("text", "not an image file Pillow can read"),
+    ("empty", "not an image file Pillow can read"),
+    ("truncated_jpeg", "cannot read image .*truncated.jpg"),
+    ("folder", "is a folder, not an image file"),
+    ("object_npy", "cannot read image .*objects.npy"),
+    ("unreadable", "Permission denied"),
+])
+def test_predict_unreadable_images(tmp_path, rng, capsys, case, message):
+    import os
+
+    from PIL import Image
+
+    path = tmp_path / {"text": "notes.png", "empty": "empty.png", "truncated_jpeg":
+                       "truncated.jpg", "folder": "folder.png", "object_npy": "objects.npy",
+                       "unreadable": "locked.png"}[case]
+    if case == "text":
+        path.write_text("not an image")
+    elif case == "empty":
+        path.write_bytes(b"")
+    elif case == "truncated_jpeg":
+        Image.fromarray(rng.integers(0, 256, (20, 24, 3), dtype=np.uint8)).save(path)
+        path.write_bytes(path.read_bytes()[:-60])
+    elif case == "folder":
+        path.mkdir()
+    elif case == "object_npy":
+        np.save(path, np.array([{"a": 1}], dtype=object), allow_pickle=True)
+    elif case == "unreadable":
+        if os.geteuid() == 0:
+            pytest.skip("root reads every file")
+        _png(tmp_path, rng, name=path.name).chmod(0)
+    line = _cli_error([str(path), "--model", str(tmp_path / "no_model")], capsys)
+    assert re.search(message, line), line
+
+
+def test_predict_draw_into_a_missing_folder(tmp_path, rng, capsys):
+    image = _png(tmp_path, rng)  # checked before any image is read or model loaded
+    line = _cli_error([str(image), "--model", str(tmp_path / "no_model"), "--draw",
+                       str(tmp_path / "missing" / "out.png")], capsys)
+    assert "does not exist" in line and "missing" in line
+
+
+
+def test_predict_damaged_saved_model(tmp_path, rng, capsys):
+    version_dir = tmp_path / "model" / "1"
+    version_dir.mkdir(parents=True)
+    (version_dir / "saved_model.pb").write_bytes(b"not a protocol buffer")
+    line = _cli_error([str(_png(tmp_path, rng)), "--model", str(tmp_path / "model")], capsys)
+    assert line.startswith(f"error: cannot load the SavedModel {str(version_dir)!r}")

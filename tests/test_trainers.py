@@ -13,6 +13,7 @@ import pytest
 import keypoint_gnn as kg
 from keypoint_gnn import training
 from keypoint_gnn._backend import keras, tf
+from keypoint_gnn.run_directory import RunDirectory
 from trainers import classify, common, pretrain_keypoints, recalibrate_bn, reconstruct
 
 TINY_FLAGS = ["--image-size", "32", "--set", "data.max_examples=48", "--batch-size", "16",
@@ -39,8 +40,10 @@ def test_classify_writes_every_output(tmp_path):
     assert kg.ModelConfig.from_json((out / "config.json").read_text()).detector.num_keypoints == 8
     assert metrics["config"]["train"]["epochs"] == 2 and metrics["preset"] == "default"
     assert not (out / "backup").exists()  # BackupAndRestore's folder is not left behind
-    version = tmp_path / "saved_models" / "keypoint_maxpool_nms_gcn" / "1"
+    # The export's name says what it was trained on: the model, the task, the data (a subset).
+    version = tmp_path / "saved_models" / "keypoint_maxpool_nms_gcn_classify_builtin_max48" / "1"
     assert (version / "saved_model.pb").is_file()
+    assert json.loads((out / "run.json").read_text())["name"] == version.parent.name
 
 
 class _Interrupt(keras.callbacks.Callback):
@@ -49,7 +52,8 @@ class _Interrupt(keras.callbacks.Callback):
             raise RuntimeError("simulated crash after the first epoch")
 
 
-def test_interrupted_run_resumes_from_last_finished_epoch(tmp_path, monkeypatch):
+def test_interrupted_run_resumes_with_its_whole_history_and_refuses_other_settings(
+        tmp_path, monkeypatch, capsys):
     out = tmp_path / "run"
     flags = TINY_FLAGS + ["--epochs", "3", "--out", str(out), "--no-export"]
     original = training.standard_callbacks
@@ -57,11 +61,72 @@ def test_interrupted_run_resumes_from_last_finished_epoch(tmp_path, monkeypatch)
                         lambda *a, **k: original(*a, **k) + [_Interrupt()])
     with pytest.raises(RuntimeError, match="simulated crash"):
         classify.main(flags)
-    assert (out / "backup").is_dir()
+    assert (out / "backup").is_dir() and not (out / ".lock").exists()
     monkeypatch.setattr(training, "standard_callbacks", original)
+    # Another configuration is refused, naming what differs, before anything is trained.
+    with pytest.raises(SystemExit) as exit_info:
+        common.run_main(lambda: classify.main(flags + ["--set", "graph.layers=3"]))
+    assert exit_info.value.code == 2
+    error = capsys.readouterr().err
+    assert "interrupted run of another configuration (run_config.model.graph.layers: 2 -> 3)" in error
     result = classify.main(flags)
     assert result["epochs_run_this_session"] == 2  # epochs 2 and 3; epoch 1 was restored
-    assert len(result["history"]["loss"]) == 2
+    assert len(result["history"]["loss"]) == 3 and len(result["epoch_seconds"]) == 3
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["history"] == result["history"]
+
+
+def test_a_finished_run_is_not_trained_again_unless_overwrite(tmp_path, capsys):
+    out = tmp_path / "run"
+    flags = TINY_FLAGS + ["--epochs", "1", "--out", str(out), "--no-export"]
+    classify.main(flags)
+    before = (out / "metrics.json").read_text()
+    with pytest.raises(SystemExit) as exit_info:
+        common.run_main(lambda: classify.main(flags))
+    assert exit_info.value.code == 2
+    assert "holds a finished run (metrics.json); pass --overwrite" in capsys.readouterr().err
+    assert (out / "metrics.json").read_text() == before
+    result = classify.main(flags + ["--overwrite"])
+    assert len(result["history"]["loss"]) == 1
+
+
+@pytest.mark.parametrize("problem", ["locked", "file", "name"])
+def test_run_folder_problems_stop_before_training(tmp_path, capsys, problem):
+    out = tmp_path / "run"
+    flags = TINY_FLAGS + ["--epochs", "1", "--out", str(out), "--export-dir", str(tmp_path / "sm")]
+    expected = {"locked": f"in use by another run (process {os.getpid()})",
+                "file": "is a file, not a folder",
+                "name": "--name: name='../escape' is not a valid model name"}[problem]
+    if problem == "file":
+        out.write_text("keep me")
+    if problem == "name":
+        flags += ["--name", "../escape"]
+    holder = RunDirectory(out, {}).__enter__() if problem == "locked" else None
+    try:
+        with pytest.raises(SystemExit) as exit_info:
+            common.run_main(lambda: classify.main(flags))
+    finally:
+        if holder is not None:
+            holder.release()
+    error = capsys.readouterr().err
+    assert exit_info.value.code == 2 and expected in error and error.count("\n") == 1
+    assert not (tmp_path / "sm").exists() and not (tmp_path / "escape").exists()
+    assert problem != "file" or out.read_text() == "keep me"
+    assert problem == "file" or not (out / "model.keras").exists()
+
+
+def test_a_diverged_run_is_neither_saved_nor_exported(tmp_path, capsys):
+    out = tmp_path / "run"
+    with pytest.raises(SystemExit) as exit_info:
+        common.run_main(lambda: classify.main(
+            TINY_FLAGS + ["--epochs", "2", "--learning-rate", "1e30", "--out", str(out),
+                          "--export-dir", str(tmp_path / "sm")]))
+    error = capsys.readouterr().err
+    assert exit_info.value.code == 2
+    assert error.startswith("error: training diverged") and "nothing saved or exported" in error
+    assert not (out / "model.keras").exists() and not (tmp_path / "sm").exists()
+    metrics = json.loads((out / "metrics.json").read_text(), parse_constant=pytest.fail)
+    assert metrics["diverged"]["test_loss_finite"] is False or metrics["diverged"]["non_finite_weights"]
 
 
 def test_reconstruct_writes_mse_psnr_and_figure(tmp_path):
@@ -373,3 +438,39 @@ def test_recalibration_bad_flags(tmp_path):
         recalibrate_bn.main([str(tmp_path), "--batches", "0"])
     with pytest.raises(common.UserError, match="no config.json"):
         recalibrate_bn.main([str(tmp_path)])
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(600)
+def test_killed_run_resumes_with_its_history_and_a_second_process_is_refused(tmp_path):
+    """Real processes: B on A's --out is refused naming A's pid; A killed (SIGKILL) after its
+    first or second epoch resumes, losing at most the unfinished epoch."""
+    import random
+    import signal
+    import time
+
+    out = tmp_path / "run"
+    flags = [*TINY_FLAGS, "--epochs", "4", "--no-export", "--out", str(out)]
+    root = os.path.dirname(os.path.dirname(__file__))
+    first = subprocess.Popen([sys.executable, "-m", "trainers.classify", *flags], cwd=root,
+                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    kill_after = random.Random(0).choice([1, 2])
+    deadline = time.time() + 400
+    while not (out / ".lock").exists() and time.time() < deadline:
+        time.sleep(0.2)
+    second = _run_cli("trainers.classify", *flags)
+    assert second.returncode == 2
+    assert f"in use by another run (process {first.pid})" in second.stderr
+    epochs = out / "epochs.json"
+    while time.time() < deadline and (
+            not epochs.exists() or len(json.loads(epochs.read_text())) < kill_after):
+        time.sleep(0.1)
+    first.send_signal(signal.SIGKILL)
+    first.wait()
+    finished = len(json.loads(epochs.read_text()))
+    resumed = subprocess.run([sys.executable, "-m", "trainers.classify", *flags], cwd=root,
+                             capture_output=True, text=True, timeout=400, check=False)
+    assert resumed.returncode == 0, resumed.stderr[-2000:]
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert len(metrics["history"]["loss"]) == 4 and len(metrics["epoch_seconds"]) == 4
+    assert metrics["epochs_run_this_session"] <= 4 - finished + 1

@@ -107,7 +107,8 @@ def test_classify_with_graph_xla_trains_and_exports_without_xla(tmp_path):
     assert metrics["xla"] == "auto"
     assert metrics["xla_mode"] == xla.resolve_mode("auto")
     assert np.isfinite(result["test_loss"])
-    saved = (tmp_path / "sm" / "keypoint_maxpool_nms_gcn" / "1" / "saved_model.pb").read_bytes()
+    saved = (tmp_path / "sm" / "keypoint_maxpool_nms_gcn_classify_builtin_max48" / "1"
+             / "saved_model.pb").read_bytes()
     assert b"_XlaMustCompile" not in saved
 
 

@@ -12,6 +12,7 @@ import time
 
 from keypoint_gnn import build_classifier, build_plain_cnn, models, training, viz, xla
 from keypoint_gnn._backend import keras
+from keypoint_gnn.export import export_saved_model
 from trainers import common
 
 
@@ -23,7 +24,8 @@ def parse_args(argv=None):
                        help="train the plain CNN whose parameter count matches the keypoint model")
     group.add_argument("--detector-weights", help="pre-trained detector weights "
                        "(detector.weights.h5 from trainers.pretrain_keypoints)")
-    group.add_argument("--name", help="export name (default: keypoint_<detector>_<gnn>)")
+    group.add_argument("--name", help="export name (default: keypoint_<detector>_<gnn>_classify_"
+                       "<data set>, e.g. keypoint_maxpool_nms_gcn_classify_builtin)")
     group.add_argument("--export-dir", default="saved_models",
                        help="TF Serving model base directory (default %(default)s)")
     group.add_argument("--no-export", action="store_true", help="skip the SavedModel export")
@@ -38,7 +40,13 @@ def build_model(config, plain_cnn):
 
 def main(argv=None):
     args = parse_args(argv)
-    strategy, data, run = common.start_run(args, "classify")
+    strategy, data, run, run_dir = common.start_run(
+        args, "classify", check=lambda run: common.export_name(args, run))
+    with run_dir:
+        return train(args, strategy, data, run, run_dir)
+
+
+def train(args, strategy, data, run, run_dir):
     config, out = run.model, pathlib.Path(args.out)
     chief = training.is_chief(strategy)
     precision = training.set_precision(args.mixed_precision)
@@ -50,14 +58,15 @@ def main(argv=None):
         model.compile(optimizer=keras.optimizers.Adam(run.train.learning_rate),
                       **common.classifier_loss_and_metrics(), **xla.compile_kwargs(args.xla_mode))
 
-    timer = training.EpochTimer()
+    epoch_log = run_dir.epoch_log()
     validation_images = None if args.plain_cnn else training.dataset_arrays(data.validation, 1)[0]
-    callbacks = training.standard_callbacks(out, "val_accuracy", "max", chief, validation_images,
-                                            config.feature_stride) + [timer]
+    # The epoch log comes first: every epoch BackupAndRestore saves is logged before it.
+    callbacks = [epoch_log] + training.standard_callbacks(
+        out, "val_accuracy", "max", chief, validation_images, config.feature_stride)
     start = time.perf_counter()
     with xla.jit_graph_section(model, args.xla_mode):
-        history = model.fit(data.train, validation_data=data.validation, epochs=run.train.epochs,
-                            callbacks=callbacks, verbose=common.verbosity(args))
+        model.fit(data.train, validation_data=data.validation, epochs=run.train.epochs,
+                  callbacks=callbacks, verbose=common.verbosity(args))
         train_seconds = time.perf_counter() - start
         recalibration = (common.recalibrate_batch_norm(model, data, run.train.recalibrate_bn)
                          if run.train.recalibrate_bn else None)
@@ -73,21 +82,20 @@ def main(argv=None):
         "parameters": int(model.count_params()),
         "architecture": "plain_cnn" if args.plain_cnn else "keypoint_gnn",
         **training.run_summary(args=args, strategy=strategy, precision=precision, info=data.info,
-                               run=run, history=history, epoch_seconds=timer.seconds,
+                               run=run, run_dir=run_dir, epoch_log=epoch_log,
                                train_seconds=train_seconds),
     }
     if recalibration:
         result["batch_norm_recalibration"] = recalibration
+    common.refuse_diverged(model, test_loss, result, out)
     if not args.plain_cnn:
         test_images, _ = training.dataset_arrays(data.test)
         result["keypoints"], _ = training.report_keypoints(model, config, data, test_images, out)
-    viz.plot_curves(history.history, out / "curves.png")
+    viz.plot_curves(result["history"], out / "curves.png")
 
-    name = args.name or ("plain_cnn" if args.plain_cnn else models.model_name(config))
+    name = common.export_name(args, run)
     common.save_run(out, model, run, data.info, name, args)
     if not args.no_export and not args.plain_cnn:
-        from keypoint_gnn.export import export_saved_model
-
         result["saved_model"] = str(export_saved_model(
             model, config, base_dir=args.export_dir, name=name, class_names=data.info.class_names))
     training.write_json(out / "metrics.json", result)

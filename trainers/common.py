@@ -8,20 +8,26 @@ import argparse
 import contextlib
 import json
 import pathlib
+import re
 import sys
+import tempfile
+
+import numpy as np
 
 import keypoint_gnn  # noqa: F401  (selects tf_keras before anything else touches tf.keras)
 from keypoint_gnn import precise_bn, presets, registry, training, xla
 from keypoint_gnn._backend import keras
 from keypoint_gnn.data import load_dataset
+from keypoint_gnn.export.checks import check_export_name, non_finite_weights
+from keypoint_gnn.models import model_name
 from keypoint_gnn.run_config import resolve
+from keypoint_gnn.run_directory import RunDirectory, RunDirectoryError
 from keypoint_gnn.sections import ConfigError
 from keypoint_gnn.training import STRATEGIES
 
 # Shortcut flag -> the RunConfig field it sets (`--set` reaches every field).
 SHORTCUTS = {
     "dataset": "data.dataset",
-    "data_dir": "data.data_dir",
     "image_size": "model.image_size",
     "detector": "model.detector.kind",
     "gnn": "model.graph.kind",
@@ -70,7 +76,6 @@ def add_config_flags(parser, task, *, data=True, model=True, train=True):
         group = parser.add_argument_group("data")
         group.add_argument("--dataset", help="builtin (default, generated in code), "
                            "builtin:KEY=VALUE,..., folder:PATH, idx:PATH or a prepared TFDS name")
-        group.add_argument("--data-dir", help="TFDS data directory (nothing is downloaded)")
         group.add_argument("--image-size", type=int, help="square image side in pixels (default 48)")
     if model:
         group = parser.add_argument_group("model")
@@ -84,7 +89,7 @@ def add_config_flags(parser, task, *, data=True, model=True, train=True):
         group.add_argument("--batch-size", type=int, help="global batch size (default 64)")
         group.add_argument("--learning-rate", type=float, help="Adam learning rate (default 0.002)")
     add_shortcuts(parser, *(name for name, section in (
-        ("dataset", data), ("data_dir", data), ("image_size", data), ("detector", model),
+        ("dataset", data), ("image_size", data), ("detector", model),
         ("gnn", model), ("keypoints", model), ("epochs", train), ("batch_size", train),
         ("learning_rate", train)) if section))
 
@@ -99,7 +104,10 @@ def add_runtime_flags(parser, default_out):
     group.add_argument("--seed", type=int, default=0, help="seed of data split, init and "
                        "augmentation (default %(default)s)")
     group.add_argument("--out", default=default_out, help="run directory; rerun with the same "
-                       "--out to resume (default %(default)s)")
+                       "--out to resume an interrupted run (default %(default)s)")
+    group.add_argument("--overwrite", action="store_true",
+                       help="train again into an --out that holds a finished run or another "
+                            "run's checkpoint (its outputs are replaced)")
     group.add_argument("--strategy", choices=STRATEGIES, default="auto",
                        help="tf.distribute strategy (default %(default)s: mirrored over all GPUs)")
     group.add_argument("--devices", default=None,
@@ -139,26 +147,73 @@ def load_data(run, seed, task="classify", augment=None):
                         max_examples=data.max_examples, task=task)
 
 
-def start_run(args, task="classify", defaults=None, augment=None):
-    """What every trainer does first: the config, the strategy, the seed and the data.
+def start_run(args, task="classify", defaults=None, augment=None, trainer=None, check=None):
+    """What every trainer does first: the config, the strategy, the run folder, the seed and
+    the data.
 
-    The config is checked before anything slow; the strategy comes before any op runs
-    (MultiWorkerMirroredStrategy must configure its collectives first). Returns (strategy,
-    data splits, RunConfig with the model fitted to the data set's classes and channels).
+    Everything the flags can get wrong is checked before anything slow (`check(run)` adds the
+    trainer's own checks); the strategy comes before any op runs (MultiWorkerMirroredStrategy
+    must configure its collectives first). The run folder comes back locked: use it as
+    `with run_dir:` so that it is released. Returns (strategy, data splits, RunConfig with the
+    model fitted to the data set's classes and channels, RunDirectory).
     """
     run = run_config(args, task, defaults)
     check_runtime_flags(args)
+    if check is not None:
+        check(run)
     strategy = training.make_strategy(args.strategy, args.devices.split(",") if args.devices else None)
-    keras.utils.set_random_seed(args.seed)
-    args.xla_mode = xla.resolve_mode(args.xla)
-    data = load_data(run, args.seed, task, augment)
-    info = data.info
+    run_dir = run_directory(args, run, strategy, trainer or task).__enter__()
     try:
-        model = run.model.with_data(image_size=info.image_size, channels=info.channels,
-                                    num_classes=info.num_classes)
+        keras.utils.set_random_seed(args.seed)
+        args.xla_mode = xla.resolve_mode(args.xla)
+        data = load_data(run, args.seed, task, augment)
+        info = data.info
+        try:
+            model = run.model.with_data(image_size=info.image_size, channels=info.channels,
+                                        num_classes=info.num_classes)
+        except ValueError as error:
+            raise UserError(f"{info.name}: {error}") from None
+    except BaseException:
+        run_dir.release()
+        raise
+    return strategy, data, run.replace(model=model), run_dir
+
+
+def refuse_diverged(model, test_loss, result, out):
+    """A model with a non-finite test loss or weights is neither saved nor exported: its
+    metrics.json says so (strict JSON), and the run ends with a one-line error."""
+    bad = dict(non_finite_weights(model))
+    if not bad and np.isfinite(test_loss):
+        return
+    result["diverged"] = {"test_loss_finite": bool(np.isfinite(test_loss)),
+                          "non_finite_weights": bad}
+    training.write_json(pathlib.Path(out) / "metrics.json", result)
+    raise UserError(
+        f"training diverged (test loss {test_loss}; {sum(bad.values())} NaN/Inf weight values "
+        f"in {len(bad)} variables): nothing saved or exported; try a lower --learning-rate "
+        f"(details in {pathlib.Path(out) / 'metrics.json'})")
+
+
+def export_name(args, run):
+    """trainers.classify's export name: --name, else the model and what it was trained on;
+    checked before any training."""
+    name = args.name or ("plain_cnn" if args.plain_cnn else model_name(run.model))
+    if not args.name:
+        name = f"{name}_classify_{dataset_slug(run.data)}"
+    try:
+        check_export_name(name)
     except ValueError as error:
-        raise UserError(f"{info.name}: {error}") from None
-    return strategy, data, run.replace(model=model)
+        raise UserError(f"--name: {error}") from None
+    return name
+
+
+def dataset_slug(data):
+    """"builtin", "imagenette2" (folder:.../imagenette2), "cifar10", ..., with "_max<N>" for
+    a subset: a served model's name says what it was trained on."""
+    spec = data.dataset.split(":", 1)
+    source = spec[1].rstrip("/").rsplit("/", 1)[-1] if spec[0] in ("folder", "idx") else data.dataset
+    slug = re.sub(r"[^A-Za-z0-9]+", "_", source).strip("_").lower() or "data"
+    return slug + (f"_max{data.max_examples}" if data.max_examples else "")
 
 
 def save_run(out, model, run, info, name, args):
@@ -173,6 +228,17 @@ def save_run(out, model, run, info, name, args):
         "name": name, "dataset": info.name, "class_names": info.class_names,
         "plain_cnn": bool(getattr(args, "plain_cnn", False)), "seed": args.seed,
         "max_examples": run.data.max_examples, "preset": args.preset, "run_config": run.to_dict()})
+
+
+def run_directory(args, run, strategy, trainer):
+    """The chief's `RunDirectory` for --out (locked, checked; see keypoint_gnn.run_directory);
+    other workers of a multi-worker run get a private temporary one."""
+    configuration = {"trainer": trainer, "seed": args.seed,
+                     "plain_cnn": bool(getattr(args, "plain_cnn", False)),
+                     # More epochs may be asked for when resuming: not part of the identity.
+                     "run_config": run.updated({"train": {"epochs": 1}}).to_dict()}
+    path = args.out if training.is_chief(strategy) else tempfile.mkdtemp(prefix="worker-")
+    return RunDirectory(path, configuration, overwrite=args.overwrite)
 
 
 def verbosity(args):
@@ -249,6 +315,6 @@ def run_main(main):
     """Runs `main()`, turning user errors into a one-line message and exit status 2."""
     try:
         return main()
-    except (UserError, ValueError, FileNotFoundError) as error:
+    except (UserError, RunDirectoryError, ValueError, FileNotFoundError) as error:
         print(f"error: {error}", file=sys.stderr)
         sys.exit(2)

@@ -6,14 +6,21 @@
 
 RUN_DIR is what `python -m trainers.classify` writes: model.keras, config.json (the nested
 `ModelConfig` JSON) and run.json ({"name", "dataset", "class_names", "run_config", ...}).
+
+Before anything is loaded or written: the run's files, the model name (--name, else run.json's
+name, else the run directory's; one rule for both formats, `check_export_name`) and --out
+(a folder, writable) are checked. A model with a NaN or an infinity in its weights (a diverged
+training) is not exported. Each error is one line and exit status 2; nothing is written.
 """
 import json
+import os
 import pathlib
 
 from keypoint_gnn._backend import keras
 from keypoint_gnn.config import ModelConfig
-from keypoint_gnn.export.saved_model import export_saved_model
-from keypoint_gnn.export.tflite import QUANTIZATIONS, export_tflite, write_tflite_info
+from keypoint_gnn.export.checks import check_export_name
+from keypoint_gnn.export.saved_model import _check_class_names, export_saved_model
+from keypoint_gnn.export.tflite import QUANTIZATIONS, export_tflite
 from trainers import common
 
 FORMATS = ("savedmodel", "tflite")
@@ -73,6 +80,13 @@ def read_model_config(run_dir):
 
 def read_run(run_dir):
     """RUN_DIR -> (model, config, run dict); UserError naming the missing or bad file."""
+    config, run = read_run_files(run_dir)
+    return load_run_model(run_dir), config, run
+
+
+def read_run_files(run_dir):
+    """RUN_DIR -> (config, run dict), without loading the model; UserError naming the missing
+    or bad file."""
     run_dir = pathlib.Path(run_dir)
     if not run_dir.is_dir():
         raise common.UserError(f"--run {run_dir}: no such directory")
@@ -86,8 +100,52 @@ def read_run(run_dir):
     if run.get("plain_cnn"):
         raise common.UserError(f"--run {run_dir} is a plain-CNN baseline: it has no keypoints "
                                "to serve; export a keypoint model's run")
-    model = keras.models.load_model(paths["model.keras"])
-    return model, config, run
+    return config, run
+
+
+def load_run_model(run_dir):
+    """RUN_DIR/model.keras; UserError when it cannot be loaded (truncated, not a Keras file)."""
+    path = pathlib.Path(run_dir) / "model.keras"
+    try:
+        return keras.models.load_model(path)
+    except Exception as error:  # noqa: BLE001  (zipfile, h5py, Keras: a damaged file)
+        detail = str(error).strip().splitlines()
+        raise common.UserError(f"--run {run_dir}: cannot load model.keras "
+                               f"({type(error).__name__}: {detail[0] if detail else ''})") \
+            from None
+
+
+def model_name(args, run):
+    """--name, else run.json's name, else the run directory's name: checked with
+    `check_export_name` (the same rule for every format); UserError naming where it came
+    from."""
+    run_dir = pathlib.Path(args.run)
+    if args.name is not None:
+        name, source = args.name, " (from --name)"
+    elif run.get("name"):
+        name, source = run["name"], f" (from {run_dir / 'run.json'}; pass --name NAME)"
+    else:
+        name = run_dir.resolve().name
+        source = f" (the name of --run {run_dir}; pass --name NAME)"
+    try:
+        return check_export_name(name, source)
+    except ValueError as error:
+        raise common.UserError(str(error)) from None
+
+
+def check_out_folder(folder, flag="--out", hint="name a folder (created if missing)"):
+    """UserError unless `folder` is a folder this process can write, or can be created: the
+    first existing folder on its path must be a writable folder."""
+    folder = pathlib.Path(folder)
+    existing = folder
+    while not existing.exists() and existing != existing.parent:
+        existing = existing.parent
+    if not existing.is_dir():
+        what = "it" if existing == folder else f"{str(existing)!r}"
+        raise common.UserError(f"{flag} {str(folder)!r}: {what} is a file, not a folder; {hint}")
+    if not os.access(existing, os.W_OK | os.X_OK):
+        raise common.UserError(f"{flag} {str(folder)!r}: cannot write into {str(existing)!r} "
+                               "(permission denied); name a folder you can write")
 
 
 def representative_images(run, config, count):
@@ -114,22 +172,38 @@ def representative_images(run, config, count):
 
 def main(argv=None):
     args = parse_args(argv)
-    model, config, run = read_run(args.run)
-    name = args.name or run.get("name") or pathlib.Path(args.run).resolve().name
-    class_names = run.get("class_names")
+    config, run = read_run_files(args.run)
+    name = model_name(args, run)
+    try:
+        class_names = _check_class_names(run.get("class_names"), config)
+    except ValueError as error:
+        raise common.UserError(f"{pathlib.Path(args.run) / 'run.json'}: {error}") from None
     out = pathlib.Path(args.out or DEFAULT_OUT[args.format])
+    suffix = "" if args.quantize == "none" else f"-{args.quantize}"
+    check_out_folder(out)
     if args.format == "savedmodel":
-        path = export_saved_model(model, config, base_dir=out, name=name,
-                                  class_names=class_names)
-        print(f"exported SavedModel version {path.name} to {path}")
-        return path
+        check_out_folder(out / name, flag="model folder",
+                         hint="remove it or pass another --name or --out")
+    else:
+        target = out / f"{name}{suffix}.tflite"
+        for path in (target, target.with_name(f"{target.name}.json")):
+            if path.is_dir():
+                raise common.UserError(f"{str(path)!r} is a folder: the export cannot replace "
+                                       "it; remove it or pass another --name or --out")
+    model = load_run_model(args.run)
     calibration = None
     if args.quantize == "int8":
         calibration = representative_images(run, config, args.representative_images)
-    suffix = "" if args.quantize == "none" else f"-{args.quantize}"
-    path = export_tflite(model, config, out / f"{name}{suffix}.tflite", quantize=args.quantize,
-                         representative_images=calibration)
-    write_tflite_info(path, config, quantize=args.quantize, class_names=class_names)
+    try:
+        if args.format == "savedmodel":
+            path = export_saved_model(model, config, base_dir=out, name=name,
+                                      class_names=class_names)
+            print(f"exported SavedModel version {path.name} to {path}")
+            return path
+        path = export_tflite(model, config, target, quantize=args.quantize,
+                             representative_images=calibration, class_names=class_names)
+    except OSError as error:  # a full disk, a folder made read-only meanwhile, ...
+        raise common.UserError(f"cannot write the export into {str(out)!r}: {error}") from None
     print(f"exported TFLite ({args.quantize}) to {path} ({path.stat().st_size} bytes)")
     return path
 

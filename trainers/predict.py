@@ -66,7 +66,37 @@ def parse_args(argv=None):
         raise common.UserError(f"--timeout={args.timeout} must be a positive number of seconds")
     if args.top < 1:
         raise common.UserError(f"--top={args.top} must be at least 1")
+    if args.grpc:
+        require_serving_extra()
+    if args.draw:
+        _check_draw(args.draw)
     return args
+
+
+SERVING_EXTRA_MODULES = ("grpc", "tensorflow_serving.apis.predict_pb2",
+                         "tensorflow_serving.apis.prediction_service_pb2_grpc")
+
+
+def require_serving_extra():
+    """UserError unless the gRPC client's packages (the `serving` extra) import."""
+    import importlib
+
+    for module in SERVING_EXTRA_MODULES:
+        try:
+            importlib.import_module(module)
+        except ImportError as error:  # ModuleNotFoundError, or a broken installation
+            missing = getattr(error, "name", None) or module
+            raise common.UserError("--grpc needs the serving extra: pip install -e "
+                                   f"'.[serving]' (cannot import {missing})") from None
+
+
+def _check_draw(draw):
+    draw = pathlib.Path(draw)
+    folder = draw.parent
+    if draw.is_dir():
+        raise common.UserError(f"--draw {str(draw)!r} is a folder; name a .png file")
+    if not folder.is_dir():
+        raise common.UserError(f"--draw {str(draw)!r}: folder {str(folder)!r} does not exist")
 
 
 def _encode_png(pixels):
@@ -88,6 +118,8 @@ def read_image(path):
     from PIL import Image, UnidentifiedImageError
 
     path = pathlib.Path(path)
+    if path.is_dir():
+        raise common.UserError(f"image {str(path)!r} is a folder, not an image file")
     if not path.is_file():
         raise common.UserError(f"image {str(path)!r} does not exist")
     if path.suffix.lower() == ".npy":
@@ -107,7 +139,11 @@ def read_image(path):
         if min(pixels.shape[:2]) < 1:
             raise common.UserError(f"image {str(path)!r} is empty: shape {pixels.shape}")
         return pixels, _encode_png(pixels)
-    encoded = path.read_bytes()
+    try:
+        encoded = path.read_bytes()
+    except OSError as error:
+        raise common.UserError(f"cannot read image {str(path)!r}: {error.strerror or error}") \
+            from None
     try:
         with Image.open(io.BytesIO(encoded)) as image:
             image.load()
@@ -118,8 +154,15 @@ def read_image(path):
             else:  # P, CMYK, YCbCr, ...
                 converted = image.convert("RGBA" if "transparency" in image.info else "RGB")
             pixels = np.asarray(converted, dtype=np.uint8)
-    except (UnidentifiedImageError, OSError, ValueError) as error:
-        raise common.UserError(f"cannot read image {str(path)!r}: {error}") from None
+    except Image.DecompressionBombError:
+        raise common.UserError(_too_large(path, encoded)) from None
+    except UnidentifiedImageError:
+        raise common.UserError(f"cannot read image {str(path)!r}: not an image file Pillow "
+                               "can read; valid: PNG, JPEG, GIF, BMP (and other formats Pillow "
+                               "reads) or a .npy uint8 array") from None
+    except Exception as error:  # noqa: BLE001  (Pillow raises many types on damaged files)
+        raise common.UserError(f"cannot read image {str(path)!r}: "
+                               f"{str(error) or type(error).__name__}") from None
     if pixels.ndim == 2:
         pixels = pixels[..., None]
     if path.suffix.lower() not in (".png", ".jpg", ".jpeg", ".gif", ".bmp"):
@@ -127,11 +170,34 @@ def read_image(path):
     return pixels, encoded
 
 
+def _too_large(path, encoded):
+    """The message for an image over Pillow's decompression-bomb limit: its size, read from the
+    header with the limit lifted (nothing is decoded)."""
+    from PIL import Image
+
+    limit = 2 * Image.MAX_IMAGE_PIXELS  # Pillow refuses above twice MAX_IMAGE_PIXELS
+    saved, Image.MAX_IMAGE_PIXELS = Image.MAX_IMAGE_PIXELS, None
+    try:
+        with Image.open(io.BytesIO(encoded)) as image:
+            width, height = image.size
+        size = f"{width * height:,} pixels ({width} x {height})"
+    except Exception:  # noqa: BLE001 (only the message depends on it)
+        size = "too many pixels"
+    finally:
+        Image.MAX_IMAGE_PIXELS = saved
+    return (f"image {str(path)!r} has {size}, over Pillow's limit of {limit:,} pixels against "
+            "decompression bombs; downscale it (the model sees it at its own small size anyway)")
+
+
 def _read_labels(path):
     path = pathlib.Path(path)
     if not path.is_file():
         raise common.UserError(f"--labels {str(path)!r} does not exist")
-    return [line.strip() for line in path.read_text().splitlines() if line.strip()]
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as error:
+        raise common.UserError(f"cannot read --labels {str(path)!r}: {error}") from None
+    return [line.strip() for line in text.splitlines() if line.strip()]
 
 
 class LocalSavedModel:
@@ -148,7 +214,17 @@ class LocalSavedModel:
             raise common.UserError(str(error)) from None
         info = read_export_info(self.version_dir)
         self.class_names = info.get("class_names")
-        self._signature = tf.saved_model.load(str(self.version_dir)).signatures[SERVING_DEFAULT]
+        try:
+            signatures = tf.saved_model.load(str(self.version_dir)).signatures
+        except (OSError, ValueError, tf.errors.OpError) as error:  # a damaged version
+            detail = (str(error).strip().splitlines() or [""])[0]
+            raise common.UserError(f"cannot load the SavedModel {str(self.version_dir)!r}: "
+                                   f"{detail}") from None
+        if SERVING_DEFAULT not in signatures:
+            raise common.UserError(f"SavedModel {str(self.version_dir)!r} has no "
+                                   f"{SERVING_DEFAULT!r} signature (it has "
+                                   f"{sorted(signatures)}): export it with trainers.export")
+        self._signature = signatures[SERVING_DEFAULT]
         self._tf = tf
 
     def predict(self, pixels_list, encoded_list):
@@ -261,8 +337,12 @@ def main(argv=None):
 
         for (pixels, _), row, out in zip(images, rows, draw_paths(args.draw, len(images))):
             shown = pixels[..., :3] if pixels.shape[-1] >= 3 else pixels[..., :1]
-            viz.draw_keypoints(shown[None], np.asarray(row["keypoints"])[None], out,
-                               scores=np.asarray(row["keypoint_scores"])[None], ncols=1)
+            try:
+                viz.draw_keypoints(shown[None], np.asarray(row["keypoints"])[None], out,
+                                   scores=np.asarray(row["keypoint_scores"])[None], ncols=1)
+            except OSError as error:
+                raise common.UserError(f"cannot write --draw {str(out)!r}: "
+                                       f"{error.strerror or error}") from None
             print(f"drew keypoints on {out}", file=sys.stderr)
     return results
 

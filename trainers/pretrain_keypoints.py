@@ -33,13 +33,22 @@ def parse_args(argv=None):
     return parser.parse_args(argv)
 
 
+def check_grid(run):
+    if run.model.detector.kind != "grid":
+        raise common.UserError(f"detector.kind={run.model.detector.kind!r}: pre-training "
+                               "applies to the grid regressor only ('grid')")
+
+
 def main(argv=None):
     args = parse_args(argv)
-    strategy, data, run = common.start_run(args, "classify", DEFAULTS, augment="none")
+    strategy, data, run, run_dir = common.start_run(
+        args, "classify", DEFAULTS, augment="none", trainer="pretrain_keypoints", check=check_grid)
+    with run_dir:
+        return train(args, strategy, data, run, run_dir)
+
+
+def train(args, strategy, data, run, run_dir):
     config, info = run.model, data.info
-    if config.detector.kind != "grid":
-        raise common.UserError(f"detector.kind={config.detector.kind!r}: pre-training applies to "
-                               "the grid regressor only ('grid')")
     out = pathlib.Path(args.out)
     cell_px = pretraining_cell_size(config)
     splits = {name: targets_dataset(getattr(data, name), cell_px, config.detector.points_per_cell,
@@ -51,12 +60,11 @@ def main(argv=None):
         model.compile(optimizer=keras.optimizers.Adam(run.train.learning_rate),
                       loss=pretraining_loss,
                       **xla.compile_kwargs(args.xla_mode))
-    timer = training.EpochTimer()
+    epoch_log = run_dir.epoch_log()
     with xla.jit_graph_section(model, args.xla_mode):
-        history = model.fit(splits["train"], validation_data=splits["validation"],
-                            epochs=run.train.epochs,
-                            callbacks=training.standard_callbacks(out, "val_loss", "min") + [timer],
-                            verbose=common.verbosity(args))
+        model.fit(splits["train"], validation_data=splits["validation"], epochs=run.train.epochs,
+                  callbacks=[epoch_log] + training.standard_callbacks(out, "val_loss", "min"),
+                  verbose=common.verbosity(args))
         test_loss = model.evaluate(splits["test"], verbose=0)
 
     test_images, test_targets = training.dataset_arrays(splits["test"])
@@ -72,16 +80,17 @@ def main(argv=None):
         "target_keypoints_per_image": float(present.sum() / len(test_images)),
         "border_fraction_predicted": metrics.border_fraction(predicted_offsets),
         "border_fraction_targets": metrics.border_fraction(test_targets[..., :2][present]),
-        **training.speed_summary(timer.seconds, info.num_examples["train"]),
+        **training.speed_summary(run_dir.epoch_seconds(), info.num_examples["train"]),
         "dataset": info.name,
         "config": run.to_dict(),
         "command": training.command_line(),
-        "history": {key: [float(v) for v in values] for key, values in history.history.items()},
+        "history": run_dir.history(),
     }
+    common.refuse_diverged(model, test_loss, result, out)
     models.detector_model(model).save_weights(out / "detector.weights.h5")
     (out / "config.json").write_text(config.to_json())
     viz.plot_offset_histogram(np.asarray(predicted_offsets), out / "offsets.png")
-    viz.plot_curves(history.history, out / "curves.png")
+    viz.plot_curves(result["history"], out / "curves.png")
     training.write_json(out / "metrics.json", result)
     print(f"test loss {test_loss:.4f}; border fraction {result['border_fraction_predicted']:.3f} "
           f"(targets {result['border_fraction_targets']:.3f}); weights in {out / 'detector.weights.h5'}")

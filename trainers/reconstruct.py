@@ -34,7 +34,12 @@ def parse_args(argv=None):
 
 def main(argv=None):
     args = parse_args(argv)
-    strategy, data, run = common.start_run(args, "reconstruct", DEFAULTS)
+    strategy, data, run, run_dir = common.start_run(args, "reconstruct", DEFAULTS)
+    with run_dir:
+        return train(args, strategy, data, run, run_dir)
+
+
+def train(args, strategy, data, run, run_dir):
     config, info = run.model, data.info
     chief = training.is_chief(strategy)
     precision = training.set_precision(args.mixed_precision)
@@ -49,12 +54,12 @@ def main(argv=None):
                       metrics=[keras.metrics.MeanSquaredError(name="mse")],
                       **xla.compile_kwargs(args.xla_mode))
 
-    timer = training.EpochTimer()
-    callbacks = training.standard_callbacks(out, "val_mse", "min", chief) + [timer]
+    epoch_log = run_dir.epoch_log()
+    callbacks = [epoch_log] + training.standard_callbacks(out, "val_mse", "min", chief)
     start = time.perf_counter()
     with xla.jit_graph_section(model, args.xla_mode):
-        history = model.fit(data.train, validation_data=data.validation, epochs=run.train.epochs,
-                            callbacks=callbacks, verbose=common.verbosity(args))
+        model.fit(data.train, validation_data=data.validation, epochs=run.train.epochs,
+                  callbacks=callbacks, verbose=common.verbosity(args))
         train_seconds = time.perf_counter() - start
         evaluation = model.evaluate(data.test, verbose=0, return_dict=True)
     # Every worker takes part in reading the weights (batch-norm statistics are all-reduced).
@@ -74,11 +79,12 @@ def main(argv=None):
         "parameters": int(model.count_params()),
         "keypoints": quality,
         **training.run_summary(args=args, strategy=strategy, precision=precision, info=info,
-                               run=run, history=history, epoch_seconds=timer.seconds,
+                               run=run, run_dir=run_dir, epoch_log=epoch_log,
                                train_seconds=train_seconds),
     }
+    common.refuse_diverged(model, evaluation["loss"], result, out)
     viz.draw_reconstructions(test_images[:8], pixels[:8], reconstructions[:8], out / "reconstructions.png")
-    viz.plot_curves(history.history, out / "curves.png")
+    viz.plot_curves(result["history"], out / "curves.png")
     common.save_run(out, model, run, info, models.model_name(config).replace("keypoint", "autoencoder"),
                     args)
     training.write_json(out / "metrics.json", result)

@@ -207,7 +207,8 @@ def load_folder_source(root: str, *, seed: int, validation_fraction: float,
                             f"class-stratified, seed {seed})")
     pool = scanned.pop(pool_name)
     if carved:
-        indices = stratified_split(np.array([image.label for image in pool]), carved, seed)
+        indices = stratified_split(np.array([image.label for image in pool], np.int64), carved,
+                                   seed, allow_empty=True)
         for name, index in indices.items():
             scanned[name] = [pool[i] for i in index]
     else:
@@ -219,7 +220,10 @@ def load_folder_source(root: str, *, seed: int, validation_fraction: float,
     for name in ("train", "validation", "test"):
         keep = limit_examples(np.arange(len(scanned[name])), max_examples, seed)
         images = [scanned[name][i] for i in keep]
-        splits[name] = SourceSplit(_decode_dataset(images, channels), len(images))
+        splits[name] = SourceSplit(
+            _decode_dataset(images, channels), len(images),
+            labels=np.array([image.label for image in images], np.int64),
+            uncapped_labels=np.array([image.label for image in scanned[name]], np.int64))
     return SourceData(
         name=f"folder:{root}",
         class_names=class_names,
@@ -227,5 +231,6 @@ def load_folder_source(root: str, *, seed: int, validation_fraction: float,
         splits=splits,
         split_origin=origin,
         skipped_files=skipped,
+        carved_fractions=carved,
     )
 

@@ -126,14 +126,16 @@ def load_idx_source(directory: str, *, seed: int, validation_fraction: float,
     if train is None:
         raise FileNotFoundError(f"idx:{directory} has no train-images-idx3-ubyte[.gz] / "
                                 f"train-labels-idx1-ubyte[.gz]; it holds {sorted(os.listdir(directory))}")
-    test = _read_pair(directory, "t10k") or _read_pair(directory, "test")
+    test, test_prefix = _read_pair(directory, "t10k"), "t10k"
+    if test is None:
+        test, test_prefix = _read_pair(directory, "test"), "test"
     fractions = {"validation": validation_fraction}
     origin = {"train": "train files", "validation": f"train files ({validation_fraction:.0%}, "
-                                                   f"seed {seed})", "test": "t10k files"}
+                                                   f"seed {seed})", "test": f"{test_prefix} files"}
     if test is None:
         fractions["test"] = test_fraction
         origin["test"] = f"train files ({test_fraction:.0%}, seed {seed})"
-    indices = stratified_split(train[1], fractions, seed)
+    indices = stratified_split(train[1], fractions, seed, allow_empty=True)
     arrays = {name: (train[0][index], train[1][index]) for name, index in indices.items()}
     if test is not None:
         arrays["test"] = test
@@ -141,8 +143,9 @@ def load_idx_source(directory: str, *, seed: int, validation_fraction: float,
     for name in ("train", "validation", "test"):
         images, labels = arrays[name]
         keep = limit_examples(np.arange(len(labels)), max_examples, seed)
-        splits[name] = SourceSplit.from_arrays(images[keep], labels[keep])
-    num_classes = int(max(labels.max() for _, labels in arrays.values())) + 1
+        splits[name] = SourceSplit.from_arrays(images[keep], labels[keep], labels)
+    every_label = np.concatenate([labels for _, labels in arrays.values()])
+    num_classes = int(every_label.max()) + 1 if len(every_label) else 1
     return SourceData(
         name=f"idx:{directory}",
         class_names=[str(index) for index in range(num_classes)],
@@ -151,4 +154,6 @@ def load_idx_source(directory: str, *, seed: int, validation_fraction: float,
         split_origin=origin,
         flip_invariant=False,  # MNIST digits and KMNIST characters change when mirrored
         image_shape=tuple(train[0].shape[1:3]),
+        carved_fractions=fractions,
+        unused_classes_allowed=True,  # classes are 0 .. the largest label
     )

@@ -7,6 +7,7 @@ import numbers
 import numpy as np
 
 from keypoint_gnn._backend import tf
+from keypoint_gnn.data.checks import check_source
 from keypoint_gnn.data.pipeline import TASKS, Augmentation, build_pipeline
 from keypoint_gnn.data.sources import SPLIT_NAMES, open_source
 from keypoint_gnn.data.splitting import check_fractions
@@ -28,6 +29,8 @@ class DatasetInfo:
       augmentation: what the train split applies, crop padding in pixels
         (`Augmentation(flip=False, crop_padding=0)` for none).
       skipped_files: image files left out because they could not be decoded, with the reason.
+      warnings: what loading logged as usable but lopsided, one line each: splits without
+        images of some classes (`keypoint_gnn.data.checks`).
     """
 
     name: str
@@ -39,6 +42,7 @@ class DatasetInfo:
     split_origin: dict[str, str] = dataclasses.field(default_factory=dict)
     augmentation: Augmentation = dataclasses.field(default_factory=Augmentation)
     skipped_files: list[str] = dataclasses.field(default_factory=list)
+    warnings: list[str] = dataclasses.field(default_factory=list)
 
 
 @dataclasses.dataclass
@@ -110,7 +114,11 @@ def load_dataset(
 
     Raises:
       ValueError: a bad argument or spec, a malformed file, or no decodable images; the
-        message names the value.
+        message names the value. Also, before any pipeline is built, a data set that cannot
+        train `task` (`keypoint_gnn.data.checks`): an empty split; for task="classify", fewer
+        than two classes, or a class with no training images (too few images for the carved
+        splits, or present only in a given validation / test split); the message names the
+        class or split and the counts.
       FileNotFoundError: a missing path or file, or a TFDS data set not prepared in data_dir.
     """
     _check_int("image_size", image_size, 1)
@@ -127,6 +135,7 @@ def load_dataset(
     source = open_source(name, image_size=image_size, seed=seed, data_dir=data_dir,
                          validation_fraction=validation_fraction, test_fraction=test_fraction,
                          max_examples=max_examples, builtin_options=builtin_options)
+    warnings = check_source(source, task=task, max_examples=max_examples)
     augmentation = Augmentation.parse(augment, source.flip_invariant).resolved(image_size)
     channels = channels or source.channels
     pipelines = {
@@ -151,6 +160,7 @@ def load_dataset(
         split_origin=dict(source.split_origin),
         augmentation=augmentation,
         skipped_files=list(source.skipped_files),
+        warnings=warnings,
     )
     return Splits(pipelines["train"], pipelines["validation"], pipelines["test"], info,
                   test_parts)

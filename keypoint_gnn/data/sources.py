@@ -33,17 +33,26 @@ class SourceSplit:
     Attributes:
       examples: dataset of (image uint8 (H, W, C), label int32 ()); H and W may vary.
       num_examples: number of elements of `examples`.
+      labels: (num_examples,) class of each element of `examples`, or None where the source
+        cannot tell without reading the data (TFDS).
+      uncapped_labels: the classes of the whole split before `max_examples` took a subset of it,
+        or None where unknown (TFDS; the built-in set, which is generated at the capped size).
     """
 
     examples: tf.data.Dataset
     num_examples: int
+    labels: np.ndarray | None = None
+    uncapped_labels: np.ndarray | None = None
 
     @classmethod
-    def from_arrays(cls, images: np.ndarray, labels: np.ndarray) -> SourceSplit:
-        """From images (N, H, W, C) uint8 and labels (N,) held in memory."""
+    def from_arrays(cls, images: np.ndarray, labels: np.ndarray,
+                    uncapped_labels: np.ndarray | None = None) -> SourceSplit:
+        """From images (N, H, W, C) uint8 and labels (N,) held in memory; `uncapped_labels` are
+        the split's labels before `max_examples`, where known."""
         examples = tf.data.Dataset.from_tensor_slices(
             (images.astype(np.uint8), labels.astype(np.int32)))
-        return cls(examples, len(labels))
+        return cls(examples, len(labels), np.asarray(labels, np.int64),
+                   None if uncapped_labels is None else np.asarray(uncapped_labels, np.int64))
 
 
 @dataclasses.dataclass
@@ -61,6 +70,12 @@ class SourceData:
       skipped_files: files left out because they could not be decoded.
       test_parts: builtin only: (n_test, P, 2) (y, x) part centres in source image pixels.
       image_shape: (H, W) shared by every image, or None when sizes vary.
+      carved_fractions: {split: fraction} of the splits carved from the training pool (each
+        class gives round(fraction * its images) to the split, and train keeps the rest);
+        empty when the source brings every split.
+      unused_classes_allowed: whether a class may have no images at all (IDX: the classes are
+        0 .. the largest label, so an unused label value, such as EMNIST letters' 0, is a class
+        without images); `keypoint_gnn.data.checks` warns about those instead of refusing.
     """
 
     name: str
@@ -72,6 +87,8 @@ class SourceData:
     skipped_files: list[str] = dataclasses.field(default_factory=list)
     test_parts: np.ndarray | None = None
     image_shape: tuple[int, int] | None = None
+    carved_fractions: dict[str, float] = dataclasses.field(default_factory=dict)
+    unused_classes_allowed: bool = False
 
 
 def open_source(spec: str, *, image_size: int, seed: int, data_dir: str | None,

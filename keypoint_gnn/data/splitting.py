@@ -17,7 +17,7 @@ def check_fractions(validation_fraction: float, test_fraction: float) -> None:
 
 
 def stratified_split(labels: np.ndarray, fractions: dict[str, float], seed: int,
-                     remainder: str = "train") -> dict[str, np.ndarray]:
+                     remainder: str = "train", allow_empty: bool = False) -> dict[str, np.ndarray]:
     """Divides indices class by class, so that each split has the classes' proportions.
 
     Args:
@@ -26,12 +26,14 @@ def stratified_split(labels: np.ndarray, fractions: dict[str, float], seed: int,
         gives round(fraction * class size) examples to the split.
       seed: seed of the NumPy permutation; equal seeds give equal splits.
       remainder: name of the split that receives what the fractions leave.
+      allow_empty: return empty splits instead of raising (the sources do, and
+        `keypoint_gnn.data.checks` then says which class or split is too small, and why).
 
     Returns:
       {split name: sorted int64 indices into `labels`}, disjoint, covering all of them.
 
     Raises:
-      ValueError: when a split with a positive fraction would be empty.
+      ValueError: when a split would be empty, unless `allow_empty`.
     """
     labels = np.asarray(labels)
     rng = np.random.default_rng(seed)
@@ -47,7 +49,7 @@ def stratified_split(labels: np.ndarray, fractions: dict[str, float], seed: int,
     result = {name: np.sort(np.concatenate(parts)) if parts else np.zeros(0, np.int64)
               for name, parts in chosen.items()}
     for name, indices in result.items():
-        if len(indices) == 0:
+        if len(indices) == 0 and not allow_empty:
             raise ValueError(
                 f"split {name!r} would be empty: {len(labels)} examples are too few for "
                 f"fractions {fractions}; add examples or raise the fraction")

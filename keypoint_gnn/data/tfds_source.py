@@ -79,8 +79,9 @@ def _supervised_features(builder, name: str):
 
 
 def _split_instructions(available: dict[str, int], validation_fraction: float,
-                        test_fraction: float, max_examples: int | None):
-    """({split: TFDS slice string}, {split: count}, {split: origin in words})."""
+                        test_fraction: float, max_examples: int | None, name: str = "TFDS"):
+    """({split: TFDS slice string}, {split: count}, {split: origin in words}, {carved split:
+    fraction}); ValueError naming the split and why when one would be empty."""
     train_count = available["train"]
     held_out = {}
     origin = {}
@@ -91,23 +92,33 @@ def _split_instructions(available: dict[str, int], validation_fraction: float,
     elif "validation" in available:
         held_out["test"] = ("validation", 0, available["validation"])
     carved_end = train_count
-    for name, fraction in (("test", test_fraction), ("validation", validation_fraction)):
-        if name not in held_out:
+    carved = {}
+    for split, fraction in (("test", test_fraction), ("validation", validation_fraction)):
+        if split not in held_out:
             count = round(fraction * train_count)
-            held_out[name] = ("train", carved_end - count, carved_end)
+            held_out[split] = ("train", carved_end - count, carved_end)
             carved_end -= count
+            carved[split] = fraction
     ranges = {"train": ("train", 0, carved_end), **held_out}
     instructions, counts = {}, {}
-    for name, (source, start, end) in ranges.items():
+    for split, (source, start, end) in ranges.items():
         if max_examples is not None:
             end = min(end, start + max_examples)
         if end <= start:
-            raise ValueError(f"the {name} split would be empty ({source} has "
-                             f"{available[source]} examples)")
-        instructions[name] = f"{source}[{start}:{end}]"
-        counts[name] = end - start
-        origin[name] = f"TFDS {source}[{start}:{end}]"
-    return instructions, counts, origin
+            if split in carved:
+                why = (f"{split}_fraction={carved[split]} of TFDS train's {train_count} examples "
+                       "rounds to 0; raise the fraction or add examples")
+            elif source == "train" and carved and train_count:
+                why = (f"the carved {' and '.join(carved)} split{'s' if len(carved) > 1 else ''} "
+                       f"take all of TFDS train's {train_count} examples; lower the fractions")
+            else:
+                why = f"TFDS {source} has {available[source]} examples"
+            raise ValueError(f"{name}: the {split} split would be empty: {why}")
+        instructions[split] = f"{source}[{start}:{end}]"
+        counts[split] = end - start
+        origin[split] = f"TFDS {source}[{start}:{end}]"
+    carved = {split: carved[split] for split in ("validation", "test") if split in carved}
+    return instructions, counts, origin, carved
 
 
 def load_tfds_source(name: str, *, data_dir: str | None, seed: int, validation_fraction: float,
@@ -120,8 +131,8 @@ def load_tfds_source(name: str, *, data_dir: str | None, seed: int, validation_f
     if "train" not in available:
         raise ValueError(f"TFDS data set {name!r} has splits {sorted(available)}; keypoint_gnn "
                          "needs a 'train' split")
-    instructions, counts, origin = _split_instructions(available, validation_fraction,
-                                                       test_fraction, max_examples)
+    instructions, counts, origin, carved = _split_instructions(
+        available, validation_fraction, test_fraction, max_examples, name)
     channels = image_feature.shape[-1] or 3
     splits = {}
     for split, instruction in instructions.items():
@@ -137,4 +148,5 @@ def load_tfds_source(name: str, *, data_dir: str | None, seed: int, validation_f
         split_origin=origin,
         flip_invariant=name.split("/")[0].split(":")[0] not in _NOT_FLIP_INVARIANT,
         image_shape=(height, width) if height and width else None,
+        carved_fractions=carved,
     )

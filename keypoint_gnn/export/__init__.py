@@ -3,6 +3,10 @@
 Modules:
 
   signatures     signature names, input and output keys (no TensorFlow import)
+  checks         what every export checks first: the model name (`check_export_name`, one
+                 rule for every format) and finite weights (`check_finite_weights`)
+  files          temporary names, cleaning of killed exports' leftovers, umask modes, strict
+                 JSON
   preprocessing  in-graph preprocessing and keypoint units, shared by both formats
   saved_model    TF Serving SavedModel: `ServingModule`, integer versions, `export_saved_model`,
                  `read_export_info`, `resolve_version_dir`
@@ -11,9 +15,14 @@ Modules:
   client         TF Serving client: REST and gRPC requests for the exported signatures
   benchmark      batch-1 inference latency and size on disk of each format
 
-The SavedModel and TFLite names are re-exported here (`from keypoint_gnn.export import
+The SavedModel, TFLite and checks names are re-exported here (`from keypoint_gnn.export import
 export_saved_model`); `client` and `benchmark` are imported as submodules.
 """
+from keypoint_gnn.export.checks import (
+    check_export_name,
+    check_finite_weights,
+    non_finite_weights,
+)
 from keypoint_gnn.export.preprocessing import (
     MAX_TOP_CLASSES,
     convert_channels,
@@ -64,6 +73,8 @@ __all__ = [
     "SIGNATURES",
     "ServingModule",
     "TFLiteClassifier",
+    "check_export_name",
+    "check_finite_weights",
     "convert_channels",
     "convert_tflite",
     "export_saved_model",
@@ -72,6 +83,7 @@ __all__ = [
     "inference_model",
     "list_versions",
     "model_to_input_pixels",
+    "non_finite_weights",
     "preprocess_images",
     "read_export_info",
     "resolve_version_dir",

@@ -23,10 +23,16 @@ import json
 import os
 import pathlib
 import shutil
-import tempfile
 
 from keypoint_gnn._backend import keras, tf
 from keypoint_gnn.config import ModelConfig
+from keypoint_gnn.export.checks import check_export_name, check_finite_weights
+from keypoint_gnn.export.files import (
+    clean_stale,
+    dumps_strict,
+    make_readable,
+    make_staging_dir,
+)
 from keypoint_gnn.export.preprocessing import (
     feature_to_input_pixels,
     preprocess_images,
@@ -54,6 +60,7 @@ def _check_model(model, config):
     except ValueError:
         raise ValueError(f"model {model.name!r} has no layer named 'detector': only keypoint "
                          "classifiers from keypoint_gnn.build_classifier can be exported") from None
+    check_finite_weights(model)
 
 
 def inference_model(model):
@@ -188,13 +195,6 @@ def _check_class_names(class_names, config):
     return class_names
 
 
-def _check_name(name):
-    if not isinstance(name, str) or not name or name.startswith((".", "tmp-")) \
-            or os.sep in name or name in ("..",) or not name.isprintable():
-        raise ValueError(f"name={name!r} must be a non-empty directory name, without '/', not "
-                         "starting with '.' or 'tmp-'")
-
-
 def write_saved_model(model, config, directory, *, class_names=None):
     """Writes the serving SavedModel and `labels.txt` into `directory` (not atomic:
     `export_saved_model` calls it on a temporary directory)."""
@@ -211,11 +211,19 @@ def export_saved_model(model, config, base_dir="saved_models", name="keypoint_gn
                        class_names=None):
     """Exports `model` as the next version of `base_dir/<name>/`, atomically.
 
-    The SavedModel is written to `base_dir/<name>/.tmp-*` and renamed to
+    Nothing is written when the name (`check_export_name`), the model, its weights (a NaN or
+    an infinity: a diverged model, `check_finite_weights`) or the class names are invalid:
+    ValueError saying why.
+
+    The SavedModel is written to `base_dir/<name>/.tmp-<pid>@<host>@*` and renamed to
     `base_dir/<name>/<version>` only when complete, so TF Serving (which polls the directory)
-    never loads a half-written version; on failure the temporary directory is removed.
-    Version = largest existing integer version + 1, starting at 1; a concurrent export that
-    takes the same number first makes this one move on to the next.
+    never loads a half-written version; on failure the temporary directory is removed, and the
+    temporary directories of exports killed before their rename are removed by the next export
+    to `base_dir/<name>/` (the rule: `keypoint_gnn.export.files`). The version's folders and
+    files get the modes of a plain mkdir / open under the umask (0o755 / 0o644 under umask
+    022), so a server running as another user reads them. Version = largest existing integer
+    version + 1, starting at 1; a concurrent export that takes the same number first makes this
+    one move on to the next.
 
     Args:
       model: classifier from `keypoint_gnn.build_classifier(config)`: float32 (B, S, S, C) in
@@ -228,17 +236,20 @@ def export_saved_model(model, config, base_dir="saved_models", name="keypoint_gn
     Returns:
       pathlib.Path of the version directory.
     """
-    _check_name(name)
+    check_export_name(name)
     class_names = _check_class_names(class_names, config)
+    _check_model(model, config)
     model_dir = pathlib.Path(base_dir) / name
     model_dir.mkdir(parents=True, exist_ok=True)
-    staging = pathlib.Path(tempfile.mkdtemp(prefix=".tmp-", dir=model_dir))
+    clean_stale(model_dir, select=lambda entry: entry.is_dir())
+    staging = make_staging_dir(model_dir)
     try:
         write_saved_model(model, config, staging, class_names=class_names)
         for _ in range(100):
             version = max(list_versions(model_dir), default=0) + 1
             info = _export_info(config, class_names, name, version)
-            (staging / EXPORT_INFO_FILE).write_text(json.dumps(info, indent=2) + "\n")
+            (staging / EXPORT_INFO_FILE).write_text(dumps_strict(info, EXPORT_INFO_FILE))
+            make_readable(staging)
             target = model_dir / str(version)
             try:
                 # os.rename onto an existing (non-empty) directory fails on POSIX: no overwrite.
@@ -258,4 +269,11 @@ def read_export_info(version_dir):
     path = pathlib.Path(version_dir) / EXPORT_INFO_FILE
     if not path.is_file():
         return {}
-    return json.loads(path.read_text())
+    try:
+        info = json.loads(path.read_text())
+    except (ValueError, UnicodeDecodeError) as error:
+        raise ValueError(f"{str(path)!r} is not JSON ({error})") from None
+    if not isinstance(info, dict):
+        raise ValueError(  # noqa: TRY004  (a bad file, not a bad argument)
+            f"{str(path)!r} must hold a JSON object, not {type(info).__name__}")
+    return info

@@ -11,7 +11,6 @@ arrays to every variant; int8 quantises the convolutions and dense layers only (
 from __future__ import annotations
 
 import json
-import os
 import pathlib
 import tempfile
 
@@ -19,6 +18,12 @@ import numpy as np
 
 from keypoint_gnn._backend import tf
 from keypoint_gnn.config import ModelConfig
+from keypoint_gnn.export.files import (
+    PARTIAL_SUFFIX,
+    clean_stale,
+    dumps_strict,
+    write_atomic,
+)
 from keypoint_gnn.export.preprocessing import (
     model_to_input_pixels,
     preprocess_images,
@@ -97,6 +102,7 @@ def convert_tflite(model, config, quantize="none", representative_images=None):
     if quantize == "int8" and representative_images is None:
         raise ValueError("quantize='int8' needs representative_images (B, S, S, C) float32 in "
                          "[0, 1], a few hundred training images, to calibrate activation ranges")
+    _check_model(model, config)  # before the slow calibration set-up and conversion
     if quantize == "int8":
         representative = _representative_dataset(representative_images, config.channels,
                                                  config.image_size)
@@ -128,14 +134,30 @@ def convert_tflite(model, config, quantize="none", representative_images=None):
         return debugger.get_nondebug_quantized_model()
 
 
-def export_tflite(model, config, path, quantize="none", representative_images=None):
+def _is_tflite_partial(entry):
+    """Temporary files of `export_tflite` (and the `.tmp-<name>.tflite` of older versions):
+    the only `.tmp-*` entries it cleans in a folder that may hold other files."""
+    return entry.is_file() and (entry.name.endswith(PARTIAL_SUFFIX)
+                                or entry.name.endswith(".tflite"))
+
+
+def export_tflite(model, config, path, quantize="none", representative_images=None,
+                  class_names=None):
     """Writes `model` as a TFLite model (dynamic batch), and class names/config next to it.
+
+    Nothing is written when the model, its weights (a NaN or an infinity: a diverged model) or
+    the arguments are invalid: ValueError saying why. The `.tflite` and its `.json` are each
+    written to a temporary `.tmp-<pid>@<host>@*.partial` file and renamed into place when
+    complete (never half-written); partial files of exports killed before their rename are
+    removed by the next export to the same folder (the rule: `keypoint_gnn.export.files`). File
+    modes: those of a plain open under the umask (0o644 under umask 022). The caller names the
+    file: `trainers.export` checks the model name with `check_export_name` first.
 
     Args:
       model: classifier from `keypoint_gnn.build_classifier(config)`.
       config: its `ModelConfig`.
-      path: the `.tflite` file; `<path>.json` gets the config (and class names, see
-        `write_tflite_info`).
+      path: the `.tflite` file; `<path>.json` gets the config, the quantisation and
+        `class_names` (see `write_tflite_info`).
       quantize: "none" (float32), "float16" (float16 weights), "dynamic" (int8 weights,
         float activations) or "int8": int8 weights and activations, calibrated on
         `representative_images`, for the convolutions and dense layers (`INT8_OPS`, nearly all
@@ -143,6 +165,7 @@ def export_tflite(model, config, path, quantize="none", representative_images=No
         (quantised, they took accuracy to chance); float32 input and output tensors, so every
         variant takes the same input.
       representative_images: float32 (B, S, S, C) in [0, 1]; required for "int8".
+      class_names: optional list of `config.num_classes` names for `<path>.json`.
 
     Returns:
       pathlib.Path of the written file. The model's signature `serving_default` takes
@@ -152,13 +175,13 @@ def export_tflite(model, config, path, quantize="none", representative_images=No
       `logits` (B, classes), `probabilities` (B, classes), `keypoints` (B, N, 2) (y, x) in
       model-input pixels and `keypoint_scores` (B, N).
     """
-    flat_buffer = convert_tflite(model, config, quantize, representative_images)
     path = pathlib.Path(path)
+    info_text = _tflite_info_text(path, config, quantize, class_names)
+    flat_buffer = convert_tflite(model, config, quantize, representative_images)
     path.parent.mkdir(parents=True, exist_ok=True)
-    partial = path.with_name(f".tmp-{path.name}")
-    partial.write_bytes(flat_buffer)
-    os.replace(partial, path)
-    write_tflite_info(path, config, quantize=quantize)
+    clean_stale(path.parent, select=_is_tflite_partial)
+    write_atomic(path, flat_buffer)
+    write_atomic(tflite_info_path(path), info_text)
     return path
 
 
@@ -166,16 +189,38 @@ def tflite_info_path(path):
     return pathlib.Path(f"{path}.json")
 
 
-def write_tflite_info(path, config, *, quantize="none", class_names=None):
-    """Writes `<path>.json`: config, quantisation, class names (None keeps those written)."""
-    info_path = tflite_info_path(path)
-    previous = json.loads(info_path.read_text()) if info_path.is_file() else {}
-    if class_names is None:
-        class_names = previous.get("class_names")
+def _tflite_info_text(path, config, quantize, class_names):
+    if not isinstance(config, ModelConfig):
+        raise TypeError(f"config must be a keypoint_gnn.ModelConfig, got {type(config).__name__}")
     info = {"config": config.to_dict(), "quantize": quantize,
             "class_names": _check_class_names(class_names, config)}
-    info_path.write_text(json.dumps(info, indent=2) + "\n")
-    return info_path
+    return dumps_strict(info, str(tflite_info_path(path)))
+
+
+def _read_tflite_info(info_path):
+    """`<path>.json` as a dict ({} when absent); ValueError naming the file when it is not a
+    JSON object."""
+    if not info_path.is_file():
+        return {}
+    try:
+        info = json.loads(info_path.read_text())
+    except (ValueError, UnicodeDecodeError) as error:
+        raise ValueError(f"{str(info_path)!r} is not JSON ({error}): re-export the model") \
+            from None
+    if not isinstance(info, dict):
+        raise ValueError(  # noqa: TRY004  (a bad file, not a bad argument)
+            f"{str(info_path)!r} must hold a JSON object, not {type(info).__name__}: re-export "
+            "the model")
+    return info
+
+
+def write_tflite_info(path, config, *, quantize="none", class_names=None):
+    """Writes `<path>.json` (strict JSON, atomically): config, quantisation, class names (None
+    keeps those written)."""
+    info_path = tflite_info_path(path)
+    if class_names is None:
+        class_names = _read_tflite_info(info_path).get("class_names")
+    return write_atomic(info_path, _tflite_info_text(path, config, quantize, class_names))
 
 
 class TFLiteClassifier:
@@ -202,7 +247,7 @@ class TFLiteClassifier:
         if not path.is_file():
             raise FileNotFoundError(f"TFLite model {str(path)!r} does not exist")
         info_path = tflite_info_path(path)
-        info = json.loads(info_path.read_text()) if info_path.is_file() else {}
+        info = _read_tflite_info(info_path)
         if config is None:
             if "config" not in info:
                 raise FileNotFoundError(f"{str(info_path)!r} (the model's config) does not "

@@ -1,0 +1,198 @@
+"""The run directory contract: one run per folder at a time, finished runs kept, resumes that
+keep the whole history and refuse another configuration.
+
+    with RunDirectory(out, config_dict, overwrite=False) as run_dir:   # checks and locks
+        model.fit(..., callbacks=[..., run_dir.epoch_log()])
+        run_dir.history(), run_dir.epoch_seconds()                     # every epoch, every process
+
+Files it keeps in the folder: `.lock` (the holder's pid, while a run holds it), `resume.json`
+(the configuration a run started with) and `epochs.json` (each finished epoch's logs and
+seconds, written after every epoch). Keras's BackupAndRestore (in `training.standard_callbacks`)
+restores the weights and the epoch; these files restore the rest.
+"""
+import contextlib
+import fcntl
+import json
+import os
+import pathlib
+import shutil
+import time
+
+from keypoint_gnn._backend import keras
+
+LOCK_FILE = ".lock"
+RESUME_FILE = "resume.json"
+EPOCHS_FILE = "epochs.json"
+FINISHED_FILE = "metrics.json"
+# What the trainers write into a run folder: removed by `overwrite`, nothing else is.
+RUN_OUTPUTS = ("backup", "checkpoints", "logs", RESUME_FILE, EPOCHS_FILE, FINISHED_FILE,
+               "model.keras", "config.json", "run.json", "keypoints.png", "curves.png",
+               "offsets.png", "reconstructions.png", "detector.weights.h5")
+
+
+class RunDirectoryError(ValueError):
+    """The run folder cannot be used as asked; the message says why and what to do."""
+
+
+def _write_json(path, payload):
+    from keypoint_gnn.training import write_json  # strict JSON, atomic
+
+    write_json(path, payload)
+
+
+def _differences(old, new, prefix=""):
+    """Dotted paths whose values differ between two nested dicts."""
+    paths = []
+    for key in sorted(set(old) | set(new)):
+        a, b = old.get(key), new.get(key)
+        if isinstance(a, dict) and isinstance(b, dict):
+            paths += _differences(a, b, f"{prefix}{key}.")
+        elif a != b:
+            paths.append(f"{prefix}{key}: {a!r} -> {b!r}")
+    return paths
+
+
+class RunDirectory:
+    """A trainer's `--out` folder. `configuration` is a JSON-able dict of everything that must
+    match for a resume (the RunConfig, the seed, the model kind)."""
+
+    def __init__(self, path, configuration, *, overwrite=False):
+        self.path = pathlib.Path(path)
+        self.configuration = json.loads(json.dumps(configuration))
+        self.overwrite = overwrite
+        self._lock = None
+
+    def __enter__(self):
+        """Checks and locks the folder; entering an already entered one does nothing."""
+        if self._lock is not None:
+            return self
+        self.check_writable()
+        self.acquire()
+        try:
+            self.check_finished()
+            self.check_resume()
+        except Exception:
+            self.release()
+            raise
+        return self
+
+    def __exit__(self, *exc):
+        self.release()
+
+    def check_writable(self):
+        if self.path.exists() and not self.path.is_dir():
+            raise RunDirectoryError(f"--out {self.path} is a file, not a folder; choose a folder")
+        try:
+            self.path.mkdir(parents=True, exist_ok=True)
+        except OSError as error:
+            raise RunDirectoryError(f"--out {self.path}: cannot create the folder "
+                                    f"({error.strerror})") from None
+        if not os.access(self.path, os.W_OK | os.X_OK):
+            raise RunDirectoryError(f"--out {self.path}: the folder is not writable by this user")
+
+    def acquire(self):
+        """Locks the folder (an flock on `.lock`, freed by the kernel if the process dies)."""
+        handle = open(self.path / LOCK_FILE, "a+")  # noqa: SIM115  (held for the run)
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            handle.seek(0)
+            holder = handle.read().strip() or "unknown"
+            handle.close()
+            raise RunDirectoryError(
+                f"--out {self.path} is in use by another run (process {holder}); wait for it "
+                "to finish or choose another --out") from None
+        handle.seek(0)
+        handle.truncate()
+        handle.write(str(os.getpid()))
+        handle.flush()
+        self._lock = handle
+
+    def release(self):
+        if self._lock is not None:
+            with contextlib.suppress(OSError):
+                (self.path / LOCK_FILE).unlink()
+            self._lock.close()
+            self._lock = None
+
+    def check_finished(self):
+        """A finished run (its metrics.json) is kept unless `overwrite`; with it, the run's
+        outputs (and only those) are removed first."""
+        if not (self.path / FINISHED_FILE).is_file():
+            return
+        if not self.overwrite:
+            raise RunDirectoryError(
+                f"--out {self.path} holds a finished run ({FINISHED_FILE}); pass --overwrite to "
+                "train it again, or choose a new --out")
+        for name in RUN_OUTPUTS:
+            target = self.path / name
+            if target.is_dir():
+                shutil.rmtree(target)
+            elif target.exists():
+                target.unlink()
+
+    def check_resume(self):
+        """An interrupted run resumes only with the configuration it started with."""
+        resume = self.path / RESUME_FILE
+        if resume.is_file():
+            try:
+                started = json.loads(resume.read_text())
+            except ValueError:
+                started = None
+            if started is not None and started != self.configuration:
+                changes = _differences(started, self.configuration)
+                raise RunDirectoryError(
+                    f"--out {self.path} holds an interrupted run of another configuration "
+                    f"({'; '.join(changes[:5])}{'; ...' if len(changes) > 5 else ''}); resume "
+                    "it with its own settings, pass --overwrite to start again, or choose a "
+                    "new --out")
+        elif (self.path / "backup").exists() and not self.overwrite:
+            raise RunDirectoryError(
+                f"--out {self.path} holds a checkpoint of an unknown run (backup/ without "
+                f"{RESUME_FILE}); pass --overwrite to start again, or choose a new --out")
+        _write_json(resume, self.configuration)
+
+    def _epochs(self):
+        path = self.path / EPOCHS_FILE
+        if not path.is_file():
+            return {}
+        try:
+            return {int(k): v for k, v in json.loads(path.read_text()).items()}
+        except (ValueError, AttributeError):
+            return {}
+
+    def epoch_log(self):
+        """A callback writing each finished epoch's logs and seconds to `epochs.json`."""
+        return EpochLog(self)
+
+    def history(self):
+        """{metric: [value per epoch]} over every epoch of every process, in epoch order."""
+        epochs = self._epochs()
+        keys = sorted({key for entry in epochs.values() for key in entry["logs"]})
+        return {key: [epochs[e]["logs"].get(key) for e in sorted(epochs)] for key in keys}
+
+    def epoch_seconds(self):
+        epochs = self._epochs()
+        return [epochs[e]["seconds"] for e in sorted(epochs)]
+
+
+class EpochLog(keras.callbacks.Callback):
+    """Records each finished epoch (logs, wall-clock seconds) in the run folder. Epochs are
+    keyed by their index, so an epoch redone after a kill replaces its first record."""
+
+    def __init__(self, run_directory):
+        super().__init__()
+        self.run_directory = run_directory
+        self.seconds = []  # this process's epochs
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self._start = time.perf_counter()
+
+    def on_epoch_end(self, epoch, logs=None):
+        seconds = time.perf_counter() - self._start
+        self.seconds.append(seconds)
+        epochs = self.run_directory._epochs()
+        epochs[int(epoch)] = {"seconds": seconds,
+                              "logs": {key: float(value) for key, value in (logs or {}).items()}}
+        _write_json(self.run_directory.path / EPOCHS_FILE,
+                    {str(k): v for k, v in sorted(epochs.items())})

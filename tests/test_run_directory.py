@@ -1,0 +1,89 @@
+"""The run directory contract (keypoint_gnn.run_directory): lock, finished runs, resumes."""
+import json
+import os
+
+import pytest
+
+from keypoint_gnn.run_directory import EPOCHS_FILE, RUN_OUTPUTS, RunDirectory, RunDirectoryError
+
+CONFIG = {"run_config": {"model": {"graph": {"layers": 2}}, "train": {"epochs": 1}}, "seed": 0}
+
+
+def test_a_second_run_on_the_same_folder_is_refused_naming_the_holder(tmp_path):
+    with RunDirectory(tmp_path / "run", CONFIG):
+        assert (tmp_path / "run" / ".lock").read_text() == str(os.getpid())
+        with pytest.raises(RunDirectoryError, match=rf"in use by another run \(process {os.getpid()}\)"):
+            RunDirectory(tmp_path / "run", CONFIG).__enter__()
+    assert not (tmp_path / "run" / ".lock").exists()  # released
+    with RunDirectory(tmp_path / "run", CONFIG):  # and free again
+        pass
+
+
+def test_a_finished_run_is_kept_unless_overwrite(tmp_path):
+    run = tmp_path / "run"
+    run.mkdir()
+    for name in ("metrics.json", "model.keras", "notes.txt"):
+        (run / name).write_text("x")
+    (run / "checkpoints").mkdir()
+    with pytest.raises(RunDirectoryError, match="holds a finished run .*pass --overwrite"):
+        RunDirectory(run, CONFIG).__enter__()
+    assert (run / "model.keras").is_file()  # nothing touched
+    with RunDirectory(run, CONFIG, overwrite=True):
+        pass
+    assert sorted(p.name for p in run.iterdir()) == ["notes.txt", "resume.json"]
+    assert "notes.txt" not in RUN_OUTPUTS
+
+
+def test_a_resume_with_another_configuration_names_the_differing_fields(tmp_path):
+    with RunDirectory(tmp_path, CONFIG):
+        pass
+    changed = json.loads(json.dumps(CONFIG))
+    changed["run_config"]["model"]["graph"]["layers"] = 3
+    changed["seed"] = 1
+    with pytest.raises(RunDirectoryError, match=r"interrupted run of another configuration "
+                                                r"\(run_config.model.graph.layers: 2 -> 3; "
+                                                r"seed: 0 -> 1\)"):
+        RunDirectory(tmp_path, changed).__enter__()
+    with RunDirectory(tmp_path, CONFIG):  # its own configuration resumes
+        pass
+
+
+def test_a_checkpoint_of_an_unknown_run_is_refused(tmp_path):
+    (tmp_path / "backup").mkdir()
+    with pytest.raises(RunDirectoryError, match="checkpoint of an unknown run"):
+        RunDirectory(tmp_path, CONFIG).__enter__()
+
+
+def test_out_must_be_a_folder(tmp_path):
+    path = tmp_path / "file"
+    path.write_text("keep me")
+    with pytest.raises(RunDirectoryError, match=r"is a file, not a folder"):
+        RunDirectory(path, CONFIG).__enter__()
+    assert path.read_text() == "keep me"
+
+
+@pytest.mark.skipif(os.geteuid() == 0, reason="root may write anywhere")
+def test_out_must_be_writable(tmp_path):
+    tmp_path.chmod(0o500)
+    try:
+        with pytest.raises(RunDirectoryError, match="cannot create the folder"):
+            RunDirectory(tmp_path / "run", CONFIG).__enter__()
+    finally:
+        tmp_path.chmod(0o700)
+
+
+def test_epoch_log_keeps_every_epoch_across_processes(tmp_path):
+    with RunDirectory(tmp_path, CONFIG) as first:
+        log = first.epoch_log()
+        for epoch, loss in ((0, 2.0), (1, 1.5)):
+            log.on_epoch_begin(epoch)
+            log.on_epoch_end(epoch, {"loss": loss, "val_loss": float("nan")})
+    with RunDirectory(tmp_path, CONFIG) as second:  # a resumed process: epoch 1 redone, then 2
+        log = second.epoch_log()
+        for epoch, loss in ((1, 1.4), (2, 1.0)):
+            log.on_epoch_begin(epoch)
+            log.on_epoch_end(epoch, {"loss": loss, "val_loss": 0.5})
+        assert second.history() == {"loss": [2.0, 1.4, 1.0], "val_loss": [None, 0.5, 0.5]}
+        assert len(second.epoch_seconds()) == 3 and len(log.seconds) == 2
+    text = (tmp_path / EPOCHS_FILE).read_text()
+    assert "NaN" not in text and json.loads(text)["0"]["logs"]["val_loss"] is None
