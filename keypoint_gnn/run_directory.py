@@ -184,6 +184,7 @@ class EpochLog(keras.callbacks.Callback):
         super().__init__()
         self.run_directory = run_directory
         self.seconds = []  # this process's epochs
+        self._epochs = run_directory._epochs()  # read once; each epoch then writes it whole
 
     def on_epoch_begin(self, epoch, logs=None):
         self._start = time.perf_counter()
@@ -191,8 +192,7 @@ class EpochLog(keras.callbacks.Callback):
     def on_epoch_end(self, epoch, logs=None):
         seconds = time.perf_counter() - self._start
         self.seconds.append(seconds)
-        epochs = self.run_directory._epochs()
-        epochs[int(epoch)] = {"seconds": seconds,
-                              "logs": {key: float(value) for key, value in (logs or {}).items()}}
+        self._epochs[int(epoch)] = {
+            "seconds": seconds, "logs": {key: float(value) for key, value in (logs or {}).items()}}
         _write_json(self.run_directory.path / EPOCHS_FILE,
-                    {str(k): v for k, v in sorted(epochs.items())})
+                    {str(k): v for k, v in sorted(self._epochs.items())})
