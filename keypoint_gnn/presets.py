@@ -116,6 +116,13 @@ PRESETS = {
 }
 
 
+def real_data_presets():
+    """Names of the presets made for real photos or scans (entries with "real_data": True):
+    `trainers.benchmark presets` times their training steps against their matched plain
+    networks."""
+    return [name for name, entry in PRESETS.items() if entry.get("real_data")]
+
+
 def _fits(entry, task):
     return task is None or entry["task"] in (task, "any")
 

@@ -13,11 +13,27 @@ PERTURBED_SELECTIONS = ("marginal", "slots")
 PERTURBED_ESTIMATORS = ("sampled", "threshold")
 RECONSTRUCTION_LOSSES = ("mse", "conf_mse")
 SAMPLING_MODES = ("gather", "bilinear")
+AUGMENT_WORDS = ("flip", "crop", "resized_crop")
+OPTIMIZERS = ("adam", "adamw")
+SCHEDULES = ("constant", "cosine")
 
 
 def check_choice(name, value, choices):
     if value not in choices:
         raise ValueError(f"{name}={value!r} is not one of {', '.join(map(repr, choices))}")
+
+
+def check_augment(augment):
+    """"auto", "none", or comma-separated words of AUGMENT_WORDS ("crop" and "resized_crop"
+    exclude each other)."""
+    words = [word.strip() for word in str(augment).split(",")]
+    valid = (augment in ("auto", "none")
+             or (all(word in AUGMENT_WORDS for word in words) and len(set(words)) == len(words)
+                 and not {"crop", "resized_crop"} <= set(words)))
+    if not isinstance(augment, str) or not valid:
+        raise ValueError(f"augment={augment!r} must be 'auto', 'none' or comma-separated words of "
+                         f"{', '.join(map(repr, AUGMENT_WORDS))} ('crop' or 'resized_crop', "
+                         "not both)")
 
 
 def check_bool(name, value):

@@ -22,13 +22,20 @@ RUN_SECTIONS = ("data", "model", "train")
 class DataConfig(Section):
     """dataset: "builtin" (generated), "builtin:KEY=VALUE,...", "folder:PATH", "idx:PATH" or a
     prepared TFDS name; data_dir: TFDS folder; channels: 1 or 3 to convert, None keeps the
-    source's; augment: "auto" (crop, and flip where flips keep the class), "flip,crop", "crop",
-    "flip" or "none"; max_examples: cap on each split (a seeded subset)."""
+    source's; augment: "auto" (pad-crop, and flip where flips keep the class), "none", or
+    comma-separated words of "flip", "crop" (pad and crop back) and "resized_crop" (random
+    resized crop, for photos); mixup, cutmix: Beta(alpha, alpha) of the batch mixing (0 off;
+    both on: one of the two per batch, at random); cache: "memory" or a folder for the decoded
+    images at training size (reused by later runs on the same data, size and split);
+    max_examples: cap on each split (a seeded subset)."""
 
     dataset: str = "builtin"
     data_dir: str | None = None
     channels: int | None = None
     augment: str = "auto"
+    mixup: float = 0.0
+    cutmix: float = 0.0
+    cache: str = "memory"
     max_examples: int | None = None
 
     def __post_init__(self):
@@ -36,25 +43,59 @@ class DataConfig(Section):
             raise ValueError(f"channels={self.channels!r} must be 1, 3 or null (the data set's)")
         if self.max_examples is not None:
             rules.check_positive_int("max_examples", self.max_examples)
-        rules.check_choice("augment", self.augment, ("auto", "flip,crop", "crop", "flip", "none"))
+        rules.check_augment(self.augment)
+        rules.check_non_negative_number("mixup", self.mixup)
+        rules.check_non_negative_number("cutmix", self.cutmix)
+        if not self.cache:
+            raise ValueError("cache='' must be 'memory' or a folder path")
 
 
 @dataclasses.dataclass
 class TrainConfig(Section):
-    """epochs; batch_size (global, over all replicas); learning_rate (Adam); recalibrate_bn:
-    after training, recompute the batch-norm statistics over this many training batches
-    (precise BN, Wu & Johnson 2021) before the test evaluation and export, 0 keeps the moving
-    averages."""
+    """The training recipe (`keypoint_gnn.recipe` builds it from the tf_keras parts).
+
+    epochs; batch_size (global, over all replicas); learning_rate: the peak rate;
+    optimizer: "adam" or "adamw" (decoupled weight decay, none on biases and batch-norm
+    scales/offsets); weight_decay: AdamW's; schedule: "constant" or "cosine" (cosine decay to
+    0 after the warm-up); warmup_epochs: linear warm-up from 0 (cosine only); label_smoothing;
+    ema: evaluate and export an exponential moving average of the weights, ema_momentum its
+    decay per step; recalibrate_bn: after training, recompute the batch-norm statistics over
+    this many training batches (precise BN, Wu & Johnson 2021) before the test evaluation and
+    export, 0 keeps the moving averages."""
 
     epochs: int = 8
     batch_size: int = 64
     learning_rate: float = 2e-3
+    optimizer: str = "adam"
+    weight_decay: float = 0.0
+    schedule: str = "constant"
+    warmup_epochs: float = 0.0
+    label_smoothing: float = 0.0
+    ema: bool = False
+    ema_momentum: float = 0.999
     recalibrate_bn: int = 0
 
     def __post_init__(self):
         rules.check_positive_int("epochs", self.epochs)
         rules.check_positive_int("batch_size", self.batch_size)
         rules.check_positive_number("learning_rate", self.learning_rate)
+        rules.check_choice("optimizer", self.optimizer, rules.OPTIMIZERS)
+        rules.check_non_negative_number("weight_decay", self.weight_decay)
+        if self.weight_decay and self.optimizer != "adamw":
+            raise ValueError(f"weight_decay={self.weight_decay!r} needs optimizer='adamw' "
+                             f"(decoupled weight decay), not {self.optimizer!r}")
+        rules.check_choice("schedule", self.schedule, rules.SCHEDULES)
+        rules.check_non_negative_number("warmup_epochs", self.warmup_epochs)
+        if self.warmup_epochs and self.schedule == "constant":
+            raise ValueError(f"warmup_epochs={self.warmup_epochs!r} needs schedule='cosine'")
+        if self.warmup_epochs >= self.epochs:
+            raise ValueError(f"warmup_epochs={self.warmup_epochs!r} must be below "
+                             f"epochs={self.epochs}")
+        if not 0.0 <= self.label_smoothing < 1.0:
+            raise ValueError(f"label_smoothing={self.label_smoothing!r} must be in [0, 1)")
+        rules.check_bool("ema", self.ema)
+        if not 0.0 < self.ema_momentum < 1.0:
+            raise ValueError(f"ema_momentum={self.ema_momentum!r} must be in (0, 1)")
         rules.check_non_negative_number("recalibrate_bn", self.recalibrate_bn)
 
 
