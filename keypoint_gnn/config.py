@@ -1,17 +1,21 @@
 """`ModelConfig`: everything that defines a keypoint-gnn model, as plain data.
 
-    ModelConfig(image_size, channels, num_classes, backbone_filters,
+    ModelConfig(image_size, channels, num_classes, backbone=BackboneConfig(...),
                 detector=DetectorConfig(...), graph=GraphConfig(...), head=HeadConfig(...))
 
 JSON in, JSON out (`to_dict`, `from_dict`); imports no layer. Each rule is checked once, with
 the functions of `keypoint_gnn.rules` that the layers use too; errors name the field path.
 Units: `image_size` in image pixels; `pool_size` and `cell_size` in feature-map pixels (image
-pixels divided by `feature_stride`).
+pixels divided by `feature_stride`, the stride of the backbone stage the detector and the graph
+tap).
+
+Configs written before the backbone section (a top-level `backbone_filters`) still load:
+`ModelConfig.from_dict` reads it as `backbone.filters`.
 """
 import dataclasses
 
 from keypoint_gnn import registry, rules
-from keypoint_gnn.sections import ConfigError, Section
+from keypoint_gnn.sections import ConfigError, Section, check_type
 
 
 def _section_error(section, check, *args, **kwargs):
@@ -23,12 +27,81 @@ def _section_error(section, check, *args, **kwargs):
 
 
 @dataclasses.dataclass
+class BackboneConfig(Section):
+    """The feature extractor CNN, and the stage the keypoint detector and the graph tap.
+
+    kind: "conv" (the paper's: per entry of `filters`, a 3x3 conv and a stride-2 3x3 conv),
+    "resnet" (basic residual blocks: a stem of `stem_filters` channels at stride `stem_stride`
+    1, 2 or 4, then one stage per entry of `widths`, `depths` blocks each, stage i > 0 halving
+    the resolution), or a tf_keras.applications network without its top, "resnet50",
+    "efficientnetb0" or "mobilenetv3small" (RGB images of at least 32 pixels; built with
+    weights=None, never downloaded).
+    tap_stride: null taps the deepest stage, or the stride (image pixels per feature-map
+    pixel) of the stage to tap. ResNet stages after the tap run after the graph->CNN grid, as
+    the first part of the head, so the whole depth is used; an applications network is cut at
+    the tap. "conv" taps its last block only.
+    weights: null, or a Keras .h5 weights file loaded by layer name (mismatching layers
+    skipped) into the backbone when a model is built: for applications a `include_top=False`
+    file of that network (e.g. Keras's ImageNet "notop" files), else the `save_weights` of a
+    feature extractor built from the same section.
+    """
+
+    kind: str = "conv"
+    filters: tuple = (32, 64)
+    widths: tuple = (32, 64, 128, 256)
+    depths: tuple = (1, 1, 1, 1)
+    stem_filters: int = 32
+    stem_stride: int = 1
+    tap_stride: int | None = None
+    weights: str | None = None
+
+    def __post_init__(self):
+        for name in ("filters", "widths", "depths"):
+            setattr(self, name, tuple(getattr(self, name)))
+        rules.check_choice("kind", self.kind, registry.BACKBONES)
+        rules.check_filters("filters", self.filters)
+        rules.check_stages(self.widths, self.depths)
+        rules.check_positive_int("stem_filters", self.stem_filters)
+        rules.check_choice("stem_stride", self.stem_stride, rules.STEM_STRIDES)
+        if self.tap_stride is not None:
+            rules.check_positive_int("tap_stride", self.tap_stride)
+        rules.check_tap_stride(self.tap_stride, self.stage_strides, self.kind)
+        rules.check_weights_path(self.weights)
+
+    @property
+    def application(self):
+        """Whether this is a tf_keras.applications network."""
+        return self.kind in registry.APPLICATION_BACKBONES
+
+    @property
+    def stage_strides(self):
+        """The strides the detector and the graph can tap, ascending."""
+        if self.kind == "conv":
+            return (2 ** len(self.filters),)
+        if self.kind == "resnet":
+            return tuple(self.stem_stride * 2 ** i for i in range(len(self.widths)))
+        return registry.application_strides(self.kind)
+
+    @property
+    def feature_stride(self):
+        """Image pixels per pixel of the tapped feature map."""
+        return self.tap_stride or self.stage_strides[-1]
+
+    @property
+    def tap_stage(self):
+        """Index of the tapped stage in `stage_strides`."""
+        return self.stage_strides.index(self.feature_stride)
+
+
+@dataclasses.dataclass
 class DetectorConfig(Section):
     """The keypoint detector (paper §4) and how its keypoints are placed.
 
     kind: "maxpool_nms" (§4.3), "attention" (§4.1), "grid" (§4.2) or "perturbed_topk"
     (differentiable top-N, beyond the paper); num_keypoints: N; score_activation: "linear" or
-    "sigmoid"; filters: the detector CNN's channels per block. Windowed detectors
+    "sigmoid"; source: what the detector reads, "image" (its own CNN beside the feature
+    extractor, the paper's) or "features" (the tapped backbone features: no second CNN);
+    filters: the detector CNN's channels per block (source "image"). Windowed detectors
     (maxpool_nms, perturbed_topk): pool_size, the NMS window, and refinement ("none", "window":
     soft-argmax in the window, "centre": the window's centre). Grid: cell_size,
     points_per_cell, standardize_offsets, offset_uniformity_weight. Perturbed top-k:
@@ -39,6 +112,7 @@ class DetectorConfig(Section):
     kind: str = "maxpool_nms"
     num_keypoints: int = 32
     score_activation: str = "sigmoid"
+    source: str = "image"
     filters: tuple = (16, 32)
     pool_size: int = 2
     refinement: str = "none"
@@ -57,6 +131,7 @@ class DetectorConfig(Section):
         for name in ("num_keypoints", "pool_size", "cell_size", "points_per_cell"):
             rules.check_positive_int(name, getattr(self, name))
         rules.check_choice("score_activation", self.score_activation, rules.SCORE_ACTIVATIONS)
+        rules.check_choice("source", self.source, rules.DETECTOR_SOURCES)
         rules.check_filters("filters", self.filters)
         rules.check_refinement(self.refinement, self.pool_size if self.windowed else None)
         rules.check_non_negative_number("offset_uniformity_weight", self.offset_uniformity_weight)
@@ -100,16 +175,25 @@ class GraphConfig(Section):
 
 @dataclasses.dataclass
 class HeadConfig(Section):
-    """The CNN after the graph->CNN grid: filters (classifier head convolutions), dropout
-    before the logits, and the autoencoder's reconstruction_loss ("mse" or "conf_mse", §8)."""
+    """The CNN after the graph->CNN grid: fuse ("none", or "concat": the grid concatenated with
+    the tapped backbone features, beyond the paper), filters (classifier head convolutions;
+    empty for none),
+    pooling before the logits ("flatten", the paper's: the class may depend on where things
+    are; or "average", global average pooling), dropout before the logits, and the
+    autoencoder's reconstruction_loss ("mse" or "conf_mse", §8)."""
 
     filters: tuple = (64, 64)
     dropout: float = 0.2
     reconstruction_loss: str = "mse"
+    pooling: str = "flatten"
+    fuse: str = "none"
 
     def __post_init__(self):
         self.filters = tuple(self.filters)
-        rules.check_filters("filters", self.filters)
+        if self.filters:  # empty: no head convolutions (a ResNet's late stages are the head)
+            rules.check_filters("filters", self.filters)
+        rules.check_choice("pooling", self.pooling, rules.HEAD_POOLINGS)
+        rules.check_choice("fuse", self.fuse, rules.HEAD_FUSIONS)
         if not 0.0 <= self.dropout < 1.0:
             raise ValueError(f"dropout={self.dropout!r} must be in [0, 1)")
         rules.check_choice("reconstruction_loss", self.reconstruction_loss,
@@ -120,28 +204,32 @@ class HeadConfig(Section):
 class ModelConfig(Section):
     """Everything that defines a keypoint-gnn model; the builders in `keypoint_gnn.models`
     take it. `image_size`, `channels` (1 or 3) and `num_classes` come from the data set;
-    `backbone_filters` are the feature extractor's channels per stride-2 block."""
+    `backbone` is the feature extractor (`BackboneConfig`)."""
 
     image_size: int = 48
     channels: int = 3
     num_classes: int = 6
-    backbone_filters: tuple = (32, 64)
+    backbone: BackboneConfig = dataclasses.field(default_factory=BackboneConfig)
     detector: DetectorConfig = dataclasses.field(default_factory=DetectorConfig)
     graph: GraphConfig = dataclasses.field(default_factory=GraphConfig)
     head: HeadConfig = dataclasses.field(default_factory=HeadConfig)
 
     def __post_init__(self):
-        self.backbone_filters = tuple(self.backbone_filters)
-        for name, cls in (("detector", DetectorConfig), ("graph", GraphConfig),
-                          ("head", HeadConfig)):
+        for name, cls in (("backbone", BackboneConfig), ("detector", DetectorConfig),
+                          ("graph", GraphConfig), ("head", HeadConfig)):
             if isinstance(getattr(self, name), dict):
                 setattr(self, name, cls.from_dict(getattr(self, name), f"{name}."))
         self.validate()
 
+    @classmethod
+    def from_dict(cls, values, path=""):
+        return super().from_dict(upgrade(values, path), path)
+
     @property
     def feature_stride(self):
-        """Image pixels per feature-map pixel: each backbone block halves the resolution."""
-        return 2 ** len(self.backbone_filters)
+        """Image pixels per feature-map pixel at the backbone's tap (the detector's and the
+        graph's map)."""
+        return self.backbone.feature_stride
 
     @property
     def feature_size(self):
@@ -157,17 +245,17 @@ class ModelConfig(Section):
             rules.check_positive_int(name, getattr(self, name))
         if self.channels not in (1, 3):
             raise ConfigError(f"channels={self.channels!r} must be 1 (greyscale) or 3 (RGB)")
-        rules.check_filters("backbone_filters", self.backbone_filters)
-        detector = self.detector
-        if len(detector.filters) != len(self.backbone_filters):
-            raise ConfigError(
-                f"detector.filters {list(detector.filters)} must have as many blocks as "
-                f"backbone_filters {list(self.backbone_filters)}, so both CNNs share one "
-                "resolution")
+        backbone, detector = self.backbone, self.detector
+        if backbone.application:
+            try:
+                rules.check_application_input(backbone.kind, self.image_size, self.channels)
+            except ValueError as error:
+                raise ConfigError(str(error)) from None
+        self._check_detector_resolution()
         if self.image_size % self.feature_stride:
             raise ConfigError(
                 f"image_size={self.image_size} is not divisible by the feature stride "
-                f"{self.feature_stride} ({len(self.backbone_filters)} stride-2 blocks)")
+                f"{self.feature_stride} ({self._stride_origin()})")
         size = self.feature_size
         if detector.kind in ("attention", "perturbed_topk"):
             _section_error("detector", rules.check_locations, detector.num_keypoints, size, size)
@@ -183,7 +271,61 @@ class ModelConfig(Section):
             raise ConfigError(f"graph.diffpool_clusters={self.graph.diffpool_clusters} exceeds "
                               f"detector.num_keypoints={detector.num_keypoints}")
 
+    def _stride_origin(self):
+        backbone = self.backbone
+        if backbone.kind == "conv":
+            return f"{len(backbone.filters)} stride-2 blocks"
+        which = (f"backbone.tap_stride={backbone.tap_stride}" if backbone.tap_stride
+                 else "the deepest stage")
+        return f"backbone {backbone.kind!r}, {which}"
+
+    def _check_detector_resolution(self):
+        """The detector CNN (source "image") must end at the tap's resolution: one stride-2
+        block per halving."""
+        backbone, detector = self.backbone, self.detector
+        if detector.source != "image":
+            return
+        if backbone.kind == "conv":
+            if len(detector.filters) != len(backbone.filters):
+                raise ConfigError(
+                    f"detector.filters {list(detector.filters)} must have as many blocks as "
+                    f"backbone.filters {list(backbone.filters)}, so both CNNs share one "
+                    "resolution")
+            return
+        blocks = self.feature_stride.bit_length() - 1  # strides are powers of 2
+        if blocks == 0:
+            raise ConfigError(
+                f"detector.source='image' needs a tapped feature map smaller than the image, "
+                f"not stride 1 ({self._stride_origin()}): set detector.source='features' or "
+                "a larger backbone.tap_stride")
+        if len(detector.filters) != blocks:
+            raise ConfigError(
+                f"detector.filters {list(detector.filters)} must have {blocks} blocks, one per "
+                f"halving of the feature stride {self.feature_stride} ({self._stride_origin()}), "
+                "so both CNNs share one resolution; or set detector.source='features'")
+
     def with_data(self, *, image_size, channels, num_classes):
         """This config for a data set's image size, channels and classes."""
         return dataclasses.replace(self, image_size=image_size, channels=channels,
                                    num_classes=num_classes)
+
+
+def upgrade(values, path=""):
+    """A ModelConfig dict with the names of earlier versions moved to their current paths:
+    `backbone_filters` -> `backbone.filters`. Other values are returned as they are."""
+    if not isinstance(values, dict) or "backbone_filters" not in values:
+        return values
+    values = dict(values)
+    filters = check_type(f"{path}backbone_filters", values.pop("backbone_filters"), tuple)
+    backbone = values.get("backbone", {})
+    if isinstance(backbone, BackboneConfig):
+        backbone = backbone.to_dict()
+    if isinstance(backbone, dict):
+        given = backbone.get("filters")
+        if given is not None and tuple(given) != filters:
+            raise ConfigError(
+                f"{path}backbone_filters={list(filters)} (the old name of "
+                f"{path}backbone.filters) conflicts with {path}backbone.filters="
+                f"{list(given)}: give one")
+        values["backbone"] = {**backbone, "filters": filters}
+    return values

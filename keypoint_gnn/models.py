@@ -2,19 +2,23 @@
 
 Every keypoint model has the same skeleton (layer names in quotes):
 
-  images -> "feature_extractor" CNN ---------------------------> F (B, h, w, C)
+  images -> "feature_extractor" (backbone up to its tap) ------> F (B, h, w, C)
   images -> "detector_backbone" CNN -> "detector" -> positions (B, N, 2), scores (B, N)
+            (detector.source="features": "detector" reads F, no detector CNN)
   "cnn_to_graph"([F, positions, scores]) -> nodes (B, N, C), adjacency (B, N, N)
   "gnn"([nodes, adjacency]) -> nodes (B, N, C')                (absent for graph.kind="none")
   "graph_to_cnn"([nodes, positions]) -> G (B, h, w, C')
-  classifier: "head" CNN -> logits;   autoencoder: "decoder" CNN -> image
+  classifier: ["head_fuse" G ++ F] -> ["late_stages": ResNet stages after the tap]
+              -> "head" CNN -> logits;   autoencoder: "decoder" CNN -> image
 
-Which detector and GNN class each config name builds is `keypoint_gnn.registry`.
+h = image_size / feature_stride. Which detector, GNN and backbone each config name builds is
+`keypoint_gnn.registry`; the backbones are `keypoint_gnn.backbones`.
 """
 import math
 
-from keypoint_gnn import layers, registry
+from keypoint_gnn import backbones, layers, registry
 from keypoint_gnn._backend import keras
+from keypoint_gnn.backbones.resnet import resnet_param_count
 from keypoint_gnn.config import ModelConfig
 
 __all__ = [
@@ -30,30 +34,6 @@ __all__ = [
 ]
 
 
-def _conv_blocks(filters, name, final_activation="relu"):
-    """Each block: 3x3 conv, then a stride-2 3x3 conv (halves the resolution); every conv is
-    followed by batch normalisation (synchronised across replicas, so that a mirrored run
-    computes the same statistics as one device; moving-average momentum 0.9) and a ReLU.
-
-    The detector's CNN ends without a ReLU: a score map computed from rectified features can
-    be zero everywhere, and then no gradient reaches the detector.
-    """
-    layers = []
-    for i, width in enumerate(filters):
-        last = i == len(filters) - 1
-        for suffix, strides in (("a", 1), ("b", 2)):
-            layers += [
-                keras.layers.Conv2D(width, 3, strides=strides, padding="same", use_bias=False,
-                                    name=f"conv{i}{suffix}"),
-                # momentum 0.9, not Keras's 0.99: with a few hundred steps (2 epochs of 10k
-                # images) the 0.99 moving statistics still lag and test accuracy collapses.
-                keras.layers.BatchNormalization(momentum=0.9, synchronized=True, name=f"bn{i}{suffix}"),
-            ]
-            if not (last and suffix == "b" and final_activation is None):
-                layers.append(keras.layers.ReLU(name=f"relu{i}{suffix}"))
-    return keras.Sequential(layers, name=name)
-
-
 def _make_detector(config):
     detector_class = registry.detector_class(config.detector.kind)
     return detector_class.from_section(config.detector, name="detector", dtype="float32")
@@ -63,11 +43,18 @@ def _image_input(config):
     return keras.Input((config.image_size, config.image_size, config.channels), name="images")
 
 
+def _detector_features(config, images, features):
+    """What the detector reads: its own CNN on the image, or the tapped backbone features."""
+    if config.detector.source == "features":
+        return features
+    return backbones.conv_blocks(config.detector.filters, "detector_backbone", None)(images)
+
+
 def _keypoint_graph(config, images):
     """The shared trunk: both CNNs, the detector, the interconnects and the GNN
-    -> G (graph->CNN grid), score map."""
-    features = _conv_blocks(config.backbone_filters, "feature_extractor")(images)
-    detector_features = _conv_blocks(config.detector.filters, "detector_backbone", None)(images)
+    -> G (graph->CNN grid), score map, F (the tapped backbone features)."""
+    features = backbones.feature_extractor(config)(images)
+    detector_features = _detector_features(config, images, features)
     positions, scores, score_map = _make_detector(config)(detector_features)
     graph = config.graph
     nodes, adjacency = layers.CNNToGraph(
@@ -82,17 +69,27 @@ def _keypoint_graph(config, images):
     size = config.feature_size
     grid = layers.GraphToCNN(size, size, sampling=config.sampling, name="graph_to_cnn")(
         [nodes, positions])
-    return grid, score_map
+    return grid, score_map, features
 
 
-def _classifier_head(config, grid):
-    x = grid
-    for i, width in enumerate(config.head.filters):
-        strides = 2 if i == len(config.head.filters) - 1 and config.feature_size >= 4 else 1
+def _classifier_head(config, x):
+    """(B, s, s, C) -> logits: the head convolutions (the last one stride 2 on maps of 4 or
+    more), then flatten (the class can depend on where things are in the map) or global
+    average pooling, dropout and the logits."""
+    head = config.head
+    size = x.shape[1]
+    for i, width in enumerate(head.filters):
+        strides = 2 if i == len(head.filters) - 1 and size >= 4 else 1
         x = keras.layers.Conv2D(width, 3, strides=strides, padding="same", activation="relu",
                                 name=f"head_conv{i}")(x)
-    # Flatten, not global pooling: the class can depend on where things are in the map.
-    x = keras.layers.Flatten(name="head_flatten")(x)
+    if head.pooling == "average":
+        x = keras.layers.GlobalAveragePooling2D(name="head_pool")(x)
+    else:
+        x = keras.layers.Flatten(name="head_flatten")(x)
+    return _logits(config, x)
+
+
+def _logits(config, x):
     if config.head.dropout:
         x = keras.layers.Dropout(config.head.dropout, name="head_dropout")(x)
     return keras.layers.Dense(config.num_classes, name="logits", dtype="float32")(x)
@@ -101,17 +98,26 @@ def _classifier_head(config, grid):
 def build_classifier(config):
     """Keypoint-GNN image classifier (paper Table 1); outputs logits (B, num_classes).
 
-    `graph.kind="none"` gives the paper's "CNN only" row: keypoints, no graph network.
+    `graph.kind="none"` gives the paper's "CNN only" row: keypoints, no graph network. With
+    `head.fuse="concat"` the head also sees the tapped backbone features beside the grid; a
+    "resnet" backbone tapped before its deepest stage runs its later stages on the grid
+    ("late_stages") before the head.
     """
     images = _image_input(config)
-    grid, _ = _keypoint_graph(config, images)
-    logits = _classifier_head(config, grid)
+    grid, _, features = _keypoint_graph(config, images)
+    x = grid
+    if config.head.fuse == "concat":
+        x = keras.layers.Concatenate(name="head_fuse")([grid, features])
+    late = backbones.late_stages(config, x.shape[-1])
+    if late is not None:
+        x = late(x)
+    logits = _classifier_head(config, x)
     return keras.Model(images, logits, name=f"{model_name(config)}_classifier")
 
 
 def _decoder(config, grid):
     x = grid
-    for i, width in enumerate(reversed(config.backbone_filters)):
+    for i, width in enumerate(reversed(config.backbone.filters)):
         x = keras.layers.Conv2DTranspose(width, 3, strides=2, padding="same", activation="relu",
                                          name=f"decoder_up{i}")(x)
     return keras.layers.Conv2D(config.channels, 3, padding="same", activation="sigmoid",
@@ -123,10 +129,15 @@ def build_autoencoder(config):
 
     With `config.head.reconstruction_loss="conf_mse"` the model adds conf-MSE itself (compile with
     `loss=None`); with `"mse"` compile with `loss="mse"`. `reconstruction_loss_for(config)`
-    gives the right argument.
+    gives the right argument. The decoder mirrors the "conv" backbone: other backbone kinds
+    are refused (ValueError).
     """
+    if config.backbone.kind != "conv":
+        raise ValueError(
+            f"the autoencoder (reconstruct task) needs backbone.kind='conv' (its decoder mirrors "
+            f"the conv blocks), not backbone.kind={config.backbone.kind!r}")
     images = _image_input(config)
-    grid, score_map = _keypoint_graph(config, images)
+    grid, score_map, _ = _keypoint_graph(config, images)
     reconstructions = _decoder(config, grid)
     if config.head.reconstruction_loss == "conf_mse":
         reconstructions = layers.ConfidenceWeightedMSE(name="conf_mse")([images, reconstructions, score_map])
@@ -140,20 +151,93 @@ def reconstruction_loss_for(config):
 
 def _plain_cnn(config, width_multiplier):
     images = _image_input(config)
-    scale = lambda filters: tuple(max(1, round(f * width_multiplier)) for f in filters)
-    x = _conv_blocks(scale(config.backbone_filters), "feature_extractor")(images)
+    scale = lambda filters: backbones.scale_widths(filters, width_multiplier)
+    x = backbones.conv_blocks(scale(config.backbone.filters), "feature_extractor")(images)
     head_config = config.replace(head=config.head.replace(filters=scale(config.head.filters)))
     logits = _classifier_head(head_config, x)
     return keras.Model(images, logits, name="plain_cnn_classifier")
 
 
-def build_plain_cnn(config, target_params=None):
-    """A plain CNN classifier (backbone + head, no keypoints, no graph).
+def _plain_backbone(config, width_multiplier=1.0, hidden_units=0):
+    """The backbone's ordinary classifier: the whole backbone, global average pooling, an
+    optional hidden dense layer (ReLU), dropout and the logits."""
+    images = _image_input(config)
+    x = backbones.plain_feature_extractor(config, width_multiplier)(images)
+    x = keras.layers.GlobalAveragePooling2D(name="head_pool")(x)
+    if hidden_units:
+        x = keras.layers.Dense(hidden_units, activation="relu", name="head_hidden")(x)
+    logits = _logits(config, x)
+    return keras.Model(images, logits, name=f"plain_{config.backbone.kind}_classifier")
 
-    With `target_params`, its widths are scaled so that its parameter count is the closest
-    to `target_params` (within 5% or the nearest reachable): the model a user would pick
-    instead of the keypoint model at equal size.
+
+def _plain_resnet_params(config, width_multiplier):
+    section = config.backbone
+    widths = backbones.scale_widths(section.widths, width_multiplier)
+    stem_filters = backbones.scale_widths((section.stem_filters,), width_multiplier)[0]
+    return (resnet_param_count(config.channels, stem_filters, widths, section.depths)
+            + (widths[-1] + 1) * config.num_classes)
+
+
+def _closest_multiplier(count, target_params, steps=60):
+    """The width multiplier in [1/20, 16] whose `count(multiplier)` is closest to
+    `target_params`, by bisection (counts grow with the multiplier, up to rounding)."""
+    low, high = 0.05, 16.0
+    best = None
+    for _ in range(steps):
+        middle = math.sqrt(low * high)
+        params = count(middle)
+        if best is None or abs(params - target_params) < abs(best[1] - target_params):
+            best = (middle, params)
+        if params == target_params:
+            break
+        if params < target_params:
+            low = middle
+        else:
+            high = middle
+    return best[0]
+
+
+def build_plain_cnn(config, target_params=None):
+    """A plain CNN classifier (backbone + head, no keypoints, no graph): the model a user would
+    pick instead of the keypoint model at equal size.
+
+    backbone.kind "conv": the conv blocks and the keypoint model's head CNN; with
+    `target_params` all widths are scaled so that the parameter count is the closest to
+    `target_params` (within 2% where the widths allow, else the nearest reachable).
+
+    "resnet": the whole ResNet (every stage), global average pooling, dropout, dense logits;
+    with `target_params` its stem and stage widths are scaled (the counts are computed without
+    building, `resnet_param_count`) to the closest count: within 2% from about 10k parameters
+    up (one channel of the widest stage is under 1% there).
+
+    Applications ("resnet50", ...): the same network (cut at the same tap as the keypoint
+    model), global average pooling and dense logits. Their widths are fixed: the plain model
+    is the closest reachable, smaller than the keypoint model by its detector, GNN and head
+    (at 64 px, 10 classes: under 5% for ResNet50 and EfficientNetB0, 12% for
+    MobileNetV3Small; see tests/test_backbones.py). A gap of at least one hidden layer as wide as the pooled
+    features is filled by such a layer (dense, ReLU) before the logits, as in MobileNetV3's own
+    top; a narrower one would be a bottleneck, so none is added.
     """
+    kind = config.backbone.kind
+    if kind == "conv":
+        return _plain_conv(config, target_params)
+    if target_params is None:
+        return _plain_backbone(config)
+    if kind == "resnet":
+        multiplier = _closest_multiplier(lambda m: _plain_resnet_params(config, m),
+                                         target_params)
+        return _plain_backbone(config, multiplier)
+    plain = _plain_backbone(config)
+    features = plain.get_layer("head_pool").output_shape[-1]
+    backbone_params = plain.count_params() - (features + 1) * config.num_classes
+    # (features + 1) h + (h + 1) classes parameters after the pooling, for h hidden units.
+    hidden = (target_params - backbone_params - config.num_classes) // (
+        features + 1 + config.num_classes)
+    # Only as wide as the features or wider: a narrower layer is a bottleneck, not a head.
+    return _plain_backbone(config, hidden_units=hidden) if hidden >= features else plain
+
+
+def _plain_conv(config, target_params):
     if target_params is None:
         return _plain_cnn(config, 1.0)
     low, high = 0.05, 16.0
@@ -184,9 +268,12 @@ def keypoint_model(model):
 
 
 def detector_model(model):
-    """The detector branch alone (detector CNN + detector layer), for saving/loading its
-    pre-trained weights between models built from the same config."""
-    backbone = model.get_layer("detector_backbone")
+    """The detector branch alone (detector CNN, or the feature extractor for
+    `detector.source="features"`, + detector layer), for saving/loading its pre-trained
+    weights between models built from the same config."""
+    names = {layer.name for layer in model.layers}
+    backbone = model.get_layer(
+        "detector_backbone" if "detector_backbone" in names else "feature_extractor")
     detector = model.get_layer("detector")
     images = keras.Input(model.input_shape[1:], name="images")
     outputs = detector(backbone(images))
@@ -205,16 +292,22 @@ def build_keypoint_pretrainer(config):
             "keypoint pre-training needs detector.kind='grid' (the coordinate regressor), got "
             f"detector.kind={config.detector.kind!r}")
     images = _image_input(config)
-    detector_features = _conv_blocks(config.detector.filters, "detector_backbone", None)(images)
+    features = (backbones.feature_extractor(config)(images)
+                if config.detector.source == "features" else None)
+    detector_features = _detector_features(config, images, features)
     cells = _make_detector(config)(detector_features, return_cells=True)
     return keras.Model(images, cells, name="keypoint_pretrainer")
 
 
 def custom_objects():
     """Objects to pass to `keras.models.load_model` (they are also registered by name)."""
-    return {name: getattr(layers, name) for name in layers.__all__}
+    objects = {name: getattr(layers, name) for name in layers.__all__}
+    objects["ImageNetPreprocessing"] = backbones.ImageNetPreprocessing
+    return objects
 
 
 def model_name(config):
-    """"keypoint_<detector>_<gnn>", the name models and exports carry by default."""
-    return f"keypoint_{config.detector.kind}_{config.graph.kind}"
+    """"keypoint_<detector>_<gnn>", the name models and exports carry by default;
+    "keypoint_<backbone>_<detector>_<gnn>" for a backbone other than "conv"."""
+    backbone = "" if config.backbone.kind == "conv" else f"{config.backbone.kind}_"
+    return f"keypoint_{backbone}{config.detector.kind}_{config.graph.kind}"

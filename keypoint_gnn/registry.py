@@ -32,3 +32,27 @@ def detector_class(kind):
 def gnn_class(kind):
     """The GNN layer class for `kind`, or None for "none"."""
     return None if GNNS[kind] is None else _layer_class(GNNS[kind])
+
+
+# ModelConfig.backbone.kind -> how `keypoint_gnn.backbones` builds the feature extractor.
+# "conv": the paper's stride-2 conv blocks; "resnet": configurable basic-block ResNet; the others
+# tf_keras.applications networks (include_top=False, never downloaded weights).
+BACKBONES = ("conv", "resnet", "resnet50", "efficientnetb0", "mobilenetv3small")
+# kind -> (tf_keras.applications function, input scaling, {stride: layer the tap reads}); the
+# deepest stride (32) reads the network's output. Input scaling, from images in [0, 1]:
+# "caffe" (x 255, RGB -> BGR, ImageNet mean subtracted: what ResNet50's ImageNet weights expect),
+# "0-255" (x 255: EfficientNet and MobileNetV3 rescale inside the network).
+APPLICATION_BACKBONES = {
+    "resnet50": ("ResNet50", "caffe",
+                 {4: "conv2_block3_out", 8: "conv3_block4_out", 16: "conv4_block6_out", 32: None}),
+    "efficientnetb0": ("EfficientNetB0", "0-255",
+                       {4: "block2b_add", 8: "block3b_add", 16: "block5c_add", 32: None}),
+    "mobilenetv3small": ("MobileNetV3Small", "0-255",
+                         {4: "expanded_conv/project/BatchNorm", 8: "expanded_conv_2/Add",
+                          16: "expanded_conv_7/Add", 32: None}),
+}
+
+
+def application_strides(kind):
+    """The strides a tf_keras.applications backbone can be tapped at, ascending."""
+    return tuple(sorted(APPLICATION_BACKBONES[kind][2]))

@@ -126,3 +126,54 @@ def check_perturbed(num_samples, sigma, selection, estimator, refinement, prefix
     if refinement != "none" and selection != "marginal":
         raise ValueError(f"refinement={refinement!r} needs {prefix}selection='marginal', not "
                          f"{selection!r}: averaged slots place the keypoints themselves")
+
+
+# --- backbones -------------------------------------------------------------------------------
+STEM_STRIDES = (1, 2, 4)
+DETECTOR_SOURCES = ("image", "features")  # what the detector CNN reads
+HEAD_POOLINGS = ("flatten", "average")
+HEAD_FUSIONS = ("none", "concat")
+APPLICATION_MIN_IMAGE_SIZE = 32
+
+
+def check_stages(widths, depths):
+    """A ResNet's stages: one width and one depth (blocks) each."""
+    check_filters("widths", widths)
+    if (not isinstance(depths, (tuple, list)) or not depths
+            or not all(isinstance(d, int) and not isinstance(d, bool) and d > 0 for d in depths)):
+        raise ValueError(f"depths={depths!r} must be a non-empty list of positive integers "
+                         "(blocks per stage)")
+    if len(widths) != len(depths):
+        raise ValueError(f"widths={tuple(widths)!r} and depths={tuple(depths)!r} must have the "
+                         "same length (one width and one depth per stage)")
+
+
+def check_tap_stride(tap_stride, stage_strides, kind):
+    """`tap_stride`: None (the deepest stage) or the stride of one of the backbone's stages."""
+    if tap_stride is not None and tap_stride not in stage_strides:
+        raise ValueError(f"tap_stride={tap_stride!r} is not a stage stride of backbone "
+                         f"kind {kind!r}; valid: null (the deepest stage) or "
+                         f"{', '.join(map(str, stage_strides))}")
+
+
+def check_weights_path(weights):
+    """None, or the path of a Keras HDF5 weights file (loaded by layer name)."""
+    if weights is not None and (not isinstance(weights, str) or not weights.endswith(".h5")):
+        raise ValueError(f"weights={weights!r} must be null or the path of a Keras .h5 weights "
+                         "file (loaded by layer name)")
+    if weights is not None and weights.endswith(".weights.h5"):
+        # tf_keras reads this format by the models' structure and ignores by_name: layers
+        # missing on one side (the stages after the tap) would shift every later weight.
+        raise ValueError(f"weights={weights!r}: a '.weights.h5' file loads by structure, not by "
+                         "layer name; save it with save_weights('NAME.h5')")
+
+
+def check_application_input(kind, image_size, channels):
+    """tf_keras.applications backbones take RGB images of at least 32x32 pixels."""
+    if channels != 3:
+        raise ValueError(f"backbone.kind={kind!r} needs channels=3 (RGB images), not "
+                         f"channels={channels!r}: set data.channels=3 or use backbone.kind "
+                         "'conv' or 'resnet'")
+    if image_size < APPLICATION_MIN_IMAGE_SIZE:
+        raise ValueError(f"backbone.kind={kind!r} needs image_size >= "
+                         f"{APPLICATION_MIN_IMAGE_SIZE}, not image_size={image_size}")

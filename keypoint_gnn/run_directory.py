@@ -61,6 +61,8 @@ class RunDirectory:
         self.configuration = json.loads(json.dumps(configuration))
         self.overwrite = overwrite
         self._lock = None
+        self._created = False
+        self._wrote_resume = False
 
     def __enter__(self):
         """Checks and locks the folder; entering an already entered one does nothing."""
@@ -82,6 +84,7 @@ class RunDirectory:
     def check_writable(self):
         if self.path.exists() and not self.path.is_dir():
             raise RunDirectoryError(f"--out {self.path} is a file, not a folder; choose a folder")
+        self._created = not self.path.exists()
         try:
             self.path.mkdir(parents=True, exist_ok=True)
         except OSError as error:
@@ -114,6 +117,19 @@ class RunDirectory:
                 (self.path / LOCK_FILE).unlink()
             self._lock.close()
             self._lock = None
+
+    def abandon(self):
+        """Releases a run that failed before its first epoch (bad data, say) and undoes what
+        entering wrote: its resume.json, and the folder itself if entering created it and it is
+        empty. A folder that held anything before is left as it was."""
+        untouched = not (self.path / EPOCHS_FILE).exists() and not (self.path / "backup").exists()
+        self.release()
+        if self._wrote_resume and untouched:
+            with contextlib.suppress(OSError):
+                (self.path / RESUME_FILE).unlink()
+            if self._created:
+                with contextlib.suppress(OSError):
+                    self.path.rmdir()
 
     def check_finished(self):
         """A finished run (its metrics.json) is kept unless `overwrite`; with it, the run's
@@ -150,6 +166,7 @@ class RunDirectory:
             raise RunDirectoryError(
                 f"--out {self.path} holds a checkpoint of an unknown run (backup/ without "
                 f"{RESUME_FILE}); pass --overwrite to start again, or choose a new --out")
+        self._wrote_resume = not resume.is_file()
         _write_json(resume, self.configuration)
 
     def _epochs(self):

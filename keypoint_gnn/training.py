@@ -166,10 +166,11 @@ def keypoint_quality(model, config, images, parts=None):
     return report, pixels
 
 
-def report_keypoints(model, config, data, test_images, out):
+def report_keypoints(model, config, data, test_images, out, test_labels=None):
     """`keypoint_quality` on the test images (with the grid regressor's `offset_quality`), and
-    keypoints.png (and offsets.png) in `out`. Returns the quality dict and the keypoints in
-    image pixels."""
+    keypoints.png (and offsets.png) in `out`; given `test_labels` (integer classes), each image
+    of keypoints.png is captioned with the model's predicted and the true class. Returns the
+    quality dict and the keypoints in image pixels."""
     quality, pixels = keypoint_quality(model, config, test_images, data.test_parts)
     if config.detector.kind == "grid":
         offset_measures, offsets = offset_quality(model, config, test_images)
@@ -177,8 +178,14 @@ def report_keypoints(model, config, data, test_images, out):
         viz.plot_offset_histogram(offsets.reshape(-1, 2), pathlib.Path(out) / "offsets.png")
     parts = None if data.test_parts is None else data.test_parts[:16]
     kind = config.detector.kind
+    captions = None
+    if test_labels is not None:
+        names = data.info.class_names
+        predicted = np.argmax(model.predict(test_images[:16], verbose=0), axis=-1)
+        captions = [f"pred {names[p]}\ntrue {names[t]}" for p, t in
+                    zip(predicted, np.asarray(test_labels[:16]).reshape(-1))]
     viz.draw_keypoints(test_images[:16], pixels[:16], pathlib.Path(out) / "keypoints.png",
-                       parts=parts, title=f"{kind} keypoints" + (
+                       parts=parts, captions=captions, title=f"{kind} keypoints" + (
                            " (red) and true parts (green)" if parts is not None else ""))
     return quality, pixels
 

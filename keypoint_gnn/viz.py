@@ -90,7 +90,8 @@ def _save(figure, path):
     return path
 
 
-def draw_keypoints(images, positions, path, *, scores=None, parts=None, ncols=8, title=None):
+def draw_keypoints(images, positions, path, *, scores=None, parts=None, ncols=8, title=None,
+                   captions=None):
     """A grid of images with keypoints as red dots and true parts as green circles.
 
     The paper's figures 4, 5 and 8.
@@ -103,12 +104,16 @@ def draw_keypoints(images, positions, path, *, scores=None, parts=None, ncols=8,
       parts: optional (B, P, 2) true parts (y, x) in image pixels; NaN rows are padding.
       ncols: images per row.
       title: optional figure title.
+      captions: optional list of B strings written under each image (e.g. "pred cat / true
+        dog").
 
     Returns:
       path.
     """
     images = _check_images(images)
     batch, height = images.shape[0], images.shape[1]
+    if captions is not None and len(captions) != batch:
+        raise ValueError(f"captions has {len(captions)} entries, images {batch}: one per image")
     positions = _check_points(positions, batch, "positions")
     if scores is not None:
         scores = np.asarray(scores, dtype=np.float64)
@@ -130,6 +135,8 @@ def draw_keypoints(images, positions, path, *, scores=None, parts=None, ncols=8,
         _draw_points(axes, positions[index],
                      None if scores is None else scores[index],
                      None if parts is None else parts[index], height)
+        if captions is not None:
+            axes.set_title(captions[index], fontsize=6)
     if title:
         figure.suptitle(title)
     figure.tight_layout()

@@ -1,6 +1,7 @@
-"""The benchmark command and its parts: NumPy reference, outputs, memory cap, flags.
+"""The benchmark command and its parts: loop references, outputs, provenance, memory cap, flags.
 
-Speeds are not asserted: the machine is shared and timings are noisy.
+Speeds are not asserted: the machine is shared and timings are noisy. What is asserted is that
+every ratio a run reports was timed in that run: both sides in one interleaved group.
 """
 import argparse
 import json
@@ -8,7 +9,7 @@ import json
 import numpy as np
 import pytest
 
-from keypoint_gnn.benchmarks import goals, interconnect, isolation, measure, scale
+from keypoint_gnn.benchmarks import goals, interconnect, isolation, measure, real_data, scale
 from keypoint_gnn.benchmarks import training as training_bench
 from trainers import benchmark
 
@@ -23,6 +24,15 @@ def test_numpy_loop_reference_matches_tf_interconnect(batch, keypoints, channels
         np.testing.assert_allclose(got.numpy(), want, rtol=1e-5, atol=1e-6, err_msg=name)
 
 
+@pytest.mark.parametrize("batch,keypoints,channels,map_size", [(2, 8, 4, 5), (3, 16, 2, 4)])
+def test_tf_loop_reference_matches_numpy_loop(batch, keypoints, channels, map_size):
+    arrays = interconnect.random_inputs(batch, keypoints, channels, map_size, seed=4)
+    expected = interconnect.numpy_interconnect(*arrays)
+    actual = interconnect.tf_loop_interconnect(*arrays)
+    for name, want, got in zip(("nodes", "adjacency", "grid"), expected, actual):
+        np.testing.assert_allclose(got.numpy(), want, rtol=1e-5, atol=1e-6, err_msg=name)
+
+
 def test_numpy_reference_on_a_hand_worked_case():
     # Two keypoints 3 apart in one 4x4 map: w = 1/(1+3) = 0.25, divided by itself -> 1, so
     # A = [[1, 1], [1, 1]], degrees 2, normalised entries 1/2.
@@ -30,34 +40,94 @@ def test_numpy_reference_on_a_hand_worked_case():
     feature_map[0, 0, 0, 0], feature_map[0, 0, 3, 0] = 2.0, 4.0
     positions = np.array([[[0, 0], [0, 3]]], np.float32)
     scores = np.array([[0.5, 1.0]], np.float32)
-    nodes, adjacency, grid = interconnect.numpy_interconnect(feature_map, positions, scores)
-    np.testing.assert_allclose(nodes[0, :, 0], [1.0, 4.0])
-    np.testing.assert_allclose(adjacency[0], np.full((2, 2), 0.5))
-    assert grid[0, 0, 0, 0] == 1.0 and grid[0, 0, 3, 0] == 4.0 and grid.sum() == 5.0
+    for reference in (interconnect.numpy_interconnect, interconnect.tf_loop_interconnect):
+        nodes, adjacency, grid = (np.asarray(t) for t in reference(feature_map, positions, scores))
+        np.testing.assert_allclose(nodes[0, :, 0], [1.0, 4.0])
+        np.testing.assert_allclose(adjacency[0], np.full((2, 2), 0.5))
+        assert grid[0, 0, 0, 0] == 1.0 and grid[0, 0, 3, 0] == 4.0 and grid.sum() == 5.0
+
+
+def test_bytes_per_batch_on_a_hand_worked_case():
+    # B=1, N=2, C=3, 4x4 map: feature rows 1*2*3 = 6, positions 4, scores 2, nodes 6,
+    # adjacency 4, grid 16*3 = 48 values: 70 float32 values = 280 bytes.
+    moved = interconnect.bytes_per_batch(batch=1, keypoints=2, channels=3, map_size=4)
+    assert moved["feature rows read"] == 24 and moved["grid written"] == 192
+    assert moved["total"] == 280
+    assert interconnect.bytes_per_batch(1, 2, 3, 4, value_bytes=2)["total"] == 140
+
+
+def _assert_same_run_provenance(results):
+    """Every ratio's two sides are timings of one group recorded in these results."""
+    groups = measure.groups_in(results)
+    ratios = measure.ratios_in(results)
+    assert groups and ratios
+    for path, ratio in ratios:
+        group = groups[ratio["group"]]
+        numerator = group["timings"][ratio["numerator"]]
+        denominator = group["timings"][ratio["denominator"]]
+        assert numerator["group"] == denominator["group"] == ratio["group"], path
+        per_round = [ratio.get("scale", 1.0) * a / b
+                     for a, b in zip(numerator["rounds_ms"], denominator["rounds_ms"])]
+        assert ratio["value"] == pytest.approx(float(np.median(per_round))), path
+    assert measure.check_ratios(results) == []
 
 
 def test_interconnects_quick_writes_json_and_markdown(tmp_path, capsys):
     out = tmp_path / "bench"
     benchmark.main(["interconnects", "--quick", "--repeats", "2", "--out", str(out)])
     results = json.loads((out / "benchmarks.json").read_text())
-    for key in ("machine", "command", "parts", "goals", "settings"):
+    for key in ("machine", "command", "date", "parts", "goals", "settings", "aa_warnings"):
         assert key in results, key
-    for key in ("cpu_model", "logical_cores", "memory_gib", "tensorflow", "gpus", "load_average"):
+    for key in ("cpu_model", "logical_cores", "memory_gib", "tensorflow", "gpus", "load_average",
+                "threads"):
         assert key in results["machine"], key
     part = results["parts"]["interconnects"]
-    assert part["authors_pytorch_ms"] == 182.0
-    assert set(part["variants"]) == set(interconnect.VARIANTS)
-    for variant in part["variants"].values():
+    conditions = part["conditions"]
+    assert len(conditions["load_before"]) == 3 and len(conditions["load_after"]) == 3
+    assert {"cpu_count", "usable_cores", "tf_intra_op", "tf_inter_op", "env"} <= set(
+        conditions["threads"])
+    assert set(part["variants"]) == set(interconnect.VARIANTS)  # no GPU in the tests
+    group = part["group"]
+    assert set(group["timings"]) == set(interconnect.VARIANTS) | {
+        "memory copy | cpu", "tf_function_xla (A/A)"}
+    for name, variant in part["variants"].items():
         assert variant["median_ms"] > 0 and variant["repeats"] == 2
-        assert variant["ratio_to_authors"] == pytest.approx(variant["median_ms"] / 182.0)
         assert variant["memory"]["status"] == "ok"
         assert variant["memory"]["peak_rss_bytes"] > 0
+        for reference in interconnect.REFERENCES:
+            if reference != name:
+                assert variant[f"speedup_vs_{reference}"]["group"] == group["group"]
+        if name in interconnect.PROJECT:
+            assert variant["memory_bound_ms"] > 0
+            assert variant["x_memory_bound"]["denominator"] == "memory copy | cpu"
+    assert part["copy"]["cpu"]["bandwidth_gb_s"] > 0
+    assert part["aa_flag"] is None  # 2 rounds: not judged
+    _assert_same_run_provenance(results)
     assert {g["status"] for g in results["goals"]} <= {"PASS", "MISS"}
     assert any("interconnects" in g["goal"] for g in results["goals"])
     markdown = (out / "benchmarks.md").read_text()
-    assert "| tf_function_xla |" in markdown and "182 ms" in markdown
+    assert "| tf_function_xla |" in markdown and "x memory-bound" in markdown
+    assert "No GPU detected" in markdown and "A/A check" in markdown
+    text = (out / "benchmarks.json").read_text() + markdown
+    assert "182" not in text and "authors_pytorch" not in text
     printed = capsys.readouterr().out
-    assert "CPU:" in printed and "load avg:" in printed
+    assert "CPU:" in printed and "load avg:" in printed and "threads:" in printed
+    assert "no GPU detected" in printed
+
+
+def test_gpu_rows_run_where_placement_falls_back_to_the_cpu():
+    # Without a GPU, TensorFlow places the "GPU" rows on the CPU (soft placement): this runs
+    # the GPU code path (devices, mixed float16, the device copy) at a tiny size.
+    result = interconnect.benchmark_interconnects(
+        warmup=1, repeats=2, memory=False, gpu=True, copy_mib=1,
+        workload={"batch": 2, "keypoints": 8, "channels": 4, "map_size": 5})
+    keys = {interconnect.variant_key(v, "gpu", p) for v in interconnect.GPU_VARIANTS
+            for p in interconnect.PRECISIONS}
+    assert keys <= set(result["variants"])
+    assert result["xla_vs_no_xla"]["gpu"]["group"] == result["group"]["group"]
+    half = result["variants"][interconnect.variant_key("tf_function_xla", "gpu", "mixed_float16")]
+    assert half["bytes_per_batch"] == result["bytes_per_batch"]["mixed_float16"]["total"]
+    _assert_same_run_provenance({"parts": {"interconnects": result}})
 
 
 def test_memory_cap_verdict_skips_what_exceeds_the_limit():
@@ -97,16 +167,24 @@ def test_growth_ratios_and_exponents():
     assert steps[1]["ratio"] is None
 
 
+def _ratio_of(value, group="g#1"):
+    return {"value": value, "spread": 0.01, "low": value - 0.005, "high": value + 0.005,
+            "numerator": "a", "denominator": "b", "group": group, "rounds": 9, "scale": 1.0}
+
+
 def test_scale_goals_judge_the_largest_size():
     def rows(statuses):
         return [{"size": s, "status": st, "reason": "skipped: needs 7 GiB"} for s, st in statuses]
+    dense = rows([(64, "ok"), (128, "skipped")])
+    dense[0]["x_sparse"] = _ratio_of(8.3)
     result = {"grid_graphs": {
-        "dense": {"rows": rows([(64, "ok"), (128, "skipped")]), "growth_per_node": {}},
+        "dense": {"rows": dense, "growth_per_node": {}},
         "sparse": {"rows": rows([(64, "ok"), (128, "ok")]), "growth_per_node": {
             "memory_excess": [{"from": 4096, "to": 16384, "ratio": 4.2, "exponent": 1.03}]}},
     }}
-    statuses = [g["status"] for g in goals.scale_goals(result)]
-    assert statuses == ["PASS", "PASS"]
+    judged = goals.scale_goals(result)
+    assert [g["status"] for g in judged] == ["PASS", "PASS", "PASS"]
+    assert "64x64" in judged[2]["goal"] and "8.30x" in judged[2]["detail"]
 
 
 @pytest.mark.parametrize("argv,message", [
@@ -115,6 +193,9 @@ def test_scale_goals_judge_the_largest_size():
     (["--memory-limit-gb", "-1"], "--memory-limit-gb=-1.0 must be positive"),
     (["--jobs", "0"], "--jobs=0 must be at least 1"),
     (["interconnects", "--no-such-flag"], "unrecognized arguments: --no-such-flag"),
+    (["interconnects", "--docs"], "--docs writes the docs from a run of every part"),
+    (["--docs-from", "no/such.json"], "--docs-from no/such.json: no such file"),
+    (["presets", "--presets", "default,nosuch"], "'nosuch' is not a preset"),
 ])
 def test_bad_arguments_give_clear_errors(argv, message, capsys):
     with pytest.raises(SystemExit) as exit_info:
@@ -123,29 +204,74 @@ def test_bad_arguments_give_clear_errors(argv, message, capsys):
     assert message in capsys.readouterr().err
 
 
-def _training_case(model, mode, ms, plain_ms, off_ms):
-    case = {"model": model, "xla": mode, "precision": "float32", "median_ms": ms,
-            "ratio_to_plain_cnn": ms / plain_ms}
-    if mode != "off":
-        case["ratio_xla_to_no_xla"] = ms / off_ms
-    return case
+def _training_result(step_rounds, auto, aa_rounds):
+    """A training result built from per-round step times {(model, mode): [ms]}, with the A/A
+    copy of the plain CNN without XLA, as `benchmark_training` builds it (no timing)."""
+    rounds = {training_bench.case_key(model, mode): ms for (model, mode), ms in step_rounds.items()}
+    aa = training_bench.case_key("plain_cnn", "off")
+    rounds[aa + measure.AA_SUFFIX] = aa_rounds
+    group = measure.make_group("training", rounds, aa)
+    cases = {}
+    for (model, mode) in step_rounds:
+        key = training_bench.case_key(model, mode)
+        case = {"model": model, "xla": mode, "precision": "float32",
+                **{k: v for k, v in group["timings"][key].items() if k != "rounds_ms"}}
+        if model != "plain_cnn":
+            case["ratio_to_plain_cnn"] = measure.group_ratio(
+                group, key, training_bench.case_key("plain_cnn", mode))
+        if mode != "off":
+            case["ratio_xla_to_no_xla"] = measure.group_ratio(
+                group, key, training_bench.case_key(model, "off"))
+        cases[key] = case
+    return {"cases": cases, "xla_auto": auto, "group": group}
 
 
 def test_xla_goal_judges_the_mode_that_xla_auto_picks():
-    cases = {
-        "off": _training_case("maxpool_nms/gcn", "off", 100.0, 100.0, 100.0),
-        "graph": _training_case("maxpool_nms/gcn", "graph", 98.0, 100.0, 100.0),
-        "step": _training_case("maxpool_nms/gcn", "step", 150.0, 200.0, 100.0),
-    }
-    judged = {g["goal"]: g for g in goals.training_goals({"cases": cases, "xla_auto": "graph"})}
-    xla_goals = [g for name, g in judged.items() if "XLA no slower" in name]
+    steady = [100.0] * 5
+    result = _training_result({
+        ("maxpool_nms/gcn", "off"): steady,
+        ("maxpool_nms/gcn", "graph"): [98.0] * 5,
+        ("maxpool_nms/gcn", "step"): [150.0] * 5,
+        ("plain_cnn", "off"): steady, ("plain_cnn", "graph"): steady,
+        ("plain_cnn", "step"): [200.0] * 5}, auto="graph", aa_rounds=steady)
+    judged = {g["goal"]: g for g in goals.training_goals(result)}
+    xla_goals = [g for name, g in judged.items() if name.startswith("XLA no slower")]
     assert [g["status"] for g in xla_goals] == ["PASS"]
-    assert "--xla = graph mode" in next(iter(n for n in judged if "XLA no slower" in n))
+    assert "--xla = graph mode" in next(n for n in judged if n.startswith("XLA no slower"))
     step_line = next(g for name, g in judged.items() if name.startswith("not a goal: XLA step"))
     assert step_line["status"] == "N/A" and "1.50x" in step_line["detail"]
-    cases["graph"] = _training_case("maxpool_nms/gcn", "graph", 101.0, 100.0, 100.0)
-    judged = goals.training_goals({"cases": cases, "xla_auto": "graph"})
-    assert [g["status"] for g in judged if "XLA no slower" in g["goal"]] == ["MISS"]
+    result = _training_result({
+        ("maxpool_nms/gcn", "off"): steady, ("maxpool_nms/gcn", "graph"): [101.0] * 5,
+        ("plain_cnn", "off"): steady, ("plain_cnn", "graph"): steady},
+        auto="graph", aa_rounds=steady)
+    judged = goals.training_goals(result)
+    assert [g["status"] for g in judged if g["goal"].startswith("XLA no slower")] == ["MISS"]
+
+
+def test_xla_goal_allows_the_groups_aa_noise():
+    # A/A rounds 105/100 each: the A/A ratio is 1.05, spread 0: noise 0.05.
+    steady = [100.0] * 5
+    rounds = {("maxpool_nms/gcn", "off"): steady, ("maxpool_nms/gcn", "graph"): [103.0] * 5,
+              ("plain_cnn", "off"): steady, ("plain_cnn", "graph"): steady}
+    result = _training_result(rounds, auto="graph", aa_rounds=[105.0] * 5)
+    assert measure.noise(result["group"]) == pytest.approx(0.05)
+    assert result["group"]["aa_flag"] is True
+    judged = goals.training_goals(result)
+    xla_goal = next(g for g in judged if g["goal"].startswith("XLA no slower"))
+    assert xla_goal["status"] == "PASS" and "A/A noise 0.05" in xla_goal["detail"]
+    rounds[("maxpool_nms/gcn", "graph")] = [106.0] * 5
+    judged = goals.training_goals(_training_result(rounds, auto="graph", aa_rounds=[105.0] * 5))
+    assert next(g for g in judged if g["goal"].startswith("XLA no slower"))["status"] == "MISS"
+    warnings = goals.aa_warnings({"parts": {"training": result}})
+    assert len(warnings) == 1 and "training" in warnings[0]
+
+
+def test_training_ratio_goal_uses_the_in_run_ratio():
+    steady = [100.0] * 5
+    result = _training_result({("maxpool_nms/gcn", "off"): [140.0] * 5,
+                               ("plain_cnn", "off"): steady}, auto="graph", aa_rounds=steady)
+    judged = goals.training_goals(result)
+    assert [g["status"] for g in judged] == ["MISS"] and "1.40x" in judged[0]["detail"]
 
 
 @pytest.mark.slow  # compiles 6 models (about 1-2 minutes on 2 cores)
@@ -158,26 +284,33 @@ def test_training_part_runs_every_xla_mode(tmp_path):
     for case in result["cases"].values():
         assert case["median_ms"] > 0
         assert (case["xla"] == "off") == ("ratio_xla_to_no_xla" not in case)
-    plain = result["cases"][training_bench.case_key("plain_cnn", "off")]
-    assert plain["ratio_to_plain_cnn"] == 1.0
+        assert (case["model"] == "plain_cnn") == ("ratio_to_plain_cnn" not in case)
+    _assert_same_run_provenance({"parts": {"training": result}})
 
 
-def test_xla_goal_allows_the_runs_own_aa_noise():
-    cases = {
-        "off": _training_case("maxpool_nms/gcn", "off", 100.0, 100.0, 100.0),
-        "graph": _training_case("maxpool_nms/gcn", "graph", 103.0, 105.0, 100.0),
-        "plain off": _training_case("plain_cnn", "off", 100.0, 100.0, 100.0),
-        "plain graph": _training_case("plain_cnn", "graph", 105.0, 105.0, 100.0),
-    }
-    assert goals.timing_noise(cases) == pytest.approx(0.05)
-    judged = goals.training_goals({"cases": cases, "xla_auto": "graph"})
-    xla_goal = next(g for g in judged if g["goal"].startswith("XLA no slower"))
-    assert xla_goal["status"] == "PASS" and "A/A noise 0.05" in xla_goal["detail"]
-    control = next(g for g in judged if g["goal"].startswith("A/A control"))
-    assert control["status"] == "N/A"
-    cases["graph"] = _training_case("maxpool_nms/gcn", "graph", 106.0, 105.0, 100.0)
-    judged = goals.training_goals({"cases": cases, "xla_auto": "graph"})
-    assert next(g for g in judged if g["goal"].startswith("XLA no slower"))["status"] == "MISS"
+def test_presets_part_times_each_preset_against_its_matched_plain_network():
+    result = real_data.benchmark_presets(warmup=1, repeats=2, names=["default"], batch=2)
+    entry = result["presets"]["default"]
+    assert (entry["image_size"], entry["batch"]) == (48, 2)
+    cases = entry["cases"]["float32"]
+    keypoint, plain = cases["keypoint"], cases["plain"]
+    assert abs(plain["parameters"] - keypoint["parameters"]) <= 0.05 * keypoint["parameters"]
+    assert keypoint["images_per_second"] == pytest.approx(2 / (keypoint["median_ms"] / 1e3))
+    assert cases["ratio"]["numerator"] == "keypoint" and cases["ratio"]["denominator"] == "plain"
+    assert cases["ratio"]["group"] == entry["groups"]["float32"]["group"]
+    _assert_same_run_provenance({"parts": {"presets": result}})
+    judged = goals.preset_goals(result)
+    assert len(judged) == 1 and judged[0]["status"] in ("PASS", "MISS")
+    assert "<= 1.3x matched plain network" in judged[0]["goal"]
+
+
+def test_presets_part_reports_what_it_cannot_measure():
+    # 16 px -> a 4x4 feature map, too small for the default's 32 keypoints.
+    result = real_data.benchmark_presets(warmup=1, repeats=1, names=["default"], image_size=16)
+    assert "error" in result["presets"]["default"]
+    assert goals.preset_goals(result)[0]["status"] == "N/A"
+    empty = real_data.benchmark_presets(warmup=1, repeats=1, names=[])
+    assert empty["presets"] == {} and any("no real-data presets" in n for n in empty["notes"])
 
 
 def test_benchmark_flags_have_help_with_defaults():

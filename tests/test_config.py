@@ -7,7 +7,13 @@ import typing
 import pytest
 
 from keypoint_gnn import rules
-from keypoint_gnn.config import DetectorConfig, GraphConfig, HeadConfig, ModelConfig
+from keypoint_gnn.config import (
+    BackboneConfig,
+    DetectorConfig,
+    GraphConfig,
+    HeadConfig,
+    ModelConfig,
+)
 from keypoint_gnn.sections import ConfigError, parse_text, set_path
 
 # The flat ModelConfig's defaults before the redesign, at their new paths.
@@ -15,9 +21,11 @@ OLD_DEFAULTS = {
     "image_size": 48,
     "channels": 3,
     "num_classes": 6,
-    "backbone_filters": [32, 64],
+    "backbone": {"kind": "conv", "filters": [32, 64], "widths": [32, 64, 128, 256],
+                 "depths": [1, 1, 1, 1], "stem_filters": 32, "stem_stride": 1, "tap_stride": None,
+                 "weights": None},
     "detector": {
-        "kind": "maxpool_nms", "num_keypoints": 32, "score_activation": "sigmoid",
+        "kind": "maxpool_nms", "num_keypoints": 32, "score_activation": "sigmoid", "source": "image",
         "filters": [16, 32], "pool_size": 2, "refinement": "none", "cell_size": 2,
         "points_per_cell": 2, "standardize_offsets": False, "offset_uniformity_weight": 0.0,
         "perturbed_samples": 20, "perturbed_sigma": 0.05, "perturbed_selection": "marginal",
@@ -25,12 +33,13 @@ OLD_DEFAULTS = {
     },
     "graph": {"kind": "gcn", "layers": 4, "units": 64, "diffpool_clusters": 8,
               "position_features": True, "residual": True},
-    "head": {"filters": [64, 64], "dropout": 0.2, "reconstruction_loss": "mse"},
+    "head": {"filters": [64, 64], "dropout": 0.2, "reconstruction_loss": "mse",
+             "pooling": "flatten", "fuse": "none"},
 }
 
 # A config that differs from the defaults in every section and in tuple fields.
 CUSTOM = {
-    "image_size": 64, "channels": 1, "num_classes": 10, "backbone_filters": [8, 16, 32],
+    "image_size": 64, "channels": 1, "num_classes": 10, "backbone": {"filters": [8, 16, 32]},
     "detector": {"kind": "perturbed_topk", "num_keypoints": 12, "filters": [4, 8, 8],
                  "pool_size": 2, "refinement": "window", "perturbed_estimator": "threshold",
                  "perturbed_sigma": 0.5},
@@ -84,13 +93,14 @@ def test_section_defaults_are_not_shared_between_configs():
 def test_dict_round_trip_restores_tuples(values):
     config = ModelConfig.from_dict(values)
     as_dict = config.to_dict()
-    assert set(as_dict) == {"image_size", "channels", "num_classes", "backbone_filters",
+    assert set(as_dict) == {"image_size", "channels", "num_classes", "backbone",
                             "detector", "graph", "head"}
-    assert isinstance(as_dict["detector"], dict) and isinstance(as_dict["backbone_filters"], list)
+    assert isinstance(as_dict["detector"], dict)
+    assert isinstance(as_dict["backbone"]["filters"], list)
     assert isinstance(as_dict["head"]["filters"], list)
     restored = ModelConfig.from_dict(as_dict)
     assert restored == config
-    assert isinstance(restored.backbone_filters, tuple)
+    assert isinstance(restored.backbone.filters, tuple)
     assert isinstance(restored.detector.filters, tuple)
     assert isinstance(restored.head.filters, tuple)
     assert isinstance(restored.detector, DetectorConfig)
@@ -154,9 +164,9 @@ def test_unknown_field_names_its_path_and_the_valid_fields(values, parts):
 
 
 @pytest.mark.parametrize("values, message", [
-    ({"backbone_filters": "ab"}, "backbone_filters='ab' must be a list of integers"),
-    ({"backbone_filters": [32, "64"]}, "backbone_filters=[32, '64'] must be a list of integers"),
-    ({"backbone_filters": [32, True]}, "backbone_filters=[32, True] must be a list of integers"),
+    ({"backbone": {"filters": "ab"}}, "backbone.filters='ab' must be a list of integers"),
+    ({"backbone": {"filters": [32, "64"]}}, "backbone.filters=[32, '64'] must be a list of integers"),
+    ({"backbone": {"filters": [32, True]}}, "backbone.filters=[32, True] must be a list of integers"),
     ({"head": {"dropout": "high"}}, "head.dropout='high' must be a number"),
     ({"head": {"dropout": True}}, "head.dropout=True must be a number"),
     ({"head": {"dropout": float("nan")}}, "head.dropout=nan must be a finite number"),
@@ -278,12 +288,12 @@ def test_perturbed_fields_are_checked_for_every_detector_kind(detector, message)
      ["detector.num_keypoints=100 exceeds the 72 candidate points", "6x6 cells x 2 points"]),
     ({"image_size": 50},
      ["image_size=50 is not divisible by the feature stride 4 (2 stride-2 blocks)"]),
-    ({"image_size": 52, "backbone_filters": [8, 8, 8], "detector": {"filters": [8, 8, 8]}},
+    ({"image_size": 52, "backbone": {"filters": [8, 8, 8]}, "detector": {"filters": [8, 8, 8]}},
      ["image_size=52 is not divisible by the feature stride 8 (3 stride-2 blocks)"]),
     ({"detector": {"filters": [16]}},
-     ["detector.filters [16] must have as many blocks as backbone_filters [32, 64]"]),
-    ({"backbone_filters": [8, 16, 32]},
-     ["detector.filters [16, 32] must have as many blocks as backbone_filters [8, 16, 32]"]),
+     ["detector.filters [16] must have as many blocks as backbone.filters [32, 64]"]),
+    ({"backbone": {"filters": [8, 16, 32]}},
+     ["detector.filters [16, 32] must have as many blocks as backbone.filters [8, 16, 32]"]),
     ({"graph": {"kind": "diffpool", "diffpool_clusters": 64}},
      ["graph.diffpool_clusters=64 exceeds detector.num_keypoints=32"]),
     ({"detector": {"num_keypoints": 4}, "graph": {"kind": "diffpool"}},
@@ -317,7 +327,7 @@ def test_cross_section_rules_name_the_fields(values, parts):
     {"detector": {"kind": "perturbed_topk", "perturbed_estimator": "threshold",
                   "refinement": "centre"}},
     {"detector": {"num_keypoints": 8}, "graph": {"kind": "diffpool", "diffpool_clusters": 8}},
-    {"image_size": 56, "backbone_filters": [8, 8, 8],  # 7x7 map: all 49 locations
+    {"image_size": 56, "backbone": {"filters": [8, 8, 8]},  # 7x7 map: all 49 locations
      "detector": {"kind": "attention", "filters": [4, 4, 4], "num_keypoints": 49}},
 ])
 def test_valid_edge_cases_are_accepted(values):
@@ -341,9 +351,9 @@ def test_updated_merges_nested_changes():
 
 
 def test_updated_replaces_lists_and_top_level_fields():
-    config = ModelConfig().updated({"backbone_filters": [8, 8, 8], "image_size": 64,
+    config = ModelConfig().updated({"backbone": {"filters": [8, 8, 8]}, "image_size": 64,
                                     "detector": {"filters": (4, 4, 4), "num_keypoints": 16}})
-    assert config.backbone_filters == (8, 8, 8) and config.detector.filters == (4, 4, 4)
+    assert config.backbone.filters == (8, 8, 8) and config.detector.filters == (4, 4, 4)
     assert config.feature_stride == 8 and config.feature_size == 8
     assert config.detector.num_keypoints == 16 and config.detector.kind == "maxpool_nms"
 
@@ -369,7 +379,7 @@ def test_with_data_sets_the_data_fields_only():
     config = base.with_data(image_size=128, channels=3, num_classes=2)
     assert (config.image_size, config.channels, config.num_classes) == (128, 3, 2)
     assert config.detector == base.detector and config.graph == base.graph
-    assert config.head == base.head and config.backbone_filters == base.backbone_filters
+    assert config.head == base.head and config.backbone == base.backbone
     assert base.image_size == 64  # unchanged
     assert config.feature_size == 16
 
@@ -417,7 +427,7 @@ def test_windowed_detectors(kind, windowed):
 @pytest.mark.parametrize("backbone, stride, size", [((32,), 2, 24), ((32, 64), 4, 12),
                                                     ((8, 8, 8), 8, 6)])
 def test_feature_stride_and_size(backbone, stride, size):
-    config = ModelConfig(backbone_filters=backbone, detector={"filters": (4,) * len(backbone),
+    config = ModelConfig(backbone={"filters": backbone}, detector={"filters": (4,) * len(backbone),
                                                               "num_keypoints": 4})
     assert (config.feature_stride, config.feature_size) == (stride, size)
 
@@ -427,10 +437,11 @@ def test_field_paths_list_every_leaf_with_its_type():
     assert paths["detector.num_keypoints"] is int
     assert paths["head.dropout"] is float
     assert paths["graph.residual"] is bool
-    assert paths["backbone_filters"] is tuple
+    assert paths["backbone.filters"] is tuple
     assert "detector" not in paths
-    leaves = sum(len(dataclasses.fields(cls)) for cls in (DetectorConfig, GraphConfig, HeadConfig))
-    assert len(paths) == leaves + 4
+    leaves = sum(len(dataclasses.fields(cls))
+                 for cls in (BackboneConfig, DetectorConfig, GraphConfig, HeadConfig))
+    assert len(paths) == leaves + 3
 
 
 # --- command-line values -------------------------------------------------------------------
@@ -495,11 +506,11 @@ def test_set_path_parses_by_the_field_type_and_merges():
     assert updated == {"graph": {"units": 8}, "detector": {"kind": "grid", "num_keypoints": 16}}
     assert values == {"graph": {"units": 8}, "detector": {"kind": "grid"}}  # not changed
     updated = set_path(ModelConfig, updated, " graph.residual =false")
-    updated = set_path(ModelConfig, updated, "backbone_filters=8,16")
+    updated = set_path(ModelConfig, updated, "backbone.filters=8,16")
     updated = set_path(ModelConfig, updated, "head.dropout=0.5")
     config = ModelConfig.from_dict(updated)
     assert config.graph.residual is False and config.graph.units == 8
-    assert config.backbone_filters == (8, 16) and config.head.dropout == 0.5
+    assert config.backbone.filters == (8, 16) and config.head.dropout == 0.5
     assert config.detector.kind == "grid" and config.detector.num_keypoints == 16
 
 

@@ -9,7 +9,7 @@ import keypoint_gnn as kg
 from keypoint_gnn._backend import keras, tf
 
 TINY = kg.ModelConfig(
-    image_size=16, channels=3, num_classes=3, backbone_filters=(8,),
+    image_size=16, channels=3, num_classes=3, backbone={"filters": (8,)},
     detector={"filters": (4,), "num_keypoints": 6, "pool_size": 2, "cell_size": 2,
               "points_per_cell": 2},
     graph={"units": 8, "layers": 2, "diffpool_clusters": 3},

@@ -21,7 +21,7 @@ from keypoint_gnn._backend import keras, tf
 from keypoint_gnn.export import client as serving_client
 from trainers import common, predict
 
-TINY = {"image_size": 16, "channels": 3, "num_classes": 3, "backbone_filters": (8,),
+TINY = {"image_size": 16, "channels": 3, "num_classes": 3, "backbone": {"filters": (8,)},
         "detector": {"filters": (4,), "num_keypoints": 6},
         "graph": {"units": 8, "layers": 2, "diffpool_clusters": 3},
         "head": {"filters": (8,)}}

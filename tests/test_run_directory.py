@@ -4,7 +4,12 @@ import os
 
 import pytest
 
-from keypoint_gnn.run_directory import EPOCHS_FILE, RUN_OUTPUTS, RunDirectory, RunDirectoryError
+from keypoint_gnn.run_directory import (
+    EPOCHS_FILE,
+    RUN_OUTPUTS,
+    RunDirectory,
+    RunDirectoryError,
+)
 
 CONFIG = {"run_config": {"model": {"graph": {"layers": 2}}, "train": {"epochs": 1}}, "seed": 0}
 
@@ -87,3 +92,20 @@ def test_epoch_log_keeps_every_epoch_across_processes(tmp_path):
         assert len(second.epoch_seconds()) == 3 and len(log.seconds) == 2
     text = (tmp_path / EPOCHS_FILE).read_text()
     assert "NaN" not in text and json.loads(text)["0"]["logs"]["val_loss"] is None
+
+
+def test_abandon_undoes_only_what_entering_wrote(tmp_path):
+    # A run that fails before its first epoch (bad data) leaves no folder behind ...
+    fresh = RunDirectory(tmp_path / "fresh", CONFIG).__enter__()
+    fresh.abandon()
+    assert not (tmp_path / "fresh").exists()
+    # ... a folder that held something keeps it, and an interrupted run keeps its resume.json.
+    kept = tmp_path / "kept"
+    kept.mkdir()
+    (kept / "notes.txt").write_text("x")
+    RunDirectory(kept, CONFIG).__enter__().abandon()
+    assert sorted(p.name for p in kept.iterdir()) == ["notes.txt"]
+    with RunDirectory(tmp_path / "resumed", CONFIG):
+        (tmp_path / "resumed" / EPOCHS_FILE).write_text("{}")
+    RunDirectory(tmp_path / "resumed", CONFIG).__enter__().abandon()
+    assert sorted(p.name for p in (tmp_path / "resumed").iterdir()) == [EPOCHS_FILE, "resume.json"]

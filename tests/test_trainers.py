@@ -179,7 +179,7 @@ def _run_cli(module, *flags):
     (["--set", "head.dropout=high"], "model.head.dropout='high' must be a number"),
     (["--set", "head.dropout=nan"], "model.head.dropout=nan must be a finite number"),
     (["--set", "graph.residual=maybe"], "model.graph.residual='maybe' must be true or false"),
-    (["--set", "backbone_filters=ab"], "model.backbone_filters='ab' must be a list of integers"),
+    (["--set", "backbone.filters=ab"], "model.backbone.filters='ab' must be a list of integers"),
     (["--set", "detector.refinement=neighbourhood"],
      "detector.refinement='neighbourhood' is not one of 'none', 'window', 'centre'"),
     (["--detector", "attention", "--set", "detector.refinement=centre"],
@@ -188,15 +188,18 @@ def _run_cli(module, *flags):
       "detector.perturbed_estimator=threshold"],
      "perturbed_estimator='threshold' needs perturbed_selection='marginal'"),
     (["--set", "train.recalibrate_bn=-1"], "train.recalibrate_bn=-1 must be a finite number >= 0"),
-    (["--set", "data.augment=rotate"], "data.augment='rotate' is not one of 'auto'"),
+    (["--set", "data.augment=rotate"], "data.augment='rotate' must be 'auto', 'none' or"),
 ])
-def test_bad_flags_give_one_line_errors(flags, message, capsys):
+def test_bad_flags_give_one_line_errors(flags, message, capsys, tmp_path):
+    out = tmp_path / "never-written"
     with pytest.raises(SystemExit) as exit_info:
-        common.run_main(lambda: classify.main(flags + ["--out", "/nonexistent/never-written"]))
+        common.run_main(lambda: classify.main(flags + ["--out", str(out)]))
     assert exit_info.value.code == 2
     error = capsys.readouterr().err
     assert error.startswith("error: ") and message in error and "Traceback" not in error
     assert error.count("\n") == 1
+    # A run that fails before its first epoch leaves no folder (nor an "interrupted run").
+    assert not out.exists()
 
 
 def test_cli_reports_errors_without_traceback():
@@ -215,7 +218,7 @@ def test_bad_config_file_contents(tmp_path, capsys):
     assert "is not valid JSON" in capsys.readouterr().err
     for contents, message in (('{"graph_layer": 3}', ("unknown field model.graph_layer; valid "
                                                      "fields of model: image_size, channels")),
-                              ('{"backbone_filters": "ab"}', ("model.backbone_filters='ab' must be "
+                              ('{"backbone": {"filters": "ab"}}', ("model.backbone.filters='ab' must be "
                                                              "a list of integers")),
                               ('{"head": {"dropout": "high"}}', ("model.head.dropout='high' must "
                                                                 "be a number")),
@@ -309,7 +312,7 @@ def test_help_lists_few_flags_each_with_help_and_usage(module, capsys):
 
 
 def test_mirrored_two_cpus_gives_the_same_loss_as_one_device(rng):
-    config = kg.ModelConfig(image_size=16, num_classes=3, backbone_filters=(8,),
+    config = kg.ModelConfig(image_size=16, num_classes=3, backbone={"filters": (8,)},
                             detector={"filters": (4,), "num_keypoints": 6},
                             graph={"units": 8, "layers": 2}, head={"filters": (8,), "dropout": 0.0})
     images = rng.uniform(size=(8, 16, 16, 3)).astype("float32")

@@ -1,6 +1,7 @@
 """KerasTuner search and the paper-table runner on tiny built-in data."""
 import json
 
+import numpy as np
 import pytest
 
 import keypoint_gnn as kg
@@ -126,3 +127,26 @@ def test_tune_cli_bad_detector_exits_with_the_flag_value(tmp_path, capsys):
                                                   "--out", str(tmp_path / "tune")]))
     assert exit_info.value.code == 2
     assert "detectors=['attention', 'orb'] must be distinct values" in capsys.readouterr().err
+
+
+def test_compare_table_runs_each_row_over_seeds(tmp_path):
+    flags = TINY_TABLE + ["--table", "compare", "--preset", "default", "--seeds", "0,1",
+                          "--rows", "2", "--epochs", "1", "--extra", "--keypoints 8",
+                          "--out", str(tmp_path / "cmp")]
+    results = experiments.main(flags)
+    label = "default: CNN only (keypoints, no GNN)"
+    assert list(results) == [label] and [run["seed"] for run in results[label]] == [0, 1]
+    accuracies = [run["test_accuracy"] for run in results[label]]
+    summary = json.loads((tmp_path / "cmp" / "results.json").read_text())["summary"][label]
+    assert summary["test_accuracy"]["values"] == accuracies
+    assert summary["test_accuracy"]["mean"] == pytest.approx(np.mean(accuracies))
+    assert summary["test_accuracy"]["std"] == pytest.approx(np.std(accuracies, ddof=1))
+    table = (tmp_path / "cmp" / "results.md").read_text()
+    mean, std = 100 * np.mean(accuracies), 100 * np.std(accuracies, ddof=1)
+    assert f"| {mean:.2f} +- {std:.2f} |" in table and "| 0,1 |" in table
+    assert (tmp_path / "cmp" / "rows" / "default_cnn_only_keypoints_no_gnn_seed1" / "metrics.json").is_file()
+
+
+def test_compare_table_bad_seeds():
+    with pytest.raises(common.UserError, match=r"--seeds='0,0' must be distinct"):
+        experiments.main(["--table", "compare", "--seeds", "0,0", "--out", "/tmp/never"])

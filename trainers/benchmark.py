@@ -1,33 +1,43 @@
 """Performance benchmarks: `python -m trainers.benchmark [PART] [flags]`.
 
-PART: interconnects | training | inference | scale | all (default). Each part measures its
-variants side by side in this process (calls interleaved, medians over repeats) and, for
-memory, each measurement alone in a subprocess under --memory-limit-gb. Writes
-OUT/benchmarks.json and OUT/benchmarks.md (Markdown tables), prints the machine, the tables and
-the goals as PASS/MISS lines; where a goal is missed it profiles what dominates.
+PART: interconnects | training | presets | inference | scale | all (default). Each part times
+what it compares in interleaved groups in this process (one call of each per round, random
+order, an A/A copy per group), and every ratio it reports is between two calls of one group of
+this run; memory is measured for each measurement alone in a subprocess under
+--memory-limit-gb. Writes OUT/benchmarks.json and OUT/benchmarks.md, prints the machine, the
+tables and the goals as PASS/MISS lines; where a goal is missed it profiles what dominates.
+With --docs it also rewrites docs/BENCHMARKS.md and the README's performance table.
 """
+import datetime
 import json
 import pathlib
 import sys
 import time
 
+from keypoint_gnn import presets as presets_lib
 from keypoint_gnn.benchmarks import goals as goals_lib
 from keypoint_gnn.benchmarks import (
     inference,
     interconnect,
     isolation,
     machine,
+    measure,
     profile,
+    real_data,
     report,
     scale,
     training,
 )
 from trainers import common
 
-PARTS = ("interconnects", "training", "inference", "scale", "all")
-DEFAULT_REPEATS = {"interconnects": 50, "training": 20, "inference": 30, "scale": 5}
+PARTS = ("interconnects", "training", "presets", "inference", "scale", "all")
+DEFAULT_REPEATS = {"interconnects": 30, "training": 20, "presets": 10, "inference": 30,
+                   "scale": 5}
 QUICK_REPEATS = 3
 PROFILES = ("auto", "always", "never")
+REPOSITORY = pathlib.Path(__file__).resolve().parent.parent
+DOCS_PATH = REPOSITORY / "docs" / "BENCHMARKS.md"
+README_PATH = REPOSITORY / "README.md"
 
 
 def build_parser():
@@ -38,12 +48,12 @@ def build_parser():
                         help="directory for benchmarks.json and benchmarks.md "
                              "(default %(default)s)")
     parser.add_argument("--quick", action="store_true",
-                        help="few repeats, small sizes, one model (for tests and smoke runs)")
+                        help="few rounds, small sizes, one model (for tests and smoke runs)")
     parser.add_argument("--repeats", type=int, default=None,
-                        help="timed repeats of every measurement (default: per part, "
+                        help="timed rounds of every group (default: per part, "
                              f"{DEFAULT_REPEATS}; {QUICK_REPEATS} with --quick)")
     parser.add_argument("--warmup", type=int, default=None,
-                        help="untimed calls first (tracing, XLA compilation) (default 3, 1 "
+                        help="untimed rounds first (tracing, XLA compilation) (default 3, 1 "
                              "with --quick)")
     parser.add_argument("--memory-limit-gb", type=float, default=6.0,
                         help="cap on one measurement process's resident memory; larger "
@@ -52,11 +62,20 @@ def build_parser():
                         help="memory-only worker processes run at once (default 2)")
     parser.add_argument("--no-memory", action="store_true",
                         help="skip the per-measurement memory subprocesses (scale always uses them)")
+    parser.add_argument("--presets", default=None, metavar="NAMES",
+                        help="comma-separated presets for the presets part (default: the "
+                             "real-data presets, keypoint_gnn.presets.real_data_presets)")
     parser.add_argument("--profile", choices=PROFILES, default="auto",
                         help="per-layer time breakdown: auto (when a goal is missed, not with "
                              "--quick), always or never (default %(default)s)")
     parser.add_argument("--trace", action="store_true",
                         help="also write a TensorFlow profiler trace of training steps to OUT/trace")
+    parser.add_argument("--docs", action="store_true",
+                        help="after a run of every part, rewrite docs/BENCHMARKS.md and the "
+                             "README's performance table from it")
+    parser.add_argument("--docs-from", default=None, metavar="JSON",
+                        help="rewrite docs/BENCHMARKS.md and the README table from a saved "
+                             "benchmarks.json, without timing anything")
     return parser
 
 
@@ -71,6 +90,18 @@ def parse_args(argv=None):
         parser.error(f"--memory-limit-gb={args.memory_limit_gb} must be positive")
     if args.jobs < 1:
         parser.error(f"--jobs={args.jobs} must be at least 1")
+    if args.docs and args.part != "all":
+        parser.error(f"--docs writes the docs from a run of every part, not only {args.part!r}: "
+                     "leave out the part, or use --docs-from OUT/benchmarks.json")
+    if args.docs_from is not None and not pathlib.Path(args.docs_from).is_file():
+        parser.error(f"--docs-from {args.docs_from}: no such file")
+    if args.presets is not None:
+        args.presets = [name.strip() for name in args.presets.split(",") if name.strip()]
+        for name in args.presets:
+            try:
+                presets_lib.preset(name, "classify")
+            except ValueError as error:
+                parser.error(str(error))
     return args
 
 
@@ -80,7 +111,7 @@ def _settings(args, part):
     return dict(warmup=warmup, repeats=repeats)
 
 
-def run_part(part, args):
+def _measure_part(part, args):
     limit = int(args.memory_limit_gb * isolation.GIB)
     memory = dict(memory=not args.no_memory, memory_limit_bytes=limit, jobs=args.jobs)
     timing = _settings(args, part)
@@ -92,6 +123,9 @@ def run_part(part, args):
                                                "image_size": 48}, detectors=("maxpool_nms",),
                                                gnns=("gcn",))
         return training.benchmark_training(**timing, **memory)
+    if part == "presets":
+        return real_data.benchmark_presets(**timing, names=args.presets,
+                                           batch=4 if args.quick else None)
     if part == "inference":
         quantizations = ("none",) if args.quick else inference.QUANTIZATIONS
         return inference.benchmark_inference_formats(**timing, **memory,
@@ -104,6 +138,19 @@ def run_part(part, args):
         "keypoint_counts": scale.benchmark_keypoint_counts(counts=counts,
                                                            memory_limit_bytes=limit, **timing),
     }
+
+
+def run_part(part, args):
+    """One part's results, with the load before and after it, the thread settings and
+    "aa_flag": whether any of its groups' A/A checks is flagged (None: none judged)."""
+    load_before = machine.load_average()
+    result = _measure_part(part, args)
+    result["conditions"] = {"load_before": load_before, "load_after": machine.load_average(),
+                            "threads": machine.thread_settings()}
+    flags = [group["aa_flag"] for group in measure.groups_in(result).values()]
+    judged = [flag for flag in flags if flag is not None]
+    result["aa_flag"] = any(judged) if judged else None
+    return result
 
 
 def run_profiles(results, goals, args):
@@ -124,15 +171,9 @@ def run_profiles(results, goals, args):
         for name in (train["reference_model"], training.PLAIN):
             target = train["plain_cnn_target_params"] if name == training.PLAIN else None
             print(f"profiling {name} ...", flush=True)
-            breakdown = profile.layer_breakdown(name, workload["batch"], workload["image_size"],
-                                                target_params=target, **timing)
-            # What the layers alone do not account for: loss, optimizer update, Keras step.
-            # (The profile's XLA=True compiles each layer alone, as the "step" mode does.)
-            breakdown["train_step_ms"] = {
-                str(case["xla"] == "step"): case["median_ms"] for case in train["cases"].values()
-                if case["model"] == name and case["precision"] == "float32"
-                and case["xla"] in ("off", "step")}
-            profiles.append(breakdown)
+            profiles.append(profile.layer_breakdown(name, workload["batch"],
+                                                    workload["image_size"],
+                                                    target_params=target, **timing))
     return profiles
 
 
@@ -148,15 +189,27 @@ def write_trace(results, out):
     return str(logdir)
 
 
+def write_docs(results, docs_path=None, readme_path=None):
+    docs_path, readme_path = docs_path or DOCS_PATH, readme_path or README_PATH
+    report.write_docs(results, docs_path, readme_path)
+    print(f"wrote {docs_path} and the table of {readme_path}")
+
+
 def main(argv=None):
     argv = sys.argv[1:] if argv is None else list(argv)
     args = parse_args(argv)
+    if args.docs_from is not None:
+        write_docs(json.loads(pathlib.Path(args.docs_from).read_text()))
+        return None
     out = pathlib.Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     info = machine.machine_info()
     print(machine.format_machine(info), flush=True)
+    if not info["gpus"]:
+        print("no GPU detected: the GPU sections (mixed precision) are skipped", flush=True)
     parts = [p for p in PARTS if p != "all"] if args.part == "all" else [args.part]
     results = {"command": " ".join(["python -m trainers.benchmark", *argv]),
+               "date": datetime.datetime.now().isoformat(timespec="minutes"),
                "machine": info, "settings": {**vars(args), "quick": args.quick}, "parts": {},
                "seconds": {}}
     for part in parts:
@@ -171,12 +224,21 @@ def main(argv=None):
     if args.trace:
         results["trace_dir"] = write_trace(results, out)
     results["load_average_end"] = machine.load_average()
+    results["aa_warnings"] = goals_lib.aa_warnings(results)
+    problems = measure.check_ratios(results)
+    if problems:
+        raise RuntimeError("ratios without a common group (a benchmark bug): "
+                           + "; ".join(problems))
     (out / "benchmarks.json").write_text(json.dumps(results, indent=2, default=str) + "\n")
     text = report.markdown(results)
     (out / "benchmarks.md").write_text(text)
     print("\n" + text)
     print(goals_lib.format_goals(results["goals"]))
+    for warning in results["aa_warnings"]:
+        print(f"WARN  {warning}")
     print(f"\nwrote {out / 'benchmarks.json'} and {out / 'benchmarks.md'}")
+    if args.docs:
+        write_docs(results)
     return results
 
 

@@ -10,8 +10,15 @@ resolved RunConfig), run.json, TensorBoard logs; exports a SavedModel for TF Ser
 import pathlib
 import time
 
-from keypoint_gnn import build_classifier, build_plain_cnn, models, training, viz, xla
-from keypoint_gnn._backend import keras
+from keypoint_gnn import (
+    build_classifier,
+    build_plain_cnn,
+    models,
+    recipe,
+    training,
+    viz,
+    xla,
+)
 from keypoint_gnn.export import export_saved_model
 from trainers import common
 
@@ -50,19 +57,24 @@ def train(args, strategy, data, run, run_dir):
     config, out = run.model, pathlib.Path(args.out)
     chief = training.is_chief(strategy)
     precision = training.set_precision(args.mixed_precision)
+    steps = recipe.steps_per_epoch(data.info.num_examples["train"], run.train.batch_size)
+    mixed_labels = bool(run.data.mixup or run.data.cutmix)
 
     with strategy.scope():
         model = build_model(config, args.plain_cnn)
         if args.detector_weights and not args.plain_cnn:
             models.detector_model(model).load_weights(args.detector_weights)
-        model.compile(optimizer=keras.optimizers.Adam(run.train.learning_rate),
-                      **common.classifier_loss_and_metrics(), **xla.compile_kwargs(args.xla_mode))
+        model.compile(optimizer=recipe.optimizer(run.train, steps),
+                      **recipe.classification_loss(run.train, mixed_labels),
+                      **xla.compile_kwargs(args.xla_mode))
 
     epoch_log = run_dir.epoch_log()
+    raw = recipe.KeepRawWeights()
     validation_images = None if args.plain_cnn else training.dataset_arrays(data.validation, 1)[0]
     # The epoch log comes first: every epoch BackupAndRestore saves is logged before it.
-    callbacks = [epoch_log] + training.standard_callbacks(
-        out, "val_accuracy", "max", chief, validation_images, config.feature_stride)
+    callbacks = ([epoch_log] + ([recipe.SwapEMAWeights(), raw] if run.train.ema else [])
+                 + training.standard_callbacks(out, "val_accuracy", "max", chief,
+                                               validation_images, config.feature_stride))
     start = time.perf_counter()
     with xla.jit_graph_section(model, args.xla_mode):
         model.fit(data.train, validation_data=data.validation, epochs=run.train.epochs,
@@ -71,6 +83,7 @@ def train(args, strategy, data, run, run_dir):
         recalibration = (common.recalibrate_batch_norm(model, data, run.train.recalibrate_bn)
                          if run.train.recalibrate_bn else None)
         test_loss, test_accuracy = model.evaluate(data.test, verbose=0)
+        evaluation = evaluate(model, data, raw.raw_weights)
     # Every worker takes part in reading the weights (batch-norm statistics are all-reduced).
     model = training.unreplicated(model, strategy, lambda: build_model(config, args.plain_cnn))
     if not chief:
@@ -81,6 +94,7 @@ def train(args, strategy, data, run, run_dir):
         "test_loss": float(test_loss),
         "parameters": int(model.count_params()),
         "architecture": "plain_cnn" if args.plain_cnn else "keypoint_gnn",
+        **evaluation,
         **training.run_summary(args=args, strategy=strategy, precision=precision, info=data.info,
                                run=run, run_dir=run_dir, epoch_log=epoch_log,
                                train_seconds=train_seconds),
@@ -89,8 +103,9 @@ def train(args, strategy, data, run, run_dir):
         result["batch_norm_recalibration"] = recalibration
     common.refuse_diverged(model, test_loss, result, out)
     if not args.plain_cnn:
-        test_images, _ = training.dataset_arrays(data.test)
-        result["keypoints"], _ = training.report_keypoints(model, config, data, test_images, out)
+        test_images, test_labels = training.dataset_arrays(data.test)
+        result["keypoints"], _ = training.report_keypoints(model, config, data, test_images, out,
+                                                           test_labels)
     viz.plot_curves(result["history"], out / "curves.png")
 
     name = common.export_name(args, run)
@@ -101,6 +116,23 @@ def train(args, strategy, data, run, run_dir):
     training.write_json(out / "metrics.json", result)
     print(f"test accuracy {test_accuracy:.4f}, loss {test_loss:.4f}, "
           f"{result['seconds_per_epoch']:.1f} s/epoch; results in {out}")
+    return result
+
+
+def evaluate(model, data, raw_weights=None):
+    """Test accuracies beside `model.evaluate`'s: with flip test-time augmentation where flips
+    keep the classes, and, for an EMA run (`raw_weights` given), those of the raw weights of
+    the last epoch (the model itself holds the EMA weights)."""
+    flips = bool(getattr(data.info, "flip_invariant", data.info.augmentation.flip))
+    result = {"evaluated_weights": "ema" if raw_weights is not None else "raw"}
+    if flips:
+        result["test_accuracy_flip_tta"] = recipe.accuracy(model, data.test, flip_tta=True)
+    if raw_weights is not None:
+        with recipe.swapped_weights(model, raw_weights):
+            result["test_accuracy_raw"] = recipe.accuracy(model, data.test)
+            if flips:
+                result["test_accuracy_raw_flip_tta"] = recipe.accuracy(model, data.test,
+                                                                       flip_tta=True)
     return result
 
 

@@ -144,7 +144,8 @@ def load_data(run, seed, task="classify", augment=None):
     return load_dataset(data.dataset, image_size=run.model.image_size,
                         batch_size=run.train.batch_size, seed=seed, data_dir=data.data_dir,
                         channels=data.channels, augment=True if augment == "auto" else augment,
-                        max_examples=data.max_examples, task=task)
+                        max_examples=data.max_examples, task=task, mixup=data.mixup,
+                        cutmix=data.cutmix, cache=data.cache)
 
 
 def start_run(args, task="classify", defaults=None, augment=None, trainer=None, check=None):
@@ -174,7 +175,7 @@ def start_run(args, task="classify", defaults=None, augment=None, trainer=None, 
         except ValueError as error:
             raise UserError(f"{info.name}: {error}") from None
     except BaseException:
-        run_dir.release()
+        run_dir.abandon()
         raise
     return strategy, data, run.replace(model=model), run_dir
 

@@ -1,15 +1,24 @@
-"""Reproduce the paper's Table 1 (classification) or Table 2 (reconstruction):
-`python -m trainers.experiments --table 1 --dataset folder:../shared/data/imagenette2 --image-size 64 --epochs 10`.
+"""The paper's Table 1 (classification) or Table 2 (reconstruction), or the comparison a user
+asks for (`--table compare`: a preset's keypoint GNN, its "CNN only" row and the matched
+plain network, over seeds):
+
+  python -m trainers.experiments --table 1 --dataset folder:../shared/data/imagenette2 --image-size 64 --epochs 10
+  python -m trainers.experiments --table compare --preset imagenette-64 --seeds 0,1 \
+      --dataset folder:../shared/data/imagenette2
 
 Every row trains with the same data, seed, epochs and image size through `trainers.classify` or
 `trainers.reconstruct`, in its own run directory under --out/rows/. Rows already finished are
 not run again, and a row cut short resumes from its last finished epoch, so a long table can be
-run in pieces. After each row: results.json, results.md (the paper's layout) and results.png.
+run in pieces. After each row: results.json, results.md and results.png. Accuracy columns are
+means +- standard deviations over the seeds (one seed: the value); with flip test-time
+augmentation where the data set allows flips; the raw weights' beside the EMA's for EMA runs.
 """
 import dataclasses
 import json
 import pathlib
 import re
+
+import numpy as np
 
 from keypoint_gnn import training, xla
 from keypoint_gnn._backend import keras
@@ -73,20 +82,35 @@ def table_2_rows():
     return [Row(label, ("--preset", preset)) for label, preset in TABLE_2_PRESETS.items()]
 
 
+def compare_rows(preset):
+    """The preset's keypoint GNN, the same without the GNN (the paper's "CNN only"), and the
+    plain network matched to the keypoint GNN's parameters."""
+    base = ("--preset", preset)
+    return [Row(f"{preset}: keypoint GNN", base),
+            Row(f"{preset}: CNN only (keypoints, no GNN)", base + ("--gnn", "none")),
+            Row(f"{preset}: plain network, matched parameters", base + ("--plain-cnn",))]
+
+
 def parse_args(argv=None):
     parser = common.parser_for(__doc__, "experiments")
-    parser.add_argument("--table", type=int, choices=(1, 2), required=True,
-                        help="the paper's Table 1 (classification) or 2 (reconstruction)")
+    parser.add_argument("--table", choices=("1", "2", "compare"), required=True,
+                        help="the paper's Table 1 (classification) or 2 (reconstruction), or "
+                             "compare: --preset's keypoint GNN, CNN only and matched plain network")
+    parser.add_argument("--preset", default="default",
+                        help="--table compare: the preset compared (default %(default)s)")
+    parser.add_argument("--seeds", default=None,
+                        help="comma-separated seeds, each row run once per seed (default: --seed)")
     parser.add_argument("--dataset", default="builtin", help="default %(default)s")
     parser.add_argument("--data-dir", default=None, help="TFDS data directory")
-    parser.add_argument("--image-size", type=int, default=64, help="default %(default)s")
+    parser.add_argument("--image-size", type=int, default=None,
+                        help="default: the preset's for --table compare, else 64")
     parser.add_argument("--channels", type=int, choices=(1, 3), default=None,
                         help="convert images to 1 or 3 channels (default: the data set's)")
     parser.add_argument("--max-examples", type=int, default=None,
                         help="cap on each split's examples (default: all)")
-    parser.add_argument("--epochs", type=int, default=10, help="default %(default)s")
-    parser.add_argument("--batch-size", type=int, default=64, help="default %(default)s")
-    parser.add_argument("--learning-rate", type=float, default=2e-3, help="default %(default)s")
+    parser.add_argument("--epochs", type=int, default=None, help="default: the preset's for --table compare, else 10")
+    parser.add_argument("--batch-size", type=int, default=None, help="default: the preset's for --table compare, else 64")
+    parser.add_argument("--learning-rate", type=float, default=None, help="default: the preset's for --table compare, else 0.002")
     parser.add_argument("--keypoints", type=int, default=64,
                         help="keypoints of the table 1 rows (default %(default)s)")
     parser.add_argument("--detector", default="maxpool_nms",
@@ -99,11 +123,31 @@ def parse_args(argv=None):
     parser.add_argument("--extra", default="", help="more trainer flags for every row, quoted")
     parser.add_argument("--out", default=None, help="default runs/table<N>_<dataset>")
     args = parser.parse_args(argv)
-    if args.epochs < 1:
+    args.table = args.table if args.table == "compare" else int(args.table)
+    if args.table != "compare":
+        for name, default in (("epochs", 10), ("batch_size", 64), ("learning_rate", 2e-3),
+                              ("image_size", 64)):
+            if getattr(args, name) is None:
+                setattr(args, name, default)
+    if args.epochs is not None and args.epochs < 1:
         raise common.UserError(f"--epochs={args.epochs} must be at least 1")
+    args.seed_list = _seeds(args.seeds, args.seed)
     if args.out is None:
-        args.out = f"runs/table{args.table}_{re.sub(r'[^A-Za-z0-9]+', '_', args.dataset).strip('_')}"
+        table = args.table if args.table != "compare" else f"compare_{args.preset}"
+        args.out = f"runs/table{table}_{re.sub(r'[^A-Za-z0-9]+', '_', args.dataset).strip('_')}"
     return args
+
+
+def _seeds(spec, seed):
+    if spec is None:
+        return [seed]
+    try:
+        seeds = [int(n) for n in spec.split(",") if n.strip()]
+    except ValueError:
+        seeds = []
+    if not seeds or min(seeds) < 0 or len(set(seeds)) != len(seeds):
+        raise common.UserError(f"--seeds={spec!r} must be distinct comma-separated integers >= 0")
+    return seeds
 
 
 def _selected(rows, spec):
@@ -119,10 +163,12 @@ def _selected(rows, spec):
     return [rows[n - 1] for n in numbers]
 
 
-def base_flags(args):
-    flags = ["--dataset", args.dataset, "--image-size", str(args.image_size), "--epochs", str(args.epochs),
-             "--batch-size", str(args.batch_size), "--learning-rate", str(args.learning_rate),
-             "--seed", str(args.seed), "--verbose", "2"]
+def base_flags(args, seed):
+    flags = ["--dataset", args.dataset, "--seed", str(seed), "--verbose", "2"]
+    for flag, value in (("--image-size", args.image_size), ("--epochs", args.epochs),
+                        ("--batch-size", args.batch_size), ("--learning-rate", args.learning_rate)):
+        if value is not None:
+            flags += [flag, str(value)]
     if args.data_dir is not None:
         flags += ["--data-dir", args.data_dir]
     for field, value in (("data.channels", args.channels), ("data.max_examples", args.max_examples)):
@@ -131,66 +177,124 @@ def base_flags(args):
     if args.xla != "off":
         flags += ["--xla", args.xla]
     if args.table == 1:
-        flags += ["--detector", args.detector, "--no-export"]
+        flags += ["--detector", args.detector]
+    if args.table != 2:
+        flags += ["--no-export"]
     return flags + args.extra.split()
 
 
-def run_row(args, row, out):
-    """Trains one row unless its metrics.json exists; returns its metrics."""
-    run_dir = out / "rows" / row.slug
+def run_row(args, row, out, seed=None):
+    """Trains one row (for one seed) unless its metrics.json exists; returns its metrics."""
+    seed = args.seed if seed is None else seed
+    run_dir = out / "rows" / (row.slug if seed == args.seed and args.seeds is None
+                              else f"{row.slug}_seed{seed}")
     metrics_path = run_dir / "metrics.json"
     if metrics_path.is_file():
-        print(f"[done before] {row.label}")
+        print(f"[done before] {row.label} (seed {seed})")
         return json.loads(metrics_path.read_text())
-    print(f"[running] {row.label}")
-    trainer = classify if args.table == 1 else reconstruct
+    print(f"[running] {row.label} (seed {seed})")
+    trainer = reconstruct if args.table == 2 else classify
     keras.backend.clear_session()
-    flags = base_flags(args) + list(row.flags) + ["--out", str(run_dir)]
+    flags = base_flags(args, seed) + list(row.flags) + ["--out", str(run_dir)]
     if args.table == 1 and "--detector" in row.flags:  # the row's own detector wins
         index = flags.index("--detector")
         del flags[index:index + 2]
     return trainer.main(flags)
 
 
+def _spread(values, scale=1.0, digits=2):
+    """"m +- sd" over seeds (sample standard deviation), "m" for one, "" for none."""
+    values = [scale * v for v in values if v is not None]
+    if not values:
+        return ""
+    if len(values) == 1:
+        return f"{values[0]:.{digits}f}"
+    return f"{np.mean(values):.{digits}f} +- {np.std(values, ddof=1):.{digits}f}"
+
+
+def _column(runs, *keys):
+    """The value at `keys` in each run's metrics (None where missing)."""
+    values = []
+    for run in runs:
+        value = run
+        for key in keys:
+            value = value.get(key) if isinstance(value, dict) else None
+        values.append(value)
+    return values
+
+
+def row_summary(runs, metric):
+    """Means and spreads of one row's seeds, as JSON."""
+    summary = {"seeds": [run.get("seed") for run in runs]}
+    for name, keys in ((metric, (metric,)), ("test_accuracy_flip_tta", ("test_accuracy_flip_tta",)),
+                       ("test_accuracy_raw", ("test_accuracy_raw",)),
+                       ("seconds_per_epoch", ("seconds_per_epoch",)),
+                       ("images_per_second", ("images_per_second",)),
+                       ("redundancy", ("keypoints", "redundancy")),
+                       ("fixed_position_share", ("keypoints", "fixed_position_share"))):
+        values = [v for v in _column(runs, *keys) if v is not None]
+        if values:
+            summary[name] = {"mean": float(np.mean(values)),
+                             "std": float(np.std(values, ddof=1)) if len(values) > 1 else None,
+                             "values": values}
+    return summary
+
+
 def summarise(args, results):
-    """results.md (the paper's layout), results.json and a bar chart."""
+    """results.md (the paper's layout plus the recipe's columns), results.json and a bar chart.
+    `results`: {row label: [metrics of each seed]}."""
     out = pathlib.Path(args.out)
-    metric, unit = ("test_accuracy", "test accuracy (%)") if args.table == 1 else ("test_mse", "test MSE")
-    lines = [
-        f"| architecture | graph layers | keypoints | score activation | parameters | {unit} | s/epoch |",
-        "|---|---|---|---|---|---|---|",
-    ]
-    for label, result in results.items():
-        model = result["config"]["model"]
-        plain = result.get("architecture") == "plain_cnn"
+    classify_table = args.table != 2
+    metric, unit = ("test_accuracy", "test accuracy (%)") if classify_table else ("test_mse", "test MSE")
+    header = ["architecture", "graph layers", "keypoints", "score activation", "parameters", unit]
+    if classify_table:
+        header += ["flip-TTA (%)", "raw weights (%)"]
+    header += ["s/epoch", "images/s", "redundancy", "fixed-position share", "seeds"]
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    for label, runs in results.items():
+        first = runs[0]
+        model = first["config"]["model"]
+        plain = first.get("architecture") == "plain_cnn"
         layers = "-" if plain or model["graph"]["kind"] == "none" else model["graph"]["layers"]
         keypoints = "-" if plain else model["detector"]["num_keypoints"]
         activation = "-" if plain else model["detector"]["score_activation"]
-        if args.table == 1:
-            value = f"{100 * result[metric]:.2f}"
+        if classify_table:
+            values = [_spread(_column(runs, metric), 100),
+                      _spread(_column(runs, "test_accuracy_flip_tta"), 100),
+                      _spread(_column(runs, "test_accuracy_raw"), 100)]
         else:
-            value = f"{result[metric]:.4f} ({result.get('loss', 'mse')})"
-        lines.append(f"| {label} | {layers} | {keypoints} | {activation} | {result['parameters']:,} | "
-                     f"{value} | {result['seconds_per_epoch']:.1f} |")
-    header = (f"Table {args.table} on `{args.dataset}`, {args.image_size} px, {args.epochs} epochs, "
-              f"seed {args.seed}.\n\nCommand: `python -m trainers.experiments "
-              f"{' '.join(_argv_of(args))}`\n\n")
-    (out / "results.md").write_text(header + "\n".join(lines) + "\n")
-    training.write_json(out / "results.json", {"table": args.table, "dataset": args.dataset,
-                                               "image_size": args.image_size, "epochs": args.epochs,
-                                               "rows": results})
-    _plot(results, metric, unit, out / "results.png", scale=100 if args.table == 1 else 1)
+            values = [f"{_spread(_column(runs, metric), digits=4)} ({model['head']['reconstruction_loss']})"]
+        cells = [label, layers, keypoints, activation, f"{first['parameters']:,}", *values,
+                 _spread(_column(runs, "seconds_per_epoch"), digits=1),
+                 _spread(_column(runs, "images_per_second"), digits=0),
+                 _spread(_column(runs, "keypoints", "redundancy"), digits=3),
+                 _spread(_column(runs, "keypoints", "fixed_position_share"), digits=3),
+                 ",".join(str(run.get("seed")) for run in runs)]
+        lines.append("| " + " | ".join(str(c) for c in cells) + " |")
+    first = next(iter(results.values()))[0]
+    config = first["config"]
+    title = (f"Table {args.table} on `{args.dataset}`, {config['model']['image_size']} px, "
+             f"{config['train']['epochs']} epochs, seeds {','.join(map(str, args.seed_list))}; "
+             "accuracy columns: mean +- standard deviation over the seeds.\n\nCommand: "
+             f"`python -m trainers.experiments {' '.join(_argv_of(args))}`\n\n")
+    (out / "results.md").write_text(title + "\n".join(lines) + "\n")
+    training.write_json(out / "results.json", {
+        "table": args.table, "dataset": args.dataset, "seeds": args.seed_list,
+        "summary": {label: row_summary(runs, metric) for label, runs in results.items()},
+        "rows": results})
+    _plot(results, metric, unit, out / "results.png", scale=100 if classify_table else 1)
 
 
 def _argv_of(args):
-    flags = [f"--table {args.table}", f"--dataset {args.dataset}", f"--image-size {args.image_size}",
-             f"--epochs {args.epochs}"]
-    for name in ("max_examples", "rows", "data_dir", "channels"):
+    flags = [f"--table {args.table}", f"--dataset {args.dataset}"]
+    if args.table == "compare":
+        flags.append(f"--preset {args.preset}")
+    for name in ("image_size", "epochs", "seeds", "max_examples", "rows", "data_dir", "channels"):
         if getattr(args, name):
             flags.append(f"--{name.replace('_', '-')} {getattr(args, name)}")
     if args.keypoints != 64:
         flags.append(f"--keypoints {args.keypoints}")
-    if args.batch_size != 64:
+    if args.batch_size not in (None, 64):
         flags.append(f"--batch-size {args.batch_size}")
     if args.extra:
         flags.append(f"--extra '{args.extra}'")
@@ -204,9 +308,11 @@ def _plot(results, metric, unit, path, scale):
     import matplotlib.pyplot as plt
 
     labels = list(results)
-    values = [scale * results[label][metric] for label in labels]
+    values = [scale * np.mean([run[metric] for run in results[label]]) for label in labels]
+    errors = [scale * np.std([run[metric] for run in results[label]], ddof=1)
+              if len(results[label]) > 1 else 0.0 for label in labels]
     figure, axes = plt.subplots(figsize=(8, 0.45 * len(labels) + 1.2))
-    axes.barh(range(len(labels)), values, color="tab:blue")
+    axes.barh(range(len(labels)), values, xerr=errors, color="tab:blue")
     axes.set_yticks(range(len(labels)), labels, fontsize=8)
     axes.invert_yaxis()
     axes.set_xlabel(unit)
@@ -215,27 +321,32 @@ def _plot(results, metric, unit, path, scale):
     plt.close(figure)
 
 
+def run_rows(args, rows, out, results):
+    """Each row for each seed (seeds of a row together), summarising after every run."""
+    for row in rows:
+        for seed in args.seed_list:
+            results.setdefault(row.label, []).append(run_row(args, row, out, seed))
+            summarise(args, results)
+
+
 def main(argv=None):
     args = parse_args(argv)
     out = pathlib.Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     results = {}
-    if args.table == 1:
+    if args.table == "compare":
+        run_rows(args, _selected(compare_rows(args.preset), args.rows), out, results)
+    elif args.table == 1:
         rows = _selected(table_1_rows(args.keypoints), args.rows)
-        for row in rows:
-            results[row.label] = run_row(args, row, out)
-            summarise(args, results)
+        run_rows(args, rows, out, results)
         gnn_rows = [row for row in rows if "--plain-cnn" not in row.flags
                     and row.label != "CNN only (no GNN)"]
         if not args.rows and gnn_rows:
-            best = max(gnn_rows, key=lambda row: results[row.label]["test_accuracy"])
-            for row in detector_rows(best, args.detector):
-                results[row.label] = run_row(args, row, out)
-                summarise(args, results)
+            best = max(gnn_rows, key=lambda row: np.mean(
+                [run["test_accuracy"] for run in results[row.label]]))
+            run_rows(args, detector_rows(best, args.detector), out, results)
     else:
-        for row in _selected(table_2_rows(), args.rows):
-            results[row.label] = run_row(args, row, out)
-            summarise(args, results)
+        run_rows(args, _selected(table_2_rows(), args.rows), out, results)
     print((out / "results.md").read_text())
     return results
 

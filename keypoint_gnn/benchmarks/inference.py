@@ -4,10 +4,12 @@
   keras_predict      `model.predict_on_batch(x)`
   savedmodel         `tf.saved_model.load(...).signatures["serving_default"]` on uint8 pixels
                      (its in-graph preprocessing included), as TF Serving runs it
-  tflite             the `ai_edge_litert` interpreter; batch 1 from `benchmark_inference`
-                     (every quantisation); batch 64 (float32) as one invocation on the input
-                     resized to 64 (the export has a dynamic batch, checked by
-                     `tflite_batch_support` before timing)
+  tflite             the `ai_edge_litert` interpreter; batch 1 in every quantisation; batch 64
+                     (float32) as one invocation on the input resized to 64 (the export has a
+                     dynamic batch, checked by `tflite_batch_support` before timing)
+
+All formats of one batch size run interleaved in one group, so "x SavedModel" (each row's time
+over the SavedModel's) compares calls made under the same load.
 """
 import os
 import pathlib
@@ -16,9 +18,9 @@ import tempfile
 import numpy as np
 
 from keypoint_gnn._backend import tf
-from keypoint_gnn.benchmarks import isolation, measure
+from keypoint_gnn.benchmarks import isolation, machine, measure
 from keypoint_gnn.config import ModelConfig
-from keypoint_gnn.export.benchmark import benchmark_inference
+from keypoint_gnn.export.benchmark import directory_size
 from keypoint_gnn.export.saved_model import export_saved_model
 from keypoint_gnn.export.tflite import QUANTIZATIONS, TFLiteClassifier, export_tflite
 from keypoint_gnn.models import build_classifier
@@ -105,11 +107,15 @@ def tflite_batch_support(path, config, batch, atol=1e-4):
 def benchmark_inference_formats(*, warmup, repeats, memory=True, memory_limit_bytes=None,
                                 jobs=1, config=None, quantizations=QUANTIZATIONS,
                                 work_dir=None):
-    """Exports one classifier, then times every (format, batch) in this process.
+    """Exports one classifier, then times every (format, batch) interleaved, a group per batch.
 
-    TFLite batch 1 comes from `benchmark_inference` (each quantisation, all cores); the other
-    cells, TFLite float32 batch 64 in one invocation included, are timed interleaved. Returns
-    {"config", "rows": [...], "tflite_batch64", "notes"}.
+    Batch 1 includes every TFLite quantisation; batch 64 the float32 TFLite model as one
+    invocation. Each row has "x_savedmodel": its time over the SavedModel's at the same batch
+    (`measure.paired_ratio` within the batch's group).
+
+    Returns:
+      {"config", "rows": [...], "groups": {batch: time_group}, "aa_flag", "tflite_batch64",
+      "notes"}.
 
     Raises:
       RuntimeError: the exported TFLite model does not run batch 64 in one invocation with the
@@ -118,38 +124,45 @@ def benchmark_inference_formats(*, warmup, repeats, memory=True, memory_limit_by
     config = config or ModelConfig()
     model = build_classifier(config)
     threads = os.cpu_count()
+    rng = np.random.default_rng(0)
+    representative = rng.random((32, config.image_size, config.image_size, config.channels),
+                                dtype=np.float32)
     with tempfile.TemporaryDirectory(prefix="benchmark-inference-") as scratch:
         root = pathlib.Path(work_dir or scratch)
         saved = export_saved_model(model, config, base_dir=root / "saved_models", name="bench")
-        tflite_path = export_tflite(model, config, root / "tflite" / "float32.tflite")
-        supported, reason = tflite_batch_support(tflite_path, config, max(BATCHES))
+        tflite_paths = {quantize: export_tflite(model, config, root / "tflite" / f"{quantize}.tflite",
+                                                quantize=quantize,
+                                                representative_images=representative)
+                        for quantize in dict.fromkeys(("none",) + tuple(quantizations))}
+        supported, reason = tflite_batch_support(tflite_paths["none"], config, max(BATCHES))
         if not supported:
             raise RuntimeError(f"TFLite batch {max(BATCHES)} in one invocation: {reason}")
-        calls, cells = {}, {}
+        rows, groups = [], {}
         for batch in BATCHES:
+            calls, cells = {}, {}
             for format in FORMATS:
-                path = {"savedmodel": saved, "tflite": tflite_path}.get(format)
-                if format == "tflite" and batch == 1:
-                    continue  # from benchmark_inference below, with every quantisation
-                key = f"{format} | batch={batch}"
-                calls[key], _ = setup_inference(format, batch, config.to_dict(), path,
-                                                threads, model=model)
-                cells[key] = {"format": format, "quantize": "none", "batch": batch,
-                              "path": str(path) if path else None}
-        timings = measure.time_interleaved(calls, warmup, repeats)
-        rows = [{**cells[key], **timings[key]} for key in cells]
-        exported = benchmark_inference(model, config, root / "benchmark_inference",
-                                       quantizations=quantizations, warmup=warmup,
-                                       repeats=repeats, num_threads=threads)
-        for timing in exported:
-            if timing.format == "tflite":
-                path = root / "benchmark_inference" / "tflite" / f"benchmark-{timing.quantize}.tflite"
-                rows.append({"format": "tflite", "quantize": timing.quantize, "batch": 1,
-                             "path": str(path), "median_ms": timing.median_ms,
-                             "p90_ms": timing.p90_ms, "repeats": timing.repeats,
-                             "size_bytes": timing.size_bytes})
-        for row in rows:
-            row["ms_per_image"] = row["median_ms"] / row["batch"]
+                variants = [("none", None)]
+                if format == "savedmodel":
+                    variants = [("none", saved)]
+                elif format == "tflite":
+                    chosen = quantizations if batch == 1 else ("none",)
+                    variants = [(q, tflite_paths[q]) for q in dict.fromkeys(chosen)]
+                for quantize, path in variants:
+                    key = format if quantize == "none" else f"{format} {quantize}"
+                    calls[key], _ = setup_inference(format, batch, config.to_dict(), path,
+                                                    threads, model=model)
+                    cells[key] = {"format": format, "quantize": quantize, "batch": batch,
+                                  "path": str(path) if path else None,
+                                  "size_bytes": directory_size(path) if path else None}
+            group = measure.time_group(calls, warmup, repeats, label=f"inference batch {batch}",
+                                       aa="savedmodel")
+            groups[str(batch)] = group
+            for key, cell in cells.items():
+                timing = {k: v for k, v in group["timings"][key].items() if k != "rounds_ms"}
+                row = {**cell, **timing, "ms_per_image": timing["median_ms"] / batch}
+                if key != "savedmodel":
+                    row["x_savedmodel"] = measure.group_ratio(group, key, "savedmodel")
+                rows.append(row)
         if memory:
             jobs_list = [dict(setup="keypoint_gnn.benchmarks.inference:setup_inference",
                               params=dict(format=row["format"], batch=row["batch"],
@@ -163,6 +176,11 @@ def benchmark_inference_formats(*, warmup, repeats, memory=True, memory_limit_by
     notes = [f"TFLite uses {threads} interpreter threads; TensorFlow uses its default pools",
              "savedmodel input is uint8 and includes the in-graph preprocessing",
              f"TFLite batch {max(BATCHES)} is one invocation on the input resized to "
-             f"{max(BATCHES)} (float32)"]
-    return {"config": config.to_dict(), "rows": rows,
+             f"{max(BATCHES)} (float32)",
+             "x SavedModel: the row's time over the SavedModel's, round by round in the same "
+             "group (below 1: faster than the SavedModel)"]
+    if machine.has_gpu():
+        notes.append("Keras and SavedModel rows ran on the GPU, TFLite on the CPU")
+    return {"config": config.to_dict(), "rows": rows, "groups": groups,
+            "aa_flag": any(group["aa_flag"] for group in groups.values()),
             "tflite_batch64": {"supported": supported, "reason": reason}, "notes": notes}

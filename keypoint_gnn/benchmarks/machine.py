@@ -1,4 +1,5 @@
-"""The machine a benchmark ran on: CPU model, cores, memory, TensorFlow version, GPU, load."""
+"""The machine a benchmark ran on: CPU model, cores, memory, TensorFlow version, GPU, load,
+and the thread settings that decide how many cores a measurement may use."""
 import os
 import platform
 
@@ -33,6 +34,43 @@ def load_average():
     return tuple(round(value, 2) for value in os.getloadavg())
 
 
+# Environment variables that set thread pools or kernels of TensorFlow, XLA and the BLAS
+# libraries: recorded with every part when they are set.
+THREAD_VARIABLES = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS",
+                    "TF_NUM_INTRAOP_THREADS", "TF_NUM_INTEROP_THREADS", "TF_ENABLE_ONEDNN_OPTS",
+                    "TF_XLA_FLAGS", "XLA_FLAGS", "CUDA_VISIBLE_DEVICES")
+
+
+def thread_settings():
+    """How many threads this process's measurements may use.
+
+    Returns {"cpu_count", "usable_cores" (this process's CPU affinity), "tf_intra_op",
+    "tf_inter_op" (TensorFlow's pools; 0 = TensorFlow picks, one thread per usable core),
+    "env": {variable: value} of the `THREAD_VARIABLES` that are set}.
+    """
+    try:
+        usable = len(os.sched_getaffinity(0))
+    except AttributeError:  # not Linux
+        usable = os.cpu_count()
+    return {
+        "cpu_count": os.cpu_count(),
+        "usable_cores": usable,
+        "tf_intra_op": tf.config.threading.get_intra_op_parallelism_threads(),
+        "tf_inter_op": tf.config.threading.get_inter_op_parallelism_threads(),
+        "env": {name: os.environ[name] for name in THREAD_VARIABLES if name in os.environ},
+    }
+
+
+def format_threads(threads):
+    """One line: cores, TensorFlow's pools and the thread variables that are set."""
+    def pool(value):
+        return "default (one per core)" if value == 0 else str(value)
+    env = ", ".join(f"{k}={v}" for k, v in threads["env"].items()) or "no thread variables set"
+    return (f"{threads['usable_cores']} of {threads['cpu_count']} cores usable; TensorFlow "
+            f"intra-op {pool(threads['tf_intra_op'])}, inter-op {pool(threads['tf_inter_op'])}; "
+            f"{env}")
+
+
 def machine_info():
     """A JSON-ready description of this machine and software stack."""
     memory = psutil.virtual_memory()
@@ -47,6 +85,7 @@ def machine_info():
         "platform": platform.platform(),
         "gpus": gpu_names(),
         "load_average": load_average(),
+        "threads": thread_settings(),
     }
 
 
@@ -61,6 +100,7 @@ def format_machine(info):
         f"TensorFlow: {info['tensorflow']} (Python {info['python']})",
         f"GPU:        {gpus}",
         f"load avg:   {one} / {five} / {fifteen} (1 / 5 / 15 min)",
+        f"threads:    {format_threads(info['threads'])}",
     ])
 
 

@@ -1,7 +1,9 @@
 """How cost grows with the graph: dense vs sparse grid graphs, and the number of keypoints.
 
-Every size runs in its own worker (`isolation.run_isolated`, mode "time"), so each gets its own
-peak memory, and a size that would not fit under the memory limit is skipped, not attempted.
+Memory: every size runs in its own worker (`isolation.run_isolated`), so each gets its own peak
+memory, and a size that would not fit under the memory limit is skipped, not attempted.
+Time: the sizes whose worker ran are then timed in this process, all in one interleaved group,
+so that dense / sparse and each step of growth are paired ratios of the same run.
 """
 from keypoint_gnn._backend import tf
 from keypoint_gnn.benchmarks import isolation, measure
@@ -91,8 +93,7 @@ def setup_keypoint_graph(keypoints, batch, map_size, channels, units, num_layers
 def _row(record, size_key, size):
     row = {size_key: size, "status": record["status"], "estimated_bytes": record["estimated_bytes"]}
     if record["status"] == "ok":
-        row.update(record["timing"], **record["info"],
-                   peak_rss_bytes=record["peak_rss_bytes"],
+        row.update(**record["info"], peak_rss_bytes=record["peak_rss_bytes"],
                    peak_rss_delta_bytes=record["peak_rss_delta_bytes"],
                    gpu_peak_bytes=record.get("gpu_peak_bytes"))
     else:
@@ -100,8 +101,8 @@ def _row(record, size_key, size):
     return row
 
 
-def _growth(rows, size_key, size_of):
-    """Growth of time and of memory between successive sizes that ran.
+def _memory_growth(rows, size_key, size_of):
+    """Growth of the peak-memory increase between successive sizes that ran.
 
     "memory_excess" is the peak-memory increase above the smallest size's, which is mostly the
     runtime's fixed overhead (its own graph is tiny): the part that scales with the graph."""
@@ -109,45 +110,105 @@ def _growth(rows, size_key, size_of):
     sizes = [size_of(row[size_key]) for row in ok]
     deltas = [row["peak_rss_delta_bytes"] for row in ok]
     excess = [delta - deltas[0] for delta in deltas[1:]]
-    return {
-        "time": measure.growth(sizes, [row["median_ms"] for row in ok]),
-        "memory_delta": measure.growth(sizes, deltas),
-        "memory_excess": measure.growth(sizes[1:], excess),
-    }
+    return {"memory_delta": measure.growth(sizes, deltas),
+            "memory_excess": measure.growth(sizes[1:], excess)}
+
+
+def _time_growth(group, names, sizes):
+    """Growth of time between successive sizes, each step a paired ratio of the group."""
+    steps = [None] + [measure.group_ratio(group, b, a) for a, b in zip(names, names[1:])]
+    growth = measure.growth(sizes, steps)
+    for step, ratio in zip(growth, steps[1:]):
+        step["paired_ratio"] = ratio
+    return growth
+
+
+def _attach_timing(row, group, name):
+    row["timing_name"] = name
+    row.update({k: v for k, v in group["timings"][name].items() if k != "rounds_ms"})
+
+
+def grid_name(kind, size):
+    return f"{kind} {size}x{size}"
 
 
 def benchmark_grid_graphs(*, sizes=GRID_SIZES, warmup, repeats, memory_limit_bytes,
                           workload=None, timeout_s=600):
-    """Dense and sparse grid graph + one GCN layer at each feature-map size, one worker each.
+    """Dense and sparse grid graph + one GCN layer at each feature-map size.
 
-    Growth exponents are per node (size^2): 1 is linear in the nodes, 2 quadratic."""
+    First each size's peak memory in its own worker (`isolation.run_isolated`; skipped when its
+    estimate exceeds the limit); then every (kind, size) whose worker ran is timed here, all in
+    one interleaved group, so that dense / sparse and the growth from one size to the next are
+    paired ratios. Growth exponents are per node (size^2): 1 is linear in the nodes, 2
+    quadratic."""
     workload = dict(workload or GRID_WORKLOAD)
-    results = {}
-    for name, neighbours in (("dense", None), ("sparse", SPARSE_NEIGHBOURS)):
+    kinds = (("dense", None), ("sparse", SPARSE_NEIGHBOURS))
+    results, calls = {}, {}
+    for kind, neighbours in kinds:
         rows = []
         for size in sizes:
             params = dict(size=size, neighbours=neighbours, **workload)
             record = isolation.run_isolated(
-                "keypoint_gnn.benchmarks.scale:setup_grid_graph", params, mode="time",
-                warmup=warmup, repeats=repeats, memory_limit_bytes=memory_limit_bytes,
+                "keypoint_gnn.benchmarks.scale:setup_grid_graph", params, mode="memory",
+                memory_limit_bytes=memory_limit_bytes,
                 estimated_bytes=grid_graph_bytes(**params), timeout_s=timeout_s)
             rows.append(_row(record, "size", size))
-        results[name] = {"neighbours": neighbours, "rows": rows,
-                         "growth_per_node": _growth(rows, "size", lambda s: s * s)}
-    return {"workload": workload, **results}
+            if record["status"] == "ok":
+                calls[grid_name(kind, size)], _ = setup_grid_graph(**params)
+        results[kind] = {"neighbours": neighbours, "rows": rows}
+    if not calls:
+        for kind, _ in kinds:
+            results[kind]["growth_per_node"] = {
+                "time": [], **_memory_growth(results[kind]["rows"], "size", lambda s: s * s)}
+        return {"workload": workload, **results, "group": None, "aa_flag": None}
+    sparse_ok = [row["size"] for row in results["sparse"]["rows"] if row["status"] == "ok"]
+    aa = grid_name("sparse", max(sparse_ok)) if sparse_ok else next(iter(calls))
+    group = measure.time_group(calls, warmup, repeats, label="grid graphs", aa=aa)
+    for kind, _ in kinds:
+        part = results[kind]
+        ok = [row for row in part["rows"] if row["status"] == "ok"]
+        for row in ok:
+            _attach_timing(row, group, grid_name(kind, row["size"]))
+        part["growth_per_node"] = {
+            "time": _time_growth(group, [grid_name(kind, row["size"]) for row in ok],
+                                 [row["size"] ** 2 for row in ok]),
+            **_memory_growth(part["rows"], "size", lambda s: s * s)}
+    for row in results["dense"]["rows"]:
+        if row["status"] == "ok" and grid_name("sparse", row["size"]) in calls:
+            row["x_sparse"] = measure.group_ratio(group, grid_name("dense", row["size"]),
+                                                  grid_name("sparse", row["size"]))
+    return {"workload": workload, **results, "group": group, "aa_flag": group["aa_flag"]}
+
+
+def keypoint_name(count):
+    return f"{count} keypoints"
 
 
 def benchmark_keypoint_counts(*, counts=KEYPOINT_COUNTS, warmup, repeats, memory_limit_bytes,
                               workload=None, timeout_s=600):
-    """Keypoint selection + CNN->graph + GCN stack as N grows, one worker each."""
+    """Keypoint selection + CNN->graph + GCN stack as N grows: each count's memory in a
+    worker, then every count that ran timed here in one interleaved group."""
     workload = dict(workload or KEYPOINT_WORKLOAD)
-    rows = []
+    rows, calls = [], {}
     for count in counts:
         params = dict(keypoints=count, **workload)
         record = isolation.run_isolated(
-            "keypoint_gnn.benchmarks.scale:setup_keypoint_graph", params, mode="time",
-            warmup=warmup, repeats=repeats, memory_limit_bytes=memory_limit_bytes,
+            "keypoint_gnn.benchmarks.scale:setup_keypoint_graph", params, mode="memory",
+            memory_limit_bytes=memory_limit_bytes,
             estimated_bytes=keypoint_graph_bytes(**params), timeout_s=timeout_s)
         rows.append(_row(record, "keypoints", count))
-    return {"workload": workload, "rows": rows,
-            "growth_per_keypoint": _growth(rows, "keypoints", float)}
+        if record["status"] == "ok":
+            calls[keypoint_name(count)], _ = setup_keypoint_graph(**params)
+    ok = [row for row in rows if row["status"] == "ok"]
+    if not ok:
+        return {"workload": workload, "rows": rows, "group": None, "aa_flag": None,
+                "growth_per_keypoint": {"time": [], **_memory_growth(rows, "keypoints", float)}}
+    group = measure.time_group(calls, warmup, repeats, label="keypoint counts",
+                               aa=keypoint_name(ok[-1]["keypoints"]))
+    for row in ok:
+        _attach_timing(row, group, keypoint_name(row["keypoints"]))
+    growth = {"time": _time_growth(group, [keypoint_name(row["keypoints"]) for row in ok],
+                                   [float(row["keypoints"]) for row in ok]),
+              **_memory_growth(rows, "keypoints", float)}
+    return {"workload": workload, "rows": rows, "group": group, "aa_flag": group["aa_flag"],
+            "growth_per_keypoint": growth}

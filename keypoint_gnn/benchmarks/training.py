@@ -3,7 +3,7 @@
 All models train on the same batch, in one process, their steps interleaved (see `measure`),
 under each XLA mode of `keypoint_gnn.xla` ("off"; "graph": only the keypoint and graph layers
 compiled; "step": `compile(jit_compile=True)`); `train_on_batch` returns host values, so every
-timed step has finished. Mixed precision runs only on a GPU (on a CPU, float16 is
+timed step has finished. Every ratio is between two steps of that one group. Mixed precision runs only on a GPU (on a CPU, float16 is
 emulated and bfloat16 matmuls are slow, so its timings would mislead).
 """
 import numpy as np
@@ -62,50 +62,56 @@ def setup_training(name, batch, image_size, xla_mode="off", target_params=None,
 
 
 def benchmark_training(*, warmup, repeats, memory=True, memory_limit_bytes=None, jobs=1,
-                       workload=None, detectors=DETECTORS, gnns=GNNS):
-    """Every model x XLA mode (x mixed precision on a GPU), steps interleaved.
+                       workload=None, detectors=DETECTORS, gnns=GNNS, xla_modes=XLA_MODES,
+                       gpu=None):
+    """Every model x XLA mode (x mixed precision on a GPU), steps interleaved in one group.
 
     Returns:
-      {"workload", "plain_cnn_target_params", "precisions", "xla_auto", "notes",
-      "cases": {key: {...}}}, key "<model> | xla=<mode> | <precision>"; each case has the timing,
-      "images_per_second", "parameters", "ratio_to_plain_cnn" (same XLA mode and precision),
-      "ratio_xla_to_no_xla" (XLA modes) and "memory" (with XLA: reference and plain CNN only).
-      "xla_auto" is the mode that `--xla` (auto) picks on this machine.
+      {"workload", "plain_cnn_target_params", "precisions", "xla_auto", "notes", "group" (the
+      `measure.time_group`, with the A/A copy of the plain CNN without XLA), "aa_flag",
+      "cases": {key: {...}}}, key "<model> | xla=<mode> | <precision>"; each case has the timing
+      summary, "images_per_second", "parameters", "device", "ratio_to_plain_cnn" (same XLA
+      mode and precision; not on the plain CNN itself), "ratio_xla_to_no_xla" (XLA modes), both `measure.paired_ratio`s of
+      the group, and "memory" (with XLA: reference and plain CNN only). "xla_auto" is the mode
+      that `--xla` (auto) picks on this machine.
     """
     workload = dict(workload or WORKLOAD)
+    gpu = machine.has_gpu() if gpu is None else gpu
     reference = REFERENCE_MODEL if REFERENCE_MODEL in model_names(detectors, gnns) \
         else model_names(detectors, gnns)[0]
     target_params = build_model(reference, workload["image_size"]).count_params()
     precisions = ["float32"]
     notes = []
-    if machine.has_gpu():
+    if gpu:
         precisions.append("mixed_float16")
     else:
-        notes.append("mixed precision skipped: no GPU (float16 is emulated on a CPU)")
+        notes.append("no GPU detected: mixed precision skipped (float16 is emulated on a CPU)")
     notes.append("XLA modes (keypoint_gnn.xla): off; graph = only the keypoint and graph layers "
                  "XLA-compiled; step = compile(jit_compile=True). --xla picks "
-                 f"{xla.resolve_mode('auto', machine.has_gpu())} here")
+                 f"{xla.resolve_mode('auto', gpu)} here")
     cases, calls = {}, {}
     for precision in precisions:
-        for mode in XLA_MODES:
+        for mode in xla_modes:
             for name in model_names(detectors, gnns):
                 key = case_key(name, mode, precision)
                 params = dict(name=name, xla_mode=mode, precision=precision,
                               target_params=target_params if name == PLAIN else None, **workload)
                 calls[key], info = setup_training(**params)
                 cases[key] = {"model": name, "xla": mode, "precision": precision,
-                              "params": params, **info}
-    timings = measure.time_interleaved(calls, warmup, repeats)
+                              "device": "gpu" if gpu else "cpu", "params": params, **info}
+    aa = case_key(PLAIN, xla_modes[0], "float32")
+    group = measure.time_group(calls, warmup, repeats, label="training", aa=aa)
     for key, case in cases.items():
-        case.update(timings[key])
+        case.update({k: v for k, v in group["timings"][key].items() if k != "rounds_ms"})
         case["seconds_per_step"] = case["median_ms"] / 1000.0
         case["images_per_second"] = workload["batch"] / case["seconds_per_step"]
-    for case in cases.values():
-        plain = cases[case_key(PLAIN, case["xla"], case["precision"])]
-        case["ratio_to_plain_cnn"] = case["median_ms"] / plain["median_ms"]
-        if case["xla"] != "off":
-            case["ratio_xla_to_no_xla"] = (
-                case["median_ms"] / cases[case_key(case["model"], "off", case["precision"])]["median_ms"])
+    for key, case in cases.items():
+        plain = case_key(PLAIN, case["xla"], case["precision"])
+        if key != plain:
+            case["ratio_to_plain_cnn"] = measure.group_ratio(group, key, plain)
+        if case["xla"] != "off" and "off" in xla_modes:
+            case["ratio_xla_to_no_xla"] = measure.group_ratio(
+                group, key, case_key(case["model"], "off", case["precision"]))
     if memory:
         # Without XLA for every model; with XLA for the reference and the plain CNN only
         # (each worker costs a TensorFlow import and a compilation).
@@ -118,7 +124,8 @@ def benchmark_training(*, warmup, repeats, memory=True, memory_limit_bytes=None,
             cases[key]["memory"] = isolation.memory_summary(record)
     return {"workload": workload, "reference_model": reference,
             "plain_cnn_target_params": target_params, "precisions": precisions,
-            "xla_auto": xla.resolve_mode("auto", machine.has_gpu()), "notes": notes, "cases": cases}
+            "xla_auto": xla.resolve_mode("auto", gpu), "notes": notes, "group": group,
+            "aa_flag": group["aa_flag"], "gpu": gpu, "cases": cases}
 
 
 def case_key(name, xla_mode, precision="float32"):

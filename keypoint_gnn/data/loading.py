@@ -2,12 +2,17 @@
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import numbers
+import os
+import pathlib
 
 import numpy as np
 
 from keypoint_gnn._backend import tf
+from keypoint_gnn.data.cache import FileCache
 from keypoint_gnn.data.checks import check_source
+from keypoint_gnn.data.mixing import Mixing
 from keypoint_gnn.data.pipeline import TASKS, Augmentation, build_pipeline
 from keypoint_gnn.data.sources import SPLIT_NAMES, open_source
 from keypoint_gnn.data.splitting import check_fractions
@@ -28,6 +33,11 @@ class DatasetInfo:
       split_origin: {split: where its examples come from}, in words.
       augmentation: what the train split applies, crop padding in pixels
         (`Augmentation(flip=False, crop_padding=0)` for none).
+      flip_invariant: whether a horizontal flip keeps the classes (flip test-time augmentation
+        is then safe).
+      mixing: the train split's mixup / cutmix (`Mixing()` for none); its labels are one-hot
+        float32 (B, K) when enabled.
+      cache: "memory", or the folder of the decoded images' cache files.
       skipped_files: image files left out because they could not be decoded, with the reason.
       warnings: what loading logged as usable but lopsided, one line each: splits without
         images of some classes (`keypoint_gnn.data.checks`).
@@ -41,6 +51,9 @@ class DatasetInfo:
     num_examples: dict[str, int]
     split_origin: dict[str, str] = dataclasses.field(default_factory=dict)
     augmentation: Augmentation = dataclasses.field(default_factory=Augmentation)
+    flip_invariant: bool = True
+    mixing: Mixing = dataclasses.field(default_factory=Mixing)
+    cache: str = "memory"
     skipped_files: list[str] = dataclasses.field(default_factory=list)
     warnings: list[str] = dataclasses.field(default_factory=list)
 
@@ -51,7 +64,8 @@ class Splits:
 
     Attributes:
       train: shuffled and augmented batches of (images float32 (B, S, S, C) in [0, 1],
-        labels int32 (B,)); (images, images) for task="reconstruct".
+        labels int32 (B,), or one-hot float32 (B, K) weights with mixup / cutmix); (images,
+        images) for task="reconstruct".
       validation: the same, in a fixed order, not augmented.
       test: the same, in a fixed order, not augmented; row i is `test_parts[i]`'s image.
       info: `DatasetInfo`.
@@ -85,6 +99,9 @@ def load_dataset(
     test_fraction: float = 0.1,
     max_examples: int | None = None,
     builtin_options=None,
+    mixup: float = 0.0,
+    cutmix: float = 0.0,
+    cache: str = "memory",
 ) -> Splits:
     """Loads a data set as train / validation / test tf.data pipelines.
 
@@ -100,7 +117,8 @@ def load_dataset(
       data_dir: TFDS data folder (default ~/tensorflow_datasets); nothing is downloaded.
       channels: None keeps the source's channels; 1 or 3 converts greyscale <-> RGB.
       augment: True (crop, and flip where flips keep classes: not for "builtin", IDX files or
-        digit sets), False, an `Augmentation`, or "flip,crop" / "crop" / "flip" / "none".
+        digit sets), False, an `Augmentation`, or comma-separated words of "flip", "crop",
+        "resized_crop" (random resized crop, for photos), or "none".
       task: "classify" yields (images, labels), "reconstruct" yields (images, images).
       validation_fraction: fraction of the training pool carved for validation when the
         source has no validation split, in (0, 1).
@@ -108,6 +126,11 @@ def load_dataset(
       max_examples: cap on each split's examples (a seeded subset), or None.
       builtin_options: `keypoint_gnn.data.builtin.BuiltinOptions` for name="builtin"; an error
         with any other name, "builtin:KEY=VALUE,..." included (that spec sets the options).
+      mixup, cutmix: Beta(alpha, alpha) parameters of the train batches' mixing (0 off;
+        `keypoint_gnn.data.mixing`); task="classify" only.
+      cache: "memory" keeps the decoded images at training size in memory; a folder path keeps
+        them in files there that later runs on the same data, size, channels and split reuse
+        (`keypoint_gnn.data.cache`).
 
     Returns:
       `Splits`.
@@ -131,6 +154,11 @@ def load_dataset(
     if task not in TASKS:
         raise ValueError(f"task={task!r} must be one of {TASKS}")
     check_fractions(validation_fraction, test_fraction)
+    mixing = Mixing(mixup, cutmix)
+    if mixing.enabled and task != "classify":
+        raise ValueError(f"mixup={mixup}, cutmix={cutmix}: batch mixing mixes class labels; "
+                         f"task={task!r} has none (set both to 0)")
+    cache_folder = _check_cache(cache)
 
     source = open_source(name, image_size=image_size, seed=seed, data_dir=data_dir,
                          validation_fraction=validation_fraction, test_fraction=test_fraction,
@@ -142,7 +170,10 @@ def load_dataset(
         split: build_pipeline(
             source.splits[split].examples, image_size=image_size, channels=channels,
             batch_size=batch_size, training=split == "train", augmentation=augmentation,
-            seed=seed, task=task)
+            seed=seed, task=task, mixing=mixing, num_classes=len(source.class_names),
+            cache=None if cache_folder is None else FileCache(
+                cache_folder, _cache_parts(source, split, image_size, channels, seed,
+                                           max_examples, validation_fraction, test_fraction)))
         for split in SPLIT_NAMES
     }
     test_parts = source.test_parts
@@ -159,8 +190,46 @@ def load_dataset(
         num_examples={split: source.splits[split].num_examples for split in SPLIT_NAMES},
         split_origin=dict(source.split_origin),
         augmentation=augmentation,
+        flip_invariant=bool(source.flip_invariant),
+        mixing=mixing,
+        cache=str(cache),
         skipped_files=list(source.skipped_files),
         warnings=warnings,
     )
     return Splits(pipelines["train"], pipelines["validation"], pipelines["test"], info,
                   test_parts)
+
+
+def _check_cache(cache):
+    """None for "memory", else the cache folder, created and checked writable."""
+    if cache == "memory":
+        return None
+    if not isinstance(cache, str) or not cache:
+        raise ValueError(f"cache={cache!r} must be 'memory' or a folder path")
+    folder = pathlib.Path(cache).expanduser()
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as error:
+        raise ValueError(f"cache={cache!r}: cannot create the folder ({error.strerror})") from None
+    if not os.access(folder, os.W_OK | os.X_OK):
+        raise ValueError(f"cache={cache!r}: the folder is not writable by this user")
+    return folder
+
+
+def _cache_parts(source, split, image_size, channels, seed, max_examples, validation_fraction,
+                 test_fraction):
+    """What a split's cached images depend on. The seed and the fractions count only where
+    they choose the images: a generated set, carved splits or a seeded subset."""
+    source_split = source.splits[split]
+    seeded = (source.name.startswith("builtin") or bool(source.carved_fractions)
+              or max_examples is not None)
+    labels = source_split.labels
+    return {
+        "dataset": source.name, "split": split, "image_size": image_size, "channels": channels,
+        "num_examples": source_split.num_examples, "max_examples": max_examples,
+        "labels": None if labels is None else hashlib.sha256(
+            np.asarray(labels, np.int64).tobytes()).hexdigest()[:16],
+        "seed": seed if seeded else None,
+        "fractions": [validation_fraction, test_fraction] if source.carved_fractions else None,
+        "format": 1,
+    }
