@@ -234,10 +234,14 @@ def save_run(out, model, run, info, name, args):
 def run_directory(args, run, strategy, trainer):
     """The chief's `RunDirectory` for --out (locked, checked; see keypoint_gnn.run_directory);
     other workers of a multi-worker run get a private temporary one."""
+    run_config = run.to_dict()
+    if run.train.schedule == "constant":
+        # More epochs may be asked for when resuming a constant-rate run: not part of its
+        # identity. A decaying schedule's shape depends on them: they are.
+        run_config["train"]["epochs"] = None
     configuration = {"trainer": trainer, "seed": args.seed,
                      "plain_cnn": bool(getattr(args, "plain_cnn", False)),
-                     # More epochs may be asked for when resuming: not part of the identity.
-                     "run_config": run.updated({"train": {"epochs": 1}}).to_dict()}
+                     "run_config": run_config}
     path = args.out if training.is_chief(strategy) else tempfile.mkdtemp(prefix="worker-")
     return RunDirectory(path, configuration, overwrite=args.overwrite)
 
