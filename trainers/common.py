@@ -231,17 +231,22 @@ def save_run(out, model, run, info, name, args):
         "max_examples": run.data.max_examples, "preset": args.preset, "run_config": run.to_dict()})
 
 
+def run_identity(run):
+    """The RunConfig fields that make a run the same run when resumed: all of them, except
+    the epochs of a constant-rate run (more may be asked for when resuming). A decaying
+    schedule's shape depends on its epochs: they stay."""
+    values = run.to_dict()
+    if run.train.schedule == "constant":
+        values["train"]["epochs"] = None
+    return values
+
+
 def run_directory(args, run, strategy, trainer):
     """The chief's `RunDirectory` for --out (locked, checked; see keypoint_gnn.run_directory);
     other workers of a multi-worker run get a private temporary one."""
-    run_config = run.to_dict()
-    if run.train.schedule == "constant":
-        # More epochs may be asked for when resuming a constant-rate run: not part of its
-        # identity. A decaying schedule's shape depends on them: they are.
-        run_config["train"]["epochs"] = None
     configuration = {"trainer": trainer, "seed": args.seed,
                      "plain_cnn": bool(getattr(args, "plain_cnn", False)),
-                     "run_config": run_config}
+                     "run_config": run_identity(run)}
     path = args.out if training.is_chief(strategy) else tempfile.mkdtemp(prefix="worker-")
     return RunDirectory(path, configuration, overwrite=args.overwrite)
 
