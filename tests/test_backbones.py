@@ -192,6 +192,16 @@ def test_head_average_pooling_and_concat_fusion(tmp_path, rng):
     _check_keras_round_trip(model, images, tmp_path)
 
 
+def test_empty_head_filters_pool_the_late_stages_directly():
+    """head.filters=[] (the real-data presets): no head convolution, the ResNet's last stage
+    is pooled into the logits."""
+    config = small_resnet(head={"filters": [], "pooling": "average"})
+    model = kg.build_classifier(config)
+    names = [layer.name for layer in model.layers]
+    assert not [name for name in names if name.startswith("head_conv")]
+    assert model.get_layer("head_pool").output_shape == (None, config.backbone.widths[-1])
+
+
 def test_conv_backbone_takes_the_head_options_too():
     config = ModelConfig(head={"pooling": "average", "fuse": "concat"})
     model = kg.build_classifier(config)

@@ -109,7 +109,9 @@ def test_interconnects_quick_writes_json_and_markdown(tmp_path, capsys):
     assert "| tf_function_xla |" in markdown and "x memory-bound" in markdown
     assert "No GPU detected" in markdown and "A/A check" in markdown
     text = (out / "benchmarks.json").read_text() + markdown
-    assert "182" not in text and "authors_pytorch" not in text
+    # The quoted constant and its names (measured figures may contain the digits 182).
+    for outside in ("182 ms", "x 182", "authors_pytorch", "ratio_to_authors", "1/100 of"):
+        assert outside not in text, outside
     printed = capsys.readouterr().out
     assert "CPU:" in printed and "load avg:" in printed and "threads:" in printed
     assert "no GPU detected" in printed
