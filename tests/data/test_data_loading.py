@@ -1,6 +1,9 @@
 """`load_dataset` on the built-in set: pipeline contract, augmentation, argument errors."""
 import numpy as np
 import pytest
+from builtin_helpers import OPTIONS
+from builtin_helpers import concat as _concat
+from builtin_helpers import load_builtin as _load
 
 from keypoint_gnn.data import (
     Augmentation,
@@ -8,18 +11,6 @@ from keypoint_gnn.data import (
     generate_splits,
     load_dataset,
 )
-
-OPTIONS = BuiltinOptions(num_examples=200)
-
-
-def _load(**kwargs):
-    kwargs.setdefault("builtin_options", OPTIONS)
-    return load_dataset("builtin", **kwargs)
-
-
-def _concat(dataset):
-    images, targets = zip(*[(x.numpy(), y.numpy()) for x, y in dataset])
-    return np.concatenate(images), np.concatenate(targets)
 
 
 def test_batches_shapes_dtypes_and_range():

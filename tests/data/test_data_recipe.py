@@ -4,24 +4,18 @@ import sys
 
 import numpy as np
 import pytest
+from builtin_helpers import concat as _concat
+from builtin_helpers import load_builtin as _load
 
 from keypoint_gnn._backend import tf
-from keypoint_gnn.data import Augmentation, BuiltinOptions, load_dataset
+from keypoint_gnn.data import Augmentation
 from keypoint_gnn.data.cache import FileCache
 from keypoint_gnn.data.mixing import Mixing, cutmix, cutmix_box, mix_batch, mixup
-from keypoint_gnn.data.pipeline import RESIZED_CROP_AREA, RESIZED_CROP_RATIO, resized_crop_box
-
-OPTIONS = BuiltinOptions(num_examples=200)
-
-
-def _load(**kwargs):
-    kwargs.setdefault("builtin_options", OPTIONS)
-    return load_dataset("builtin", **kwargs)
-
-
-def _concat(dataset):
-    images, targets = zip(*[(x.numpy(), y.numpy()) for x, y in dataset])
-    return np.concatenate(images), np.concatenate(targets)
+from keypoint_gnn.data.pipeline import (
+    RESIZED_CROP_AREA,
+    RESIZED_CROP_RATIO,
+    resized_crop_box,
+)
 
 
 def test_resized_crop_boxes_keep_area_and_ratio_in_range():
