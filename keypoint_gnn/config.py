@@ -180,13 +180,20 @@ class HeadConfig(Section):
     empty for none),
     pooling before the logits ("flatten", the paper's: the class may depend on where things
     are; or "average", global average pooling), dropout before the logits, and the
-    autoencoder's reconstruction_loss ("mse" or "conf_mse", §8)."""
+    autoencoder's reconstruction_loss ("mse" or "conf_mse", §8) and decoder: decoder_spread
+    3x3 convolutions of decoder_width channels at the grid's resolution, dilated 1, 2, 4, ...
+    (the scattered grid is zero away from the keypoints: L layers spread every node's
+    features 2**L - 1 cells),
+    then one bilinear 2x upsampling + 3x3 convolution per halving of the feature stride, the
+    width halved each time (at least 16)."""
 
     filters: tuple = (64, 64)
     dropout: float = 0.2
     reconstruction_loss: str = "mse"
     pooling: str = "flatten"
     fuse: str = "none"
+    decoder_width: int = 64
+    decoder_spread: int = 2
 
     def __post_init__(self):
         self.filters = tuple(self.filters)
@@ -198,6 +205,9 @@ class HeadConfig(Section):
             raise ValueError(f"dropout={self.dropout!r} must be in [0, 1)")
         rules.check_choice("reconstruction_loss", self.reconstruction_loss,
                            rules.RECONSTRUCTION_LOSSES)
+        rules.check_positive_int("decoder_width", self.decoder_width)
+        if not isinstance(self.decoder_spread, int) or self.decoder_spread < 0:
+            raise ValueError(f"decoder_spread={self.decoder_spread!r} must be an integer >= 0")
 
 
 @dataclasses.dataclass

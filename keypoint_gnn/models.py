@@ -16,7 +16,7 @@ h = image_size / feature_stride. Which detector, GNN and backbone each config na
 """
 import math
 
-from keypoint_gnn import backbones, layers, registry
+from keypoint_gnn import backbones, layers, registry, rules
 from keypoint_gnn._backend import keras
 from keypoint_gnn.backbones.resnet import resnet_param_count
 from keypoint_gnn.config import ModelConfig
@@ -26,9 +26,12 @@ __all__ = [
     "build_autoencoder",
     "build_classifier",
     "build_keypoint_pretrainer",
+    "build_plain_autoencoder",
     "build_plain_cnn",
     "custom_objects",
+    "decoder_widths",
     "detector_model",
+    "graph_numbers",
     "keypoint_model",
     "reconstruction_loss_for",
 ]
@@ -115,33 +118,85 @@ def build_classifier(config):
     return keras.Model(images, logits, name=f"{model_name(config)}_classifier")
 
 
+def decoder_widths(config):
+    """Channels of the decoder's blocks: `decoder_spread` at the grid's resolution, then one
+    per 2x upsampling up to the image (log2 of the feature stride), halving down to 16."""
+    head = config.head
+    upsamplings = int(math.log2(config.feature_stride))
+    spread = [head.decoder_width] * head.decoder_spread
+    return spread, [max(16, head.decoder_width // 2 ** (i + 1)) for i in range(upsamplings)]
+
+
+def _conv_bn_relu(x, width, name, dilation=1):
+    x = keras.layers.Conv2D(width, 3, padding="same", dilation_rate=dilation, use_bias=False,
+                            name=f"{name}_conv")(x)
+    x = keras.layers.BatchNormalization(momentum=0.9, name=f"{name}_bn")(x)
+    return keras.layers.ReLU(name=f"{name}_relu")(x)
+
+
 def _decoder(config, grid):
+    """(B, h, h, C) -> (B, S, S, channels) in [0, 1]: spread convolutions at h, dilated 1, 2,
+    4, ... (layer i reaches 2**i cells further: L layers spread each node 2**L - 1 cells), then
+    bilinear 2x upsampling + conv per stride halving (`decoder_widths`), a 3x3 sigmoid
+    output."""
+    spread, upsampling = decoder_widths(config)
     x = grid
-    for i, width in enumerate(reversed(config.backbone.filters)):
-        x = keras.layers.Conv2DTranspose(width, 3, strides=2, padding="same", activation="relu",
-                                         name=f"decoder_up{i}")(x)
+    for i, width in enumerate(spread):
+        x = _conv_bn_relu(x, width, f"decoder_spread{i}", dilation=2 ** i)
+    for i, width in enumerate(upsampling):
+        x = keras.layers.UpSampling2D(2, interpolation="bilinear", name=f"decoder_up{i}")(x)
+        x = _conv_bn_relu(x, width, f"decoder_block{i}")
     return keras.layers.Conv2D(config.channels, 3, padding="same", activation="sigmoid",
                                name="reconstruction", dtype="float32")(x)
+
+
+def _check_autoencoder(config):
+    if config.head.fuse != "none":
+        raise ValueError(
+            f"head.fuse={config.head.fuse!r}: the autoencoder decodes the keypoint graph only "
+            "(fusing the backbone features would let the image skip the keypoints); use 'none'")
 
 
 def build_autoencoder(config):
     """Keypoint-GNN autoencoder (paper §8, Table 2): images -> reconstructed images in [0, 1].
 
-    With `config.head.reconstruction_loss="conf_mse"` the model adds conf-MSE itself (compile with
-    `loss=None`); with `"mse"` compile with `loss="mse"`. `reconstruction_loss_for(config)`
-    gives the right argument. The decoder mirrors the "conv" backbone: other backbone kinds
-    are refused (ValueError).
+    The decoder (`_decoder`) reads only the graph->CNN grid: the image reaches it through the
+    N keypoints' node features and positions and nothing else (`head.fuse` other than "none"
+    is refused). With `config.head.reconstruction_loss="conf_mse"` the model adds conf-MSE
+    itself (compile with `loss=None`); with `"mse"` compile with `loss="mse"`.
+    `reconstruction_loss_for(config)` gives the right argument. Every backbone kind works: the
+    decoder upsamples from the tapped stage's stride.
     """
-    if config.backbone.kind != "conv":
-        raise ValueError(
-            f"the autoencoder (reconstruct task) needs backbone.kind='conv' (its decoder mirrors "
-            f"the conv blocks), not backbone.kind={config.backbone.kind!r}")
+    _check_autoencoder(config)
     images = _image_input(config)
     grid, score_map, _ = _keypoint_graph(config, images)
     reconstructions = _decoder(config, grid)
     if config.head.reconstruction_loss == "conf_mse":
         reconstructions = layers.ConfidenceWeightedMSE(name="conf_mse")([images, reconstructions, score_map])
     return keras.Model(images, reconstructions, name=f"{model_name(config)}_autoencoder")
+
+
+def graph_numbers(model):
+    """Numbers a keypoint model's graph hands to the graph->CNN grid (for the autoencoder:
+    everything the decoder gets): N node vectors of C channels plus N (y, x) positions."""
+    nodes_shape, _ = model.get_layer("graph_to_cnn").input_shape
+    keypoints, channels = int(nodes_shape[1]), int(nodes_shape[2])
+    return keypoints * channels + 2 * keypoints
+
+
+def build_plain_autoencoder(config, bottleneck_numbers):
+    """The convolutional autoencoder a user would pick instead: the same backbone up to the
+    tapped stage, a 1x1 convolution down to the fewest k channels whose h x h x k bottleneck
+    holds at least `bottleneck_numbers` (the keypoint graph's, `graph_numbers`: the reference
+    is never given fewer numbers), and the keypoint autoencoder's decoder. MSE only. Its `bottleneck` layer's output is the code."""
+    rules.check_positive_int("bottleneck_numbers", bottleneck_numbers)
+    size = config.feature_size
+    channels = max(1, math.ceil(bottleneck_numbers / (size * size)))
+    images = _image_input(config)
+    features = backbones.feature_extractor(config)(images)
+    code = keras.layers.Conv2D(channels, 1, name="bottleneck")(features)
+    reconstructions = _decoder(config, code)
+    return keras.Model(images, reconstructions, name=f"plain_{config.backbone.kind}_autoencoder")
 
 
 def reconstruction_loss_for(config):

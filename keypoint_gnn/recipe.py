@@ -61,7 +61,27 @@ def optimizer(train, steps_per_epoch):
 
 
 def steps_per_epoch(num_examples, batch_size):
+    """Steps of one pass over `num_examples` in batches of `batch_size` (the last one short)."""
     return max(1, math.ceil(num_examples / batch_size))
+
+
+def epoch_steps(train, num_examples):
+    """Optimisation steps an epoch of `train` (TrainConfig) runs: `train.steps_per_epoch`, or
+    one pass over the `num_examples` training examples."""
+    return train.steps_per_epoch or steps_per_epoch(num_examples, train.batch_size)
+
+
+def epoch_data(train, dataset):
+    """The training split as `fit` should read it: repeated when epochs are sized by steps
+    (`fit(..., steps_per_epoch=train.steps_per_epoch)` then cuts it), else as it is."""
+    return dataset.repeat() if train.steps_per_epoch else dataset
+
+
+def images_per_epoch(train, num_examples):
+    """Training images an epoch of `train` reads (for images/s)."""
+    if train.steps_per_epoch:
+        return train.steps_per_epoch * train.batch_size
+    return num_examples
 
 
 @keras.saving.register_keras_serializable(package="keypoint_gnn")

@@ -12,6 +12,7 @@ from keypoint_gnn import metrics as keypoint_metrics
 from keypoint_gnn import viz
 from keypoint_gnn._backend import keras, tf
 from keypoint_gnn.models import keypoint_model
+from keypoint_gnn.recipe import images_per_epoch
 
 STRATEGIES = ("auto", "mirrored", "multiworker", "one_device")
 
@@ -312,7 +313,7 @@ def run_summary(*, args, strategy, precision, info, run, run_dir, epoch_log, tra
     epoch, those of earlier processes of a resumed run included (`run_dir`)."""
     epoch_seconds = run_dir.epoch_seconds()
     return {
-        **speed_summary(epoch_seconds, info.num_examples["train"]),
+        **speed_summary(epoch_seconds, images_per_epoch(run.train, info.num_examples["train"])),
         "epoch_seconds": epoch_seconds,
         "epochs_run_this_session": len(epoch_log.seconds),
         "train_seconds_this_session": train_seconds,

@@ -34,7 +34,7 @@ OLD_DEFAULTS = {
     "graph": {"kind": "gcn", "layers": 4, "units": 64, "diffpool_clusters": 8,
               "position_features": True, "residual": True},
     "head": {"filters": [64, 64], "dropout": 0.2, "reconstruction_loss": "mse",
-             "pooling": "flatten", "fuse": "none"},
+             "pooling": "flatten", "fuse": "none", "decoder_width": 64, "decoder_spread": 2},
 }
 
 # A config that differs from the defaults in every section and in tuple fields.

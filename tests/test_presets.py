@@ -37,7 +37,7 @@ def test_real_data_preset_builds_at_its_size_with_the_recipe(name):
     plain = kg.build_plain_cnn(config, model.count_params())
     assert abs(plain.count_params() - model.count_params()) <= 0.02 * model.count_params()
     train = run.train
-    assert (train.optimizer, train.schedule, train.ema) == ("adamw", "cosine", True)
+    assert (train.optimizer, train.schedule, train.ema) == ("adamw", "cosine", False)
     assert train.label_smoothing > 0 and train.weight_decay > 0 and train.epochs <= 30
     assert "flip" in run.data.augment
 

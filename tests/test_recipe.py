@@ -176,3 +176,18 @@ def test_train_config_rules_name_the_field():
         TrainConfig(ema_momentum=1.0)
     with pytest.raises(ValueError, match="optimizer='sgd' is not one of"):
         TrainConfig(optimizer="sgd")
+
+
+def test_epochs_sized_by_steps():
+    by_pass = TrainConfig(batch_size=32)
+    by_steps = TrainConfig(batch_size=32, steps_per_epoch=100)
+    # One pass over 320 faces is 10 steps; sized by steps it is what the field says.
+    assert recipe.epoch_steps(by_pass, 320) == 10 and recipe.epoch_steps(by_pass, 321) == 11
+    assert recipe.epoch_steps(by_steps, 320) == 100
+    assert recipe.images_per_epoch(by_pass, 320) == 320
+    assert recipe.images_per_epoch(by_steps, 320) == 3200
+    data = tf.data.Dataset.range(5).batch(2)  # 3 batches
+    assert recipe.epoch_data(by_pass, data) is data
+    assert len(list(recipe.epoch_data(by_steps, data).take(7))) == 7  # repeated
+    with pytest.raises(ValueError, match="steps_per_epoch=0 must be a positive integer"):
+        TrainConfig(steps_per_epoch=0)

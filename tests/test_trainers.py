@@ -37,6 +37,7 @@ def test_classify_writes_every_output(tmp_path):
     assert metrics["parameters"] == result["parameters"] > 0
     for key in ("hit_rate", "coverage", "redundancy"):
         assert 0 <= metrics["keypoints"][key] <= 1
+    assert metrics["pipeline_images_per_second"] > 0
     assert kg.ModelConfig.from_json((out / "config.json").read_text()).detector.num_keypoints == 8
     assert metrics["config"]["train"]["epochs"] == 2 and metrics["preset"] == "default"
     assert not (out / "backup").exists()  # BackupAndRestore's folder is not left behind
@@ -129,12 +130,77 @@ def test_a_diverged_run_is_neither_saved_nor_exported(tmp_path, capsys):
     assert metrics["diverged"]["test_loss_finite"] is False or metrics["diverged"]["non_finite_weights"]
 
 
-def test_reconstruct_writes_mse_psnr_and_figure(tmp_path):
+def test_reconstruct_writes_quality_references_and_figure(tmp_path):
     out = tmp_path / "ae"
-    result = reconstruct.main(TINY_FLAGS + ["--epochs", "1", "--out", str(out), "--loss", "conf_mse"])
+    result = reconstruct.main(TINY_FLAGS + ["--epochs", "1", "--out", str(out), "--loss", "conf_mse",
+                                            "--set", "data.holdout_classes=2"])
     assert (out / "reconstructions.png").is_file() and (out / "model.keras").is_file()
-    assert 0 < result["test_mse"] < 1
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert 0 < result["test_mse"] < 1 and metrics["test_mse"] == result["test_mse"]
     assert result["test_psnr"] == pytest.approx(10 * np.log10(1 / result["test_mse"]), rel=1e-6)
+    assert -1 <= result["test_ssim"] <= 1
+    # 8 keypoints x 16 channels + their positions; PCA capped at the training images' rank.
+    assert result["graph_numbers"] == 8 * 16 + 16
+    pca = result["references"]["test"]["pca"]
+    assert pca["components_requested"] == 144
+    assert pca["components_used"] == min(144, result["num_examples"]["train"] - 1)
+    assert result["references"]["test"]["mean_image"]["mse"] > 0
+    # Two of the six built-in classes held out: every image of theirs is an unseen-class test.
+    assert len(result["holdout_classes"]) == 2 and result["num_examples"]["test_unseen"] > 0
+    assert 0 < result["test_unseen_mse"] < 1 and "test_unseen" in result["references"]
+    # The model reconstructs from its own keypoints: they are drawn and measured.
+    assert 0 <= result["keypoints"]["redundancy"] <= 1
+
+
+def test_reconstruct_epochs_sized_by_steps_and_the_plain_autoencoder(tmp_path):
+    out = tmp_path / "plain"
+    result = reconstruct.main(TINY_FLAGS + ["--epochs", "2", "--out", str(out),
+                                            "--set", "train.steps_per_epoch=3",
+                                            "--plain-autoencoder"])
+    assert result["architecture"] == "plain_autoencoder"
+    # At least as many numbers as the keypoint graph (144) in its 8x8 bottleneck: 3 channels.
+    assert result["bottleneck_numbers"] == 8 * 8 * 3 >= result["graph_numbers"] == 144
+    assert len(result["history"]["loss"]) == 2
+    # images/s counts the steps an epoch ran (3 x 16), not one pass over the 48 images.
+    assert result["images_per_second"] == pytest.approx(3 * 16 / result["seconds_per_epoch"])
+    assert result["pipeline_images_per_second"] > 0
+    run = json.loads((out / "run.json").read_text())
+    assert run["plain_autoencoder"] is True
+    restored = keras.models.load_model(out / "model.keras")
+    assert "bottleneck" in {layer.name for layer in restored.layers}
+
+
+@pytest.mark.parametrize("flags, message", [
+    (["--loss", "l1"], "argument --loss: invalid choice: 'l1'"),
+    (["--plain-autoencoder", "--loss", "conf_mse"], "--plain-autoencoder trains on mse"),
+    (["--set", "head.fuse=concat"], "head.fuse='concat': the autoencoder decodes the keypoint "
+                                     "graph only"),
+    (["--set", "train.steps_per_epoch=0"], "train.steps_per_epoch=0 must be a positive integer"),
+    (["--set", "data.holdout_classes=6"], "holdout_classes=6"),
+])
+def test_reconstruct_bad_flags_give_one_line_errors(flags, message, capsys, tmp_path):
+    out = tmp_path / "never-written"
+    with pytest.raises(SystemExit) as exit_info:
+        common.run_main(lambda: reconstruct.main(TINY_FLAGS + flags + ["--out", str(out)]))
+    assert exit_info.value.code == 2
+    error = capsys.readouterr().err
+    assert error.startswith("error: ") or "error:" in error
+    assert message in error and "Traceback" not in error
+    assert not out.exists()
+
+
+def test_reconstruct_refuses_a_folder_of_one_image(tmp_path, capsys):
+    from PIL import Image
+    (tmp_path / "faces" / "person").mkdir(parents=True)
+    Image.fromarray(np.zeros((8, 8), np.uint8)).save(tmp_path / "faces" / "person" / "1.png")
+    out = tmp_path / "never-written"
+    with pytest.raises(SystemExit) as exit_info:
+        common.run_main(lambda: reconstruct.main(
+            ["--dataset", f"folder:{tmp_path / 'faces'}", "--image-size", "32", "--keypoints", "8",
+             "--verbose", "0", "--out", str(out)]))
+    assert exit_info.value.code == 2
+    error = capsys.readouterr().err
+    assert "would be empty" in error and "Traceback" not in error and not out.exists()
 
 
 def test_pretrained_detector_weights_load_into_classify(tmp_path):

@@ -150,3 +150,38 @@ def test_compare_table_runs_each_row_over_seeds(tmp_path):
 def test_compare_table_bad_seeds():
     with pytest.raises(common.UserError, match=r"--seeds='0,0' must be distinct"):
         experiments.main(["--table", "compare", "--seeds", "0,0", "--out", "/tmp/never"])
+
+
+def test_table_2_rows_change_the_base_preset():
+    rows = experiments.table_2_rows("faces-64")
+    assert [row.flags[:2] for row in rows] == [("--preset", "faces-64")] * len(rows)
+    sets = dict(zip(rows[0].flags[3::2], rows[0].flags[2::2]))  # "path=value" -> "--set"
+    assert set(sets.values()) == {"--set"}
+    assert {"model.graph.layers=5", "model.detector.num_keypoints=48",
+            "model.detector.score_activation=linear"} <= set(sets)
+    labels = [row.label for row in rows]
+    assert labels[-4:] == ["faces-64 (maxpool_nms keypoints)", "faces-64, attention keypoints",
+                           "faces-64, grid keypoints",
+                           "Convolutional autoencoder, matched bottleneck"]
+    assert rows[-1].flags == ("--preset", "faces-64", "--plain-autoencoder")
+    # On the default preset: the paper's seven rows and the matched conv autoencoder.
+    assert len(experiments.table_2_rows()) == 8
+
+
+def test_table_2_reports_quality_and_references(tmp_path):
+    flags = TINY_TABLE + ["--table", "2", "--epochs", "1", "--rows", "2,8",
+                          "--extra", "--set detector.num_keypoints=8 --set graph.units=8 --set data.holdout_classes=1",
+                          "--out", str(tmp_path / "t2")]
+    results = experiments.main(flags)
+    assert list(results) == ["GCN, 5 layers, 64 keypoints",
+                             "Convolutional autoencoder, matched bottleneck"]
+    plain = results["Convolutional autoencoder, matched bottleneck"][0]
+    assert plain["architecture"] == "plain_autoencoder"
+    assert plain["bottleneck_numbers"] >= plain["graph_numbers"]
+    table = (tmp_path / "t2" / "results.md").read_text()
+    assert "| PSNR (dB) | SSIM | unseen classes: MSE |" in table
+    keypoint = results["GCN, 5 layers, 64 keypoints"][0]
+    assert f"| {keypoint['test_mse']:.4f} (mse) | {keypoint['test_psnr']:.2f} |" in table
+    mean = keypoint["references"]["test"]["mean_image"]["mse"]
+    assert f"- held-out images, the mean training image: {mean:.4f} /" in table
+    assert "- unseen classes, PCA (" in table

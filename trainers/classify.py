@@ -19,8 +19,12 @@ from keypoint_gnn import (
     viz,
     xla,
 )
+from keypoint_gnn.data import pipeline_images_per_second
 from keypoint_gnn.export import export_saved_model
 from trainers import common
+
+# Batches of the training pipeline timed on their own after training (metrics.json).
+PIPELINE_BATCHES = 20
 
 
 def parse_args(argv=None):
@@ -57,7 +61,7 @@ def train(args, strategy, data, run, run_dir):
     config, out = run.model, pathlib.Path(args.out)
     chief = training.is_chief(strategy)
     precision = training.set_precision(args.mixed_precision)
-    steps = recipe.steps_per_epoch(data.info.num_examples["train"], run.train.batch_size)
+    steps = recipe.epoch_steps(run.train, data.info.num_examples["train"])
     mixed_labels = bool(run.data.mixup or run.data.cutmix)
 
     with strategy.scope():
@@ -77,13 +81,16 @@ def train(args, strategy, data, run, run_dir):
                                                validation_images, config.feature_stride))
     start = time.perf_counter()
     with xla.jit_graph_section(model, args.xla_mode):
-        model.fit(data.train, validation_data=data.validation, epochs=run.train.epochs,
+        model.fit(recipe.epoch_data(run.train, data.train), validation_data=data.validation,
+                  epochs=run.train.epochs, steps_per_epoch=run.train.steps_per_epoch,
                   callbacks=callbacks, verbose=common.verbosity(args))
         train_seconds = time.perf_counter() - start
         recalibration = (common.recalibrate_batch_norm(model, data, run.train.recalibrate_bn)
                          if run.train.recalibrate_bn else None)
         test_loss, test_accuracy = model.evaluate(data.test, verbose=0)
         evaluation = evaluate(model, data, raw.raw_weights)
+    # The training pipeline alone, beside the fit's images/s: is the input the bottleneck?
+    pipeline = pipeline_images_per_second(data.train, batches=min(PIPELINE_BATCHES, steps))
     # Every worker takes part in reading the weights (batch-norm statistics are all-reduced).
     model = training.unreplicated(model, strategy, lambda: build_model(config, args.plain_cnn))
     if not chief:
@@ -95,6 +102,7 @@ def train(args, strategy, data, run, run_dir):
         "parameters": int(model.count_params()),
         "architecture": "plain_cnn" if args.plain_cnn else "keypoint_gnn",
         **evaluation,
+        "pipeline_images_per_second": pipeline["images_per_second"],
         **training.run_summary(args=args, strategy=strategy, precision=precision, info=data.info,
                                run=run, run_dir=run_dir, epoch_log=epoch_log,
                                train_seconds=train_seconds),

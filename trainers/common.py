@@ -145,7 +145,8 @@ def load_data(run, seed, task="classify", augment=None):
                         batch_size=run.train.batch_size, seed=seed, data_dir=data.data_dir,
                         channels=data.channels, augment=True if augment == "auto" else augment,
                         max_examples=data.max_examples, task=task, mixup=data.mixup,
-                        cutmix=data.cutmix, cache=data.cache)
+                        cutmix=data.cutmix, cache=data.cache,
+                        holdout_classes=data.holdout_classes)
 
 
 def start_run(args, task="classify", defaults=None, augment=None, trainer=None, check=None):
@@ -227,7 +228,8 @@ def save_run(out, model, run, info, name, args):
     (out / "config.json").write_text(run.model.to_json())
     training.write_json(out / "run.json", {
         "name": name, "dataset": info.name, "class_names": info.class_names,
-        "plain_cnn": bool(getattr(args, "plain_cnn", False)), "seed": args.seed,
+        "plain_cnn": bool(getattr(args, "plain_cnn", False)),
+        "plain_autoencoder": bool(getattr(args, "plain_autoencoder", False)), "seed": args.seed,
         "max_examples": run.data.max_examples, "preset": args.preset, "run_config": run.to_dict()})
 
 
@@ -247,6 +249,8 @@ def run_directory(args, run, strategy, trainer):
     configuration = {"trainer": trainer, "seed": args.seed,
                      "plain_cnn": bool(getattr(args, "plain_cnn", False)),
                      "run_config": run_identity(run)}
+    if getattr(args, "plain_autoencoder", False):
+        configuration["plain_autoencoder"] = True
     path = args.out if training.is_chief(strategy) else tempfile.mkdtemp(prefix="worker-")
     return RunDirectory(path, configuration, overwrite=args.overwrite)
 

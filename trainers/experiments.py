@@ -20,7 +20,7 @@ import re
 
 import numpy as np
 
-from keypoint_gnn import training, xla
+from keypoint_gnn import presets, training, xla
 from keypoint_gnn._backend import keras
 from trainers import classify, common, reconstruct
 
@@ -78,8 +78,39 @@ def detector_rows(best, table_detector):
             for detector in ("attention", "maxpool_nms", "grid") if detector != table_detector]
 
 
-def table_2_rows():
-    return [Row(label, ("--preset", preset)) for label, preset in TABLE_2_PRESETS.items()]
+def preset_sets(name):
+    """The fields preset `name` sets, as --set flags (to apply them over another preset)."""
+    flags = []
+
+    def walk(prefix, values):
+        for key, value in values.items():
+            if isinstance(value, dict):
+                walk(f"{prefix}{key}.", value)
+            else:
+                text = value if isinstance(value, str) else json.dumps(value)
+                flags.extend(["--set", f"{prefix}{key}={text}"])
+    walk("", presets.preset(name))
+    return tuple(flags)
+
+
+def table_2_rows(base="default"):
+    """The paper's Table 2 rows, each as its preset's changes over the `base` preset (its
+    recipe, backbone and decoder), then the references a user would compare: `base` itself
+    and with the other detectors, and the convolutional autoencoder with as many bottleneck
+    numbers as the keypoint graph. (The mean image and PCA references are in every row's
+    metrics.)"""
+    start = ("--preset", base)
+    rows = [Row(label, start + preset_sets(preset)) for label, preset in TABLE_2_PRESETS.items()]
+    if base == "default":
+        return rows + [Row("Convolutional autoencoder, matched bottleneck",
+                           start + ("--plain-autoencoder",))]
+    detector = presets.preset(base).get("model", {}).get("detector", {}).get("kind",
+                                                                              "maxpool_nms")
+    rows.append(Row(f"{base} ({detector} keypoints)", start))
+    rows += [Row(f"{base}, {other} keypoints", start + ("--detector", other))
+             for other in ("attention", "maxpool_nms", "grid") if other != detector]
+    return rows + [Row("Convolutional autoencoder, matched bottleneck",
+                       start + ("--plain-autoencoder",))]
 
 
 def compare_rows(preset):
@@ -97,7 +128,8 @@ def parse_args(argv=None):
                         help="the paper's Table 1 (classification) or 2 (reconstruction), or "
                              "compare: --preset's keypoint GNN, CNN only and matched plain network")
     parser.add_argument("--preset", default="default",
-                        help="--table compare: the preset compared (default %(default)s)")
+                        help="--table compare: the preset compared; --table 2: the preset the "
+                             "paper's rows change (e.g. faces-64) (default %(default)s)")
     parser.add_argument("--seeds", default=None,
                         help="comma-separated seeds, each row run once per seed (default: --seed)")
     parser.add_argument("--dataset", default="builtin", help="default %(default)s")
@@ -124,7 +156,7 @@ def parse_args(argv=None):
     parser.add_argument("--out", default=None, help="default runs/table<N>_<dataset>")
     args = parser.parse_args(argv)
     args.table = args.table if args.table == "compare" else int(args.table)
-    if args.table != "compare":
+    if args.table == 1 or (args.table == 2 and args.preset == "default"):
         for name, default in (("epochs", 10), ("batch_size", 64), ("learning_rate", 2e-3),
                               ("image_size", 64)):
             if getattr(args, name) is None:
@@ -180,7 +212,7 @@ def base_flags(args, seed):
         flags += ["--detector", args.detector]
     if args.table != 2:
         flags += ["--no-export"]
-    return flags + args.extra.split()
+    return flags
 
 
 def run_row(args, row, out, seed=None):
@@ -195,7 +227,8 @@ def run_row(args, row, out, seed=None):
     print(f"[running] {row.label} (seed {seed})")
     trainer = reconstruct if args.table == 2 else classify
     keras.backend.clear_session()
-    flags = base_flags(args, seed) + list(row.flags) + ["--out", str(run_dir)]
+    # --extra comes after the row's flags: what the user adds to every row wins.
+    flags = base_flags(args, seed) + list(row.flags) + args.extra.split() + ["--out", str(run_dir)]
     if args.table == 1 and "--detector" in row.flags:  # the row's own detector wins
         index = flags.index("--detector")
         del flags[index:index + 2]
@@ -228,8 +261,11 @@ def row_summary(runs, metric):
     summary = {"seeds": [run.get("seed") for run in runs]}
     for name, keys in ((metric, (metric,)), ("test_accuracy_flip_tta", ("test_accuracy_flip_tta",)),
                        ("test_accuracy_raw", ("test_accuracy_raw",)),
+                       ("test_psnr", ("test_psnr",)), ("test_ssim", ("test_ssim",)),
+                       ("test_unseen_mse", ("test_unseen_mse",)),
                        ("seconds_per_epoch", ("seconds_per_epoch",)),
                        ("images_per_second", ("images_per_second",)),
+                       ("pipeline_images_per_second", ("pipeline_images_per_second",)),
                        ("redundancy", ("keypoints", "redundancy")),
                        ("fixed_position_share", ("keypoints", "fixed_position_share"))):
         values = [v for v in _column(runs, *keys) if v is not None]
@@ -249,12 +285,14 @@ def summarise(args, results):
     header = ["architecture", "graph layers", "keypoints", "score activation", "parameters", unit]
     if classify_table:
         header += ["flip-TTA (%)", "raw weights (%)"]
-    header += ["s/epoch", "images/s", "redundancy", "fixed-position share", "seeds"]
+    else:
+        header += ["PSNR (dB)", "SSIM", "unseen classes: MSE"]
+    header += ["s/epoch", "images/s", "pipeline alone (images/s)", "redundancy", "fixed-position share", "seeds"]
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for label, runs in results.items():
         first = runs[0]
         model = first["config"]["model"]
-        plain = first.get("architecture") == "plain_cnn"
+        plain = first.get("architecture") in ("plain_cnn", "plain_autoencoder")
         layers = "-" if plain or model["graph"]["kind"] == "none" else model["graph"]["layers"]
         keypoints = "-" if plain else model["detector"]["num_keypoints"]
         activation = "-" if plain else model["detector"]["score_activation"]
@@ -263,10 +301,14 @@ def summarise(args, results):
                       _spread(_column(runs, "test_accuracy_flip_tta"), 100),
                       _spread(_column(runs, "test_accuracy_raw"), 100)]
         else:
-            values = [f"{_spread(_column(runs, metric), digits=4)} ({model['head']['reconstruction_loss']})"]
+            values = [f"{_spread(_column(runs, metric), digits=4)} ({first.get('loss', 'mse')})",
+                      _spread(_column(runs, "test_psnr"), digits=2),
+                      _spread(_column(runs, "test_ssim"), digits=3),
+                      _spread(_column(runs, "test_unseen_mse"), digits=4)]
         cells = [label, layers, keypoints, activation, f"{first['parameters']:,}", *values,
                  _spread(_column(runs, "seconds_per_epoch"), digits=1),
                  _spread(_column(runs, "images_per_second"), digits=0),
+                 _spread(_column(runs, "pipeline_images_per_second"), digits=0),
                  _spread(_column(runs, "keypoints", "redundancy"), digits=3),
                  _spread(_column(runs, "keypoints", "fixed_position_share"), digits=3),
                  ",".join(str(run.get("seed")) for run in runs)]
@@ -277,7 +319,8 @@ def summarise(args, results):
              f"{config['train']['epochs']} epochs, seeds {','.join(map(str, args.seed_list))}; "
              "accuracy columns: mean +- standard deviation over the seeds.\n\nCommand: "
              f"`python -m trainers.experiments {' '.join(_argv_of(args))}`\n\n")
-    (out / "results.md").write_text(title + "\n".join(lines) + "\n")
+    references = "" if classify_table else _references_text(results)
+    (out / "results.md").write_text(title + "\n".join(lines) + "\n" + references)
     training.write_json(out / "results.json", {
         "table": args.table, "dataset": args.dataset, "seeds": args.seed_list,
         "summary": {label: row_summary(runs, metric) for label, runs in results.items()},
@@ -285,9 +328,38 @@ def summarise(args, results):
     _plot(results, metric, unit, out / "results.png", scale=100 if classify_table else 1)
 
 
+def _references_text(results):
+    """The mean-image and PCA references of each seed's split (every row of a seed shares
+    it), as lines under Table 2."""
+    by_seed = {}
+    for runs in results.values():
+        for run in runs:
+            if "references" in run:
+                by_seed.setdefault(run.get("seed"), run)
+    if not by_seed:
+        return ""
+    lines = ["", "References on the same splits (mean +- sd over the seeds): MSE / PSNR (dB) / "
+                 "SSIM.", ""]
+    for split, name in (("test", "held-out images"), ("test_unseen", "unseen classes")):
+        runs = [run["references"][split] for run in by_seed.values()
+                if split in run["references"]]
+        if not runs:
+            continue
+        for key, text in (("mean_image", "the mean training image"), ("pca", "PCA")):
+            figures = " / ".join(_spread([run[key][m] for run in runs], digits=d)
+                                 for m, d in (("mse", 4), ("psnr", 2), ("ssim", 3)))
+            if key == "pca":
+                used = sorted({run[key]["components_used"] for run in runs})
+                text += (f" ({runs[0][key]['components_requested']} components asked, as many "
+                         f"as the graph's numbers; {', '.join(map(str, used))} used: the "
+                         "training images' rank)")
+            lines.append(f"- {name}, {text}: {figures}")
+    return "\n".join(lines) + "\n"
+
+
 def _argv_of(args):
     flags = [f"--table {args.table}", f"--dataset {args.dataset}"]
-    if args.table == "compare":
+    if args.table == "compare" or (args.table == 2 and args.preset != "default"):
         flags.append(f"--preset {args.preset}")
     for name in ("image_size", "epochs", "seeds", "max_examples", "rows", "data_dir", "channels"):
         if getattr(args, name):
@@ -346,7 +418,7 @@ def main(argv=None):
                 [run["test_accuracy"] for run in results[row.label]]))
             run_rows(args, detector_rows(best, args.detector), out, results)
     else:
-        run_rows(args, _selected(table_2_rows(), args.rows), out, results)
+        run_rows(args, _selected(table_2_rows(args.preset), args.rows), out, results)
     print((out / "results.md").read_text())
     return results
 

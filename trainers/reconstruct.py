@@ -1,21 +1,39 @@
 """Train a keypoint-GNN autoencoder (paper §8, Table 2).
 
-  python -m trainers.reconstruct --dataset folder:../shared/data/att_faces --image-size 64
+  python -m trainers.reconstruct --preset faces-64 --dataset folder:../shared/data/att_faces
+  python -m trainers.reconstruct --preset faces-64 --dataset folder:PATH --plain-autoencoder
   python -m trainers.reconstruct --preset paper-t2-gcn5-64kp --loss conf_mse
 
-Writes to --out: metrics.json (test MSE and PSNR on [0, 1] images), reconstructions.png
-(originals, keypoints, reconstructions), curves.png, model.keras, config.json, run.json.
+Writes to --out: metrics.json (test MSE, PSNR and SSIM on [0, 1] images; with
+data.holdout_classes, the same for the held-out classes' images; the references of the same
+split: the mean training image and PCA with as many components as the graph holds numbers),
+reconstructions.png (test images, their keypoints, reconstructions), curves.png, model.keras,
+config.json, run.json. --plain-autoencoder trains the convolutional autoencoder whose
+bottleneck holds at least as many numbers as the keypoint graph, the model a user would pick
+instead.
 """
 import pathlib
 import time
 
 import numpy as np
 
-from keypoint_gnn import build_autoencoder, metrics, models, rules, training, viz, xla
+from keypoint_gnn import (
+    build_autoencoder,
+    build_plain_autoencoder,
+    models,
+    recipe,
+    rules,
+    training,
+    viz,
+    xla,
+)
 from keypoint_gnn._backend import keras
+from keypoint_gnn.data import pipeline_images_per_second
+from keypoint_gnn.reconstruction_references import image_quality, reference_report
 from trainers import common
 
 DEFAULTS = {"train": {"epochs": 10}}
+PIPELINE_BATCHES = 20
 
 
 def parse_args(argv=None):
@@ -26,17 +44,44 @@ def parse_args(argv=None):
                        help="mse (default), or conf_mse: squared error weighted by the detector's "
                             "scores (sets head.reconstruction_loss)")
     common.add_shortcuts(parser, "loss")
+    group.add_argument("--plain-autoencoder", action="store_true",
+                       help="train the convolutional autoencoder with as many bottleneck numbers "
+                            "as the keypoint graph (the reference), not the keypoint model")
     group.add_argument("--detector-weights", help="pre-trained detector weights "
                        "(detector.weights.h5 from trainers.pretrain_keypoints)")
     common.add_runtime_flags(parser, default_out="runs/reconstruct")
     return parser.parse_args(argv)
 
 
+def check(args):
+    def check_run(run):
+        if args.plain_autoencoder and run.model.head.reconstruction_loss != "mse":
+            raise common.UserError(
+                f"--plain-autoencoder trains on mse; head.reconstruction_loss="
+                f"{run.model.head.reconstruction_loss!r} needs the keypoint detector's scores")
+        if args.plain_autoencoder and args.detector_weights:
+            raise common.UserError("--detector-weights: the plain autoencoder has no detector")
+        try:
+            models._check_autoencoder(run.model)
+        except ValueError as error:
+            raise common.UserError(str(error)) from None
+    return check_run
+
+
 def main(argv=None):
     args = parse_args(argv)
-    strategy, data, run, run_dir = common.start_run(args, "reconstruct", DEFAULTS)
+    strategy, data, run, run_dir = common.start_run(args, "reconstruct", DEFAULTS,
+                                                    check=check(args))
     with run_dir:
         return train(args, strategy, data, run, run_dir)
+
+
+def build_model(config, plain):
+    """The keypoint autoencoder, or (plain) the conv autoencoder matched to its graph."""
+    keypoint_net = build_autoencoder(config)
+    if not plain:
+        return keypoint_net
+    return build_plain_autoencoder(config, models.graph_numbers(keypoint_net))
 
 
 def train(args, strategy, data, run, run_dir):
@@ -44,13 +89,14 @@ def train(args, strategy, data, run, run_dir):
     chief = training.is_chief(strategy)
     precision = training.set_precision(args.mixed_precision)
     out = pathlib.Path(args.out)
+    steps = recipe.epoch_steps(run.train, info.num_examples["train"])
 
     with strategy.scope():
-        model = build_autoencoder(config)
+        model = build_model(config, args.plain_autoencoder)
         if args.detector_weights:
             models.detector_model(model).load_weights(args.detector_weights)
-        model.compile(optimizer=keras.optimizers.Adam(run.train.learning_rate),
-                      loss=models.reconstruction_loss_for(config),
+        model.compile(optimizer=recipe.optimizer(run.train, steps),
+                      loss="mse" if args.plain_autoencoder else models.reconstruction_loss_for(config),
                       metrics=[keras.metrics.MeanSquaredError(name="mse")],
                       **xla.compile_kwargs(args.xla_mode))
 
@@ -58,38 +104,74 @@ def train(args, strategy, data, run, run_dir):
     callbacks = [epoch_log] + training.standard_callbacks(out, "val_mse", "min", chief)
     start = time.perf_counter()
     with xla.jit_graph_section(model, args.xla_mode):
-        model.fit(data.train, validation_data=data.validation, epochs=run.train.epochs,
+        model.fit(recipe.epoch_data(run.train, data.train), validation_data=data.validation,
+                  epochs=run.train.epochs, steps_per_epoch=run.train.steps_per_epoch,
                   callbacks=callbacks, verbose=common.verbosity(args))
         train_seconds = time.perf_counter() - start
         evaluation = model.evaluate(data.test, verbose=0, return_dict=True)
-    # Every worker takes part in reading the weights (batch-norm statistics are all-reduced).
-    model = training.unreplicated(model, strategy, lambda: build_autoencoder(config))
+    model = training.unreplicated(model, strategy,
+                                  lambda: build_model(config, args.plain_autoencoder))
     if not chief:
         return None
+    pipeline = pipeline_images_per_second(data.train, batches=min(PIPELINE_BATCHES, steps))
 
     test_images, _ = training.dataset_arrays(data.test)
     reconstructions = model.predict(test_images, verbose=0)
-    test_mse = float(np.mean((reconstructions - test_images) ** 2))
-    quality, pixels = training.keypoint_quality(model, config, test_images, data.test_parts)
+    quality = image_quality(test_images, reconstructions)
+    keypoint_net = model if not args.plain_autoencoder else build_autoencoder(config)
+    numbers = models.graph_numbers(keypoint_net)
+    train_images = _plain_training_images(run, args.seed)
     result = {
-        "test_mse": test_mse,
-        "test_psnr": metrics.psnr(test_mse),
+        "test_mse": quality["mse"],
+        "test_psnr": quality["psnr"],
+        "test_ssim": quality["ssim"],
         "test_loss": float(evaluation["loss"]),
-        "loss": config.head.reconstruction_loss,
+        "loss": "mse" if args.plain_autoencoder else config.head.reconstruction_loss,
+        "architecture": "plain_autoencoder" if args.plain_autoencoder else "keypoint_gnn",
         "parameters": int(model.count_params()),
-        "keypoints": quality,
+        "graph_numbers": numbers,
+        "references": {"test": reference_report(train_images, test_images, numbers)},
+        "pipeline_images_per_second": pipeline["images_per_second"],
         **training.run_summary(args=args, strategy=strategy, precision=precision, info=info,
                                run=run, run_dir=run_dir, epoch_log=epoch_log,
                                train_seconds=train_seconds),
     }
+    if args.plain_autoencoder:
+        result["bottleneck_numbers"] = int(np.prod(model.get_layer("bottleneck").output_shape[1:]))
+    unseen = getattr(data, "test_unseen", None)
+    if unseen is not None:
+        unseen_images, _ = training.dataset_arrays(unseen)
+        unseen_quality = image_quality(unseen_images, model.predict(unseen_images, verbose=0))
+        result.update({f"test_unseen_{key}": value for key, value in unseen_quality.items()})
+        result["references"]["test_unseen"] = reference_report(train_images, unseen_images,
+                                                                numbers)
+        result["holdout_classes"] = list(info.holdout_classes)
     common.refuse_diverged(model, evaluation["loss"], result, out)
-    viz.draw_reconstructions(test_images[:8], pixels[:8], reconstructions[:8], out / "reconstructions.png")
+    if args.plain_autoencoder:
+        pixels = np.zeros((len(test_images), 0, 2), np.float32)
+    else:
+        result["keypoints"], pixels = training.keypoint_quality(model, config, test_images,
+                                                                data.test_parts)
+    viz.draw_reconstructions(test_images[:8], pixels[:8], reconstructions[:8],
+                             out / "reconstructions.png")
     viz.plot_curves(result["history"], out / "curves.png")
-    common.save_run(out, model, run, info, models.model_name(config).replace("keypoint", "autoencoder"),
-                    args)
+    name = ("plain_autoencoder" if args.plain_autoencoder
+            else models.model_name(config).replace("keypoint", "autoencoder"))
+    common.save_run(out, model, run, info, name, args)
     training.write_json(out / "metrics.json", result)
-    print(f"test MSE {test_mse:.5f} (PSNR {result['test_psnr']:.2f} dB); results in {out}")
+    reference = result["references"]["test"]
+    print(f"test MSE {quality['mse']:.5f} (PSNR {quality['psnr']:.2f} dB, SSIM "
+          f"{quality['ssim']:.3f}); mean image {reference['mean_image']['mse']:.5f}, PCA "
+          f"{reference['pca']['mse']:.5f}; results in {out}")
     return result
+
+
+def _plain_training_images(run, seed):
+    """The training split's images without augmentation, for the mean-image and PCA
+    references."""
+    plain = common.load_data(run, seed, "reconstruct", augment="none")
+    images, _ = training.dataset_arrays(plain.train)
+    return images
 
 
 if __name__ == "__main__":

@@ -8,8 +8,9 @@ the tf.data pipeline.
 
 Modules: `builtin` draws the constellation images (NumPy); `sources` names the specs and
 defines what a source hands over; `builtin_source`, `folder`, `idx` and `tfds_source` are the
-sources; `splitting` carves seeded splits; `pipeline` is the tf.data pipeline; `loading` is
-`load_dataset`.
+sources; `splitting` carves seeded splits; `holdout` keeps whole classes out of training for a
+test_unseen split; `pipeline` is the tf.data pipeline; `loading` is `load_dataset`; `throughput`
+times a pipeline on its own.
 """
 from keypoint_gnn.data.builtin import (
     BuiltinOptions,
@@ -18,6 +19,7 @@ from keypoint_gnn.data.builtin import (
 )
 from keypoint_gnn.data.loading import DatasetInfo, Splits, load_dataset
 from keypoint_gnn.data.pipeline import Augmentation
+from keypoint_gnn.data.throughput import pipeline_images_per_second
 
 __all__ = [
     "Augmentation",
@@ -27,4 +29,5 @@ __all__ = [
     "Splits",
     "generate_splits",
     "load_dataset",
+    "pipeline_images_per_second",
 ]

@@ -1,4 +1,5 @@
-"""`load_dataset`: a data set spec in, three batched tf.data splits and their description out."""
+"""`load_dataset`: a data set spec in, batched tf.data splits (train, validation, test, and
+test_unseen with held-out classes) and their description out."""
 from __future__ import annotations
 
 import dataclasses
@@ -12,9 +13,10 @@ import numpy as np
 from keypoint_gnn._backend import tf
 from keypoint_gnn.data.cache import FileCache
 from keypoint_gnn.data.checks import check_source
+from keypoint_gnn.data.holdout import check_holdout_classes, hold_out_classes
 from keypoint_gnn.data.mixing import Mixing
 from keypoint_gnn.data.pipeline import TASKS, Augmentation, build_pipeline
-from keypoint_gnn.data.sources import SPLIT_NAMES, open_source
+from keypoint_gnn.data.sources import open_source
 from keypoint_gnn.data.splitting import check_fractions
 
 
@@ -29,7 +31,8 @@ class DatasetInfo:
       class_names: one name per class index.
       image_size: side S of the square images the splits yield, in pixels.
       channels: channels C of those images, 1 or 3.
-      num_examples: {"train": n, "validation": n, "test": n}.
+      num_examples: {"train": n, "validation": n, "test": n}, and "test_unseen": n with
+        held-out classes.
       split_origin: {split: where its examples come from}, in words.
       augmentation: what the train split applies, crop padding in pixels
         (`Augmentation(flip=False, crop_padding=0)` for none).
@@ -41,6 +44,8 @@ class DatasetInfo:
       skipped_files: image files left out because they could not be decoded, with the reason.
       warnings: what loading logged as usable but lopsided, one line each: splits without
         images of some classes (`keypoint_gnn.data.checks`).
+      holdout_classes: names of the classes held out of train, validation and test (their
+        images are the test_unseen split); [] for none.
     """
 
     name: str
@@ -56,11 +61,12 @@ class DatasetInfo:
     cache: str = "memory"
     skipped_files: list[str] = dataclasses.field(default_factory=list)
     warnings: list[str] = dataclasses.field(default_factory=list)
+    holdout_classes: list[str] = dataclasses.field(default_factory=list)
 
 
 @dataclasses.dataclass
 class Splits:
-    """The three splits, batched.
+    """The splits, batched.
 
     Attributes:
       train: shuffled and augmented batches of (images float32 (B, S, S, C) in [0, 1],
@@ -71,6 +77,8 @@ class Splits:
       info: `DatasetInfo`.
       test_parts: builtin only: (n_test, P, 2) float32 (y, x) part centres in pixels of the
         S x S images (pixel (i, j) centred at (i, j)); None for other sources.
+      test_unseen: with `load_dataset(holdout_classes=K)`, K > 0: every image of the held-out
+        classes (from train, validation and test, in that order), batched as `test`; else None.
     """
 
     train: tf.data.Dataset
@@ -78,6 +86,7 @@ class Splits:
     test: tf.data.Dataset
     info: DatasetInfo
     test_parts: np.ndarray | None = None
+    test_unseen: tf.data.Dataset | None = None
 
 
 def _check_int(name: str, value, minimum: int) -> None:
@@ -102,6 +111,7 @@ def load_dataset(
     mixup: float = 0.0,
     cutmix: float = 0.0,
     cache: str = "memory",
+    holdout_classes: int = 0,
 ) -> Splits:
     """Loads a data set as train / validation / test tf.data pipelines.
 
@@ -131,6 +141,10 @@ def load_dataset(
       cache: "memory" keeps the decoded images at training size in memory; a folder path keeps
         them in files there that later runs on the same data, size, channels and split reuse
         (`keypoint_gnn.data.cache`).
+      holdout_classes: K >= 0 classes, drawn with `seed` among those with training images (after
+        `max_examples`), removed from train, validation and test; all their images, from every
+        split, form `Splits.test_unseen` (`keypoint_gnn.data.holdout`). task="reconstruct"
+        only; at least 2 classes must keep training images.
 
     Returns:
       `Splits`.
@@ -141,7 +155,9 @@ def load_dataset(
         train `task` (`keypoint_gnn.data.checks`): an empty split; for task="classify", fewer
         than two classes, or a class with no training images (too few images for the carved
         splits, or present only in a given validation / test split); the message names the
-        class or split and the counts.
+        class or split and the counts. For holdout_classes > 0: task="classify", a source
+        that cannot tell its examples' classes (TFDS), too few classes with training images, or
+        a validation / test split made only of held-out classes.
       FileNotFoundError: a missing path or file, or a TFDS data set not prepared in data_dir.
     """
     _check_int("image_size", image_size, 1)
@@ -158,23 +174,30 @@ def load_dataset(
     if mixing.enabled and task != "classify":
         raise ValueError(f"mixup={mixup}, cutmix={cutmix}: batch mixing mixes class labels; "
                          f"task={task!r} has none (set both to 0)")
+    check_holdout_classes(holdout_classes, task)
     cache_folder = _check_cache(cache)
 
     source = open_source(name, image_size=image_size, seed=seed, data_dir=data_dir,
                          validation_fraction=validation_fraction, test_fraction=test_fraction,
                          max_examples=max_examples, builtin_options=builtin_options)
     warnings = check_source(source, task=task, max_examples=max_examples)
+    held_out = hold_out_classes(source, holdout_classes, seed)
+    source = held_out.source
+    source_splits = dict(source.splits)
+    if held_out.unseen is not None:
+        source_splits["test_unseen"] = held_out.unseen
     augmentation = Augmentation.parse(augment, source.flip_invariant).resolved(image_size)
     channels = channels or source.channels
     pipelines = {
         split: build_pipeline(
-            source.splits[split].examples, image_size=image_size, channels=channels,
+            source_split.examples, image_size=image_size, channels=channels,
             batch_size=batch_size, training=split == "train", augmentation=augmentation,
             seed=seed, task=task, mixing=mixing, num_classes=len(source.class_names),
             cache=None if cache_folder is None else FileCache(
-                cache_folder, _cache_parts(source, split, image_size, channels, seed,
-                                           max_examples, validation_fraction, test_fraction)))
-        for split in SPLIT_NAMES
+                cache_folder, _cache_parts(source, split, source_split, image_size, channels,
+                                           seed, max_examples, validation_fraction,
+                                           test_fraction, held_out.labels)))
+        for split, source_split in source_splits.items()
     }
     test_parts = source.test_parts
     if test_parts is not None and source.image_shape is not None:
@@ -187,7 +210,8 @@ def load_dataset(
         class_names=list(source.class_names),
         image_size=image_size,
         channels=channels,
-        num_examples={split: source.splits[split].num_examples for split in SPLIT_NAMES},
+        num_examples={split: source_split.num_examples
+                      for split, source_split in source_splits.items()},
         split_origin=dict(source.split_origin),
         augmentation=augmentation,
         flip_invariant=bool(source.flip_invariant),
@@ -195,9 +219,10 @@ def load_dataset(
         cache=str(cache),
         skipped_files=list(source.skipped_files),
         warnings=warnings,
+        holdout_classes=held_out.class_names,
     )
     return Splits(pipelines["train"], pipelines["validation"], pipelines["test"], info,
-                  test_parts)
+                  test_parts, pipelines.get("test_unseen"))
 
 
 def _check_cache(cache):
@@ -216,15 +241,15 @@ def _check_cache(cache):
     return folder
 
 
-def _cache_parts(source, split, image_size, channels, seed, max_examples, validation_fraction,
-                 test_fraction):
+def _cache_parts(source, split, source_split, image_size, channels, seed, max_examples,
+                 validation_fraction, test_fraction, held_out):
     """What a split's cached images depend on. The seed and the fractions count only where
-    they choose the images: a generated set, carved splits or a seeded subset."""
-    source_split = source.splits[split]
+    they choose the images: a generated set, carved splits or a seeded subset. `held_out`: the
+    (K,) held-out class indices, named only when K > 0 so that other runs keep their files."""
     seeded = (source.name.startswith("builtin") or bool(source.carved_fractions)
               or max_examples is not None)
     labels = source_split.labels
-    return {
+    parts = {
         "dataset": source.name, "split": split, "image_size": image_size, "channels": channels,
         "num_examples": source_split.num_examples, "max_examples": max_examples,
         "labels": None if labels is None else hashlib.sha256(
@@ -233,3 +258,6 @@ def _cache_parts(source, split, image_size, channels, seed, max_examples, valida
         "fractions": [validation_fraction, test_fraction] if source.carved_fractions else None,
         "format": 1,
     }
+    if len(held_out):
+        parts["holdout_labels"] = [int(label) for label in held_out]
+    return parts

@@ -196,6 +196,22 @@ def test_carved_splits_that_leave_train_empty_for_reconstruction(tmp_path):
                f"folder:{root}", task="reconstruct", validation_fraction=0.3, test_fraction=0.3)
 
 
+def test_a_folder_of_one_image_is_refused_for_reconstruction(tmp_path):
+    """One image cannot fill three splits: one line before any pipeline, not a TF traceback."""
+    root = _folder(tmp_path / "me", {"me": 1})
+    assert _refusal(f"folder:{root}", task="reconstruct") == (
+        f"folder:{root}: the validation split would be empty: validation_fraction=0.1 of the 1 "
+        "example rounds to 0 for every class (each class gives round(fraction x its images)); "
+        "raise the fraction or add examples")
+    assert _refusal(f"folder:{root}", task="reconstruct", validation_fraction=0.6,
+                    test_fraction=0.3).startswith(f"folder:{root}: the train split would be empty")
+    # The image without a class folder around it: the layout is named instead.
+    os.makedirs(tmp_path / "loose")
+    Image.fromarray(np.zeros((6, 6, 3), np.uint8)).save(tmp_path / "loose" / "alone.png")
+    with pytest.raises(FileNotFoundError, match="has no class sub-folders; put each class's "):
+        load_dataset(f"folder:{tmp_path / 'loose'}", image_size=8, task="reconstruct")
+
+
 def test_tfds_split_that_would_be_empty_says_why():
     with pytest.raises(ValueError, match=r"^tiny: the test split would be empty: test_fraction="
                                          r"0.1 of TFDS train's 3 examples rounds to 0"):

@@ -92,6 +92,36 @@ def test_colour_to_grey_uses_luma_weights(tmp_path):
         assert abs(image.mean() - luma) < 0.03 or abs(image.mean() - red / 255) < 1e-6
 
 
+def test_images_of_mixed_sizes_are_resized_for_reconstruction(tmp_path):
+    """Smaller, larger, wide and tall images, PNG, BMP and a greyscale PGM, all come out at
+    image_size; a solid colour stays that colour when resized (the reference)."""
+    sizes = [(5, 7), (12, 12), (20, 9), (3, 30), (8, 8), (40, 16)]
+    colours = []
+    for person, name in enumerate(("ann", "bob")):
+        for index, (height, width) in enumerate(sizes):
+            if index == 5:
+                grey = 100 + 50 * person
+                colours.append((grey, grey, grey))
+                _write(f"{tmp_path}/{name}/{index}.pgm", np.full((height, width), grey, np.uint8))
+                continue
+            colours.append((30 * index + 10, 120 * person + 20, 200))
+            _write(f"{tmp_path}/{name}/{index}.{'bmp' if index == 4 else 'png'}",
+                   _solid(colours[-1], height, width))
+    splits = load_dataset(f"folder:{tmp_path}", image_size=8, batch_size=4, augment=False,
+                          task="reconstruct", validation_fraction=0.2, test_fraction=0.2)
+    assert splits.info.num_examples == {"train": 8, "validation": 2, "test": 2}
+    found = []
+    for split in (splits.train, splits.validation, splits.test):
+        for images, targets in split:
+            assert images.shape[1:] == (8, 8, 3)
+            np.testing.assert_array_equal(images.numpy(), targets.numpy())
+            for image in images.numpy():
+                np.testing.assert_allclose(image, np.broadcast_to(image[0, 0], image.shape),
+                                           atol=1e-6)
+                found.append(tuple(int(v) for v in np.round(image[0, 0] * 255)))
+    assert sorted(found) == sorted(colours)
+
+
 def test_train_and_val_folders_val_becomes_test(tmp_path):
     _make_class_folders(tmp_path / "train", per_class=10)
     _make_class_folders(tmp_path / "val", per_class=3)
