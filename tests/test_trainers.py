@@ -180,13 +180,8 @@ def test_reconstruct_epochs_sized_by_steps_and_the_plain_autoencoder(tmp_path):
 ])
 def test_reconstruct_bad_flags_give_one_line_errors(flags, message, capsys, tmp_path):
     out = tmp_path / "never-written"
-    with pytest.raises(SystemExit) as exit_info:
-        common.run_main(lambda: reconstruct.main(TINY_FLAGS + flags + ["--out", str(out)]))
-    assert exit_info.value.code == 2
-    error = capsys.readouterr().err
-    assert error.startswith("error: ") or "error:" in error
-    assert message in error and "Traceback" not in error
-    assert not out.exists()
+    error = _exit_2_error(reconstruct.main, TINY_FLAGS + flags + ["--out", str(out)], capsys)
+    assert "error: " in error and message in error and not out.exists()
 
 
 def test_reconstruct_refuses_a_folder_of_one_image(tmp_path, capsys):
@@ -194,13 +189,20 @@ def test_reconstruct_refuses_a_folder_of_one_image(tmp_path, capsys):
     (tmp_path / "faces" / "person").mkdir(parents=True)
     Image.fromarray(np.zeros((8, 8), np.uint8)).save(tmp_path / "faces" / "person" / "1.png")
     out = tmp_path / "never-written"
+    error = _exit_2_error(reconstruct.main, [
+        "--dataset", f"folder:{tmp_path / 'faces'}", "--image-size", "32", "--keypoints", "8",
+        "--verbose", "0", "--out", str(out)], capsys)
+    assert "would be empty" in error and not out.exists()
+
+
+def _exit_2_error(main, argv, capsys):
+    """What `main(argv)` writes to stderr as a CLI: exit status 2, no traceback."""
     with pytest.raises(SystemExit) as exit_info:
-        common.run_main(lambda: reconstruct.main(
-            ["--dataset", f"folder:{tmp_path / 'faces'}", "--image-size", "32", "--keypoints", "8",
-             "--verbose", "0", "--out", str(out)]))
+        common.run_main(lambda: main(argv))
     assert exit_info.value.code == 2
     error = capsys.readouterr().err
-    assert "would be empty" in error and "Traceback" not in error and not out.exists()
+    assert "Traceback" not in error
+    return error
 
 
 def test_pretrained_detector_weights_load_into_classify(tmp_path):
@@ -258,11 +260,8 @@ def _run_cli(module, *flags):
 ])
 def test_bad_flags_give_one_line_errors(flags, message, capsys, tmp_path):
     out = tmp_path / "never-written"
-    with pytest.raises(SystemExit) as exit_info:
-        common.run_main(lambda: classify.main(flags + ["--out", str(out)]))
-    assert exit_info.value.code == 2
-    error = capsys.readouterr().err
-    assert error.startswith("error: ") and message in error and "Traceback" not in error
+    error = _exit_2_error(classify.main, flags + ["--out", str(out)], capsys)
+    assert error.startswith("error: ") and message in error
     assert error.count("\n") == 1
     # A run that fails before its first epoch leaves no folder (nor an "interrupted run").
     assert not out.exists()
