@@ -338,8 +338,9 @@ def _references_text(results):
                 by_seed.setdefault(run.get("seed"), run)
     if not by_seed:
         return ""
-    lines = ["", "References on the same splits (mean +- sd over the seeds): MSE / PSNR (dB) / "
-                 "SSIM.", ""]
+    heading = ("References on the same splits (mean +- sd over the seeds): MSE / PSNR (dB) / "
+               "SSIM.")
+    lines = ["", heading, ""]
     for split, name in (("test", "held-out images"), ("test_unseen", "unseen classes")):
         runs = [run["references"][split] for run in by_seed.values()
                 if split in run["references"]]
