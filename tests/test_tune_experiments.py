@@ -144,6 +144,7 @@ def test_compare_table_runs_each_row_over_seeds(tmp_path):
     table = (tmp_path / "cmp" / "results.md").read_text()
     mean, std = 100 * np.mean(accuracies), 100 * np.std(accuracies, ddof=1)
     assert f"| {mean:.2f} +- {std:.2f} |" in table and "| 0,1 |" in table
+    assert "raw weights" not in table  # no EMA: the evaluated weights are the raw ones
     assert (tmp_path / "cmp" / "rows" / "default_cnn_only_keypoints_no_gnn_seed1" / "metrics.json").is_file()
 
 

@@ -283,8 +283,9 @@ def summarise(args, results):
     classify_table = args.table != 2
     metric, unit = ("test_accuracy", "test accuracy (%)") if classify_table else ("test_mse", "test MSE")
     header = ["architecture", "graph layers", "keypoints", "score activation", "parameters", unit]
+    ema = any(run.get("test_accuracy_raw") is not None for runs in results.values() for run in runs)
     if classify_table:
-        header += ["flip-TTA (%)", "raw weights (%)"]
+        header += ["flip-TTA (%)"] + (["raw weights (%)"] if ema else [])
     else:
         header += ["PSNR (dB)", "SSIM", "unseen classes: MSE"]
     header += ["s/epoch", "images/s", "pipeline alone (images/s)", "redundancy", "fixed-position share", "seeds"]
@@ -298,8 +299,9 @@ def summarise(args, results):
         activation = "-" if plain else model["detector"]["score_activation"]
         if classify_table:
             values = [_spread(_column(runs, metric), 100),
-                      _spread(_column(runs, "test_accuracy_flip_tta"), 100),
-                      _spread(_column(runs, "test_accuracy_raw"), 100)]
+                      _spread(_column(runs, "test_accuracy_flip_tta"), 100)]
+            if ema:  # EMA runs: the raw weights of the last epoch beside the EMA's
+                values.append(_spread(_column(runs, "test_accuracy_raw"), 100))
         else:
             values = [f"{_spread(_column(runs, metric), digits=4)} ({first.get('loss', 'mse')})",
                       _spread(_column(runs, "test_psnr"), digits=2),
