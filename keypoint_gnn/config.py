@@ -158,7 +158,17 @@ class GraphConfig(Section):
     """The graph network (paper §7): kind "gcn" (a GCNConv stack), "diffpool" or "none" (the
     paper's "CNN only"); layers, units, diffpool_clusters. Beyond the paper (on by default,
     both False reproduce it): residual skips around the graph layers and position_features,
-    each node's normalised position appended to its features."""
+    each node's normalised position appended to its features.
+    kind "gat" (beyond the paper): a GATConv stack, attn_heads attention heads per layer,
+    averaged. diffpool_loss_weight (>= 0) scales both of DiffPool's auxiliary losses (link
+    prediction and entropy); 1.0 is Spektral's unweighted losses, kept until a default is chosen
+    by measurement (at 64 keypoints the unweighted losses dominate the task loss).
+    kind "vig" (beyond the paper): Vision GNN blocks (`ViGStack`) over kNN graphs rebuilt from
+    the node features in every block: knn neighbours per node, every knn_dilation-th of the
+    knn x knn_dilation nearest (their product below detector.num_keypoints), vig_conv
+    "max_relative" or "edge", drop_path (per-sample rate in [0, 1) on the residual branches)
+    and position_weight (>= 0, weight of the squared distance between the keypoints' positions,
+    normalised to [0, 1], in the kNN ranking)."""
 
     kind: str = "gcn"
     layers: int = 4
@@ -166,9 +176,23 @@ class GraphConfig(Section):
     diffpool_clusters: int = 8
     position_features: bool = True
     residual: bool = True
+    diffpool_loss_weight: float = 1.0
+    attn_heads: int = 4
+    knn: int = 8
+    knn_dilation: int = 1
+    vig_conv: str = "max_relative"
+    drop_path: float = 0.0
+    position_weight: float = 1.0
 
     def __post_init__(self):
         rules.check_choice("kind", self.kind, tuple(registry.GNNS))
+        rules.check_non_negative_number("diffpool_loss_weight", self.diffpool_loss_weight)
+        rules.check_positive_int("attn_heads", self.attn_heads)
+        rules.check_positive_int("knn", self.knn)
+        rules.check_positive_int("knn_dilation", self.knn_dilation)
+        rules.check_choice("vig_conv", self.vig_conv, tuple(registry.VIG_CONVS))
+        rules.check_rate("drop_path", self.drop_path)
+        rules.check_non_negative_number("position_weight", self.position_weight)
         for name in ("layers", "units", "diffpool_clusters"):
             rules.check_positive_int(name, getattr(self, name))
 
@@ -280,6 +304,12 @@ class ModelConfig(Section):
         if self.graph.kind == "diffpool" and self.graph.diffpool_clusters > detector.num_keypoints:
             raise ConfigError(f"graph.diffpool_clusters={self.graph.diffpool_clusters} exceeds "
                               f"detector.num_keypoints={detector.num_keypoints}")
+        graph = self.graph
+        if graph.kind == "vig" and graph.knn * graph.knn_dilation >= detector.num_keypoints:
+            raise ConfigError(
+                f"graph.knn={graph.knn} x graph.knn_dilation={graph.knn_dilation} must be below "
+                f"detector.num_keypoints={detector.num_keypoints} (each keypoint ranks "
+                f"{graph.knn * graph.knn_dilation} other keypoints)")
 
     def _stride_origin(self):
         backbone = self.backbone

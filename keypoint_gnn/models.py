@@ -7,6 +7,7 @@ Every keypoint model has the same skeleton (layer names in quotes):
             (detector.source="features": "detector" reads F, no detector CNN)
   "cnn_to_graph"([F, positions, scores]) -> nodes (B, N, C), adjacency (B, N, N)
   "gnn"([nodes, adjacency]) -> nodes (B, N, C')                (absent for graph.kind="none")
+        ([nodes, adjacency, positions / h] for registry.POSITION_GNNS, e.g. "vig")
   "graph_to_cnn"([nodes, positions]) -> G (B, h, w, C')
   classifier: ["head_fuse" G ++ F] -> ["late_stages": ResNet stages after the tap]
               -> "head" CNN -> logits;   autoencoder: "decoder" CNN -> image
@@ -66,10 +67,13 @@ def _keypoint_graph(config, images):
         position_features=graph.position_features,
         name="cnn_to_graph",
     )([features, positions, scores])
+    size = config.feature_size
     gnn_class = registry.gnn_class(graph.kind)
     if gnn_class is not None:
-        nodes = gnn_class.from_section(graph, name="gnn")([nodes, adjacency])
-    size = config.feature_size
+        gnn_inputs = [nodes, adjacency]
+        if graph.kind in registry.POSITION_GNNS:
+            gnn_inputs.append(keras.layers.Rescaling(1.0 / size, name="node_positions")(positions))
+        nodes = gnn_class.from_section(graph, name="gnn")(gnn_inputs)
     grid = layers.GraphToCNN(size, size, sampling=config.sampling, name="graph_to_cnn")(
         [nodes, positions])
     return grid, score_map, features

@@ -14,9 +14,17 @@ WINDOWED_DETECTORS = ("maxpool_nms", "perturbed_topk")  # select within NMS wind
 GNNS = {  # ModelConfig.graph.kind -> class, or None: the paper's "CNN only" row
     "gcn": "GCNStack",
     "diffpool": "DiffPoolUnpool",
+    "gat": "GATStack",  # takes the raw adjacency: only its nonzero pattern (a mask) is used
+    "vig": "ViGStack",  # builds its own kNN graphs; takes the positions too (POSITION_GNNS)
     "none": None,
 }
 NORMALIZED_ADJACENCY_GNNS = ("gcn",)  # expect a GCN-normalised adjacency from CNNToGraph
+# Take the keypoint positions, normalised to [0, 1], as a third input [nodes, adjacency, positions].
+POSITION_GNNS = ("vig",)
+VIG_CONVS = {  # ModelConfig.graph.vig_conv -> the graph convolution of ViGStack's blocks
+    "max_relative": "MaxRelativeConv",
+    "edge": "EdgeConv",
+}
 
 
 def _layer_class(name):
@@ -32,6 +40,10 @@ def detector_class(kind):
 def gnn_class(kind):
     """The GNN layer class for `kind`, or None for "none"."""
     return None if GNNS[kind] is None else _layer_class(GNNS[kind])
+
+
+def vig_conv_class(name):
+    return _layer_class(VIG_CONVS[name])
 
 
 # ModelConfig.backbone.kind -> how `keypoint_gnn.backbones` builds the feature extractor.

@@ -101,6 +101,23 @@ def check_grid_cells(num_keypoints, cell_size, points_per_cell, height, width):
             "points per cell)")
 
 
+def check_knn(k, dilation, num_nodes=None):
+    """A (dilated) kNN graph: k and dilation positive integers and, with a known node count N,
+    k * dilation < N (each node ranks k * dilation *other* nodes)."""
+    check_positive_int("k", k)
+    check_positive_int("dilation", dilation)
+    if num_nodes is not None and k * dilation >= num_nodes:
+        raise ValueError(f"k={k} x dilation={dilation} must be below the N={num_nodes} nodes "
+                         f"(each node ranks k * dilation = {k * dilation} other nodes)")
+
+
+def check_rate(name, value):
+    """A drop rate: a number in [0, 1)."""
+    if (not isinstance(value, (int, float)) or isinstance(value, bool)
+            or not 0.0 <= value < 1.0):
+        raise ValueError(f"{name}={value!r} must be a number in [0, 1)")
+
+
 def check_refinement(refinement, pool_size):
     """`pool_size`: the detector's NMS window side, or None for a detector without windows."""
     check_choice("refinement", refinement, REFINEMENTS)

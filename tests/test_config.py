@@ -32,7 +32,10 @@ OLD_DEFAULTS = {
         "perturbed_estimator": "sampled",
     },
     "graph": {"kind": "gcn", "layers": 4, "units": 64, "diffpool_clusters": 8,
-              "position_features": True, "residual": True},
+              "position_features": True, "residual": True,
+              "diffpool_loss_weight": 1.0, "attn_heads": 4,
+              "knn": 8, "knn_dilation": 1, "vig_conv": "max_relative", "drop_path": 0.0,
+              "position_weight": 1.0},
     "head": {"filters": [64, 64], "dropout": 0.2, "reconstruction_loss": "mse",
              "pooling": "flatten", "fuse": "none", "decoder_width": 64, "decoder_spread": 2},
 }
@@ -207,7 +210,9 @@ def _choices(values):
 @pytest.mark.parametrize("values, message", [
     ({"detector": {"kind": "x"}},
      "detector.kind='x' is not one of 'attention', 'maxpool_nms', 'grid', 'perturbed_topk'"),
-    ({"graph": {"kind": "gat"}}, "graph.kind='gat' is not one of 'gcn', 'diffpool', 'none'"),
+    ({"graph": {"kind": "gin"}},
+     "graph.kind='gin' is not one of 'gcn', 'diffpool', 'gat', 'vig', 'none'"),
+    ({"graph": {"vig_conv": "gcn"}}, "graph.vig_conv='gcn' is not one of 'max_relative', 'edge'"),
     ({"detector": {"score_activation": "tanh"}},
      "detector.score_activation='tanh' is not one of 'linear', 'sigmoid'"),
     ({"detector": {"refinement": "neighbourhood"}},  # removed in the redesign
@@ -235,6 +240,13 @@ def test_choice_messages_list_the_rules_module_choices():
     ({"detector": {"num_keypoints": 0}}, "detector.num_keypoints=0 must be a positive integer"),
     ({"graph": {"layers": 0}}, "graph.layers=0 must be a positive integer"),
     ({"graph": {"units": -4}}, "graph.units=-4 must be a positive integer"),
+    ({"graph": {"diffpool_loss_weight": -0.5}},
+     "graph.diffpool_loss_weight=-0.5 must be a finite number >= 0"),
+    ({"graph": {"attn_heads": 0}}, "graph.attn_heads=0 must be a positive integer"),
+    ({"graph": {"knn": 0}}, "graph.knn=0 must be a positive integer"),
+    ({"graph": {"knn_dilation": 0}}, "graph.knn_dilation=0 must be a positive integer"),
+    ({"graph": {"drop_path": 1.0}}, "graph.drop_path=1.0 must be a number in [0, 1)"),
+    ({"graph": {"position_weight": -0.5}}, "graph.position_weight=-0.5 must be a finite number >= 0"),
     ({"image_size": 0}, "image_size=0 must be a positive integer"),
     ({"num_classes": 0}, "num_classes=0 must be a positive integer"),
     ({"channels": 4}, "channels=4 must be 1 (greyscale) or 3 (RGB)"),
@@ -298,6 +310,11 @@ def test_perturbed_fields_are_checked_for_every_detector_kind(detector, message)
      ["graph.diffpool_clusters=64 exceeds detector.num_keypoints=32"]),
     ({"detector": {"num_keypoints": 4}, "graph": {"kind": "diffpool"}},
      ["graph.diffpool_clusters=8 exceeds detector.num_keypoints=4"]),
+    ({"detector": {"num_keypoints": 8}, "graph": {"kind": "vig"}},  # k >= N
+     ["graph.knn=8 x graph.knn_dilation=1 must be below detector.num_keypoints=8"]),
+    ({"graph": {"kind": "vig", "knn": 8, "knn_dilation": 4}},
+     ["graph.knn=8 x graph.knn_dilation=4 must be below detector.num_keypoints=32",
+      "ranks 32 other keypoints"]),
     ({"detector": {"kind": "attention", "refinement": "centre"}},
      ["detector.refinement='centre' needs NMS windows", "not a detector without NMS windows",
       "use 'none'"]),
@@ -327,6 +344,8 @@ def test_cross_section_rules_name_the_fields(values, parts):
     {"detector": {"kind": "perturbed_topk", "perturbed_estimator": "threshold",
                   "refinement": "centre"}},
     {"detector": {"num_keypoints": 8}, "graph": {"kind": "diffpool", "diffpool_clusters": 8}},
+    {"graph": {"kind": "vig", "knn": 31}},  # 31 of the 32 other keypoints
+    {"detector": {"num_keypoints": 4}, "graph": {"kind": "gcn"}},  # knn=8 matters for "vig" only
     {"image_size": 56, "backbone": {"filters": [8, 8, 8]},  # 7x7 map: all 49 locations
      "detector": {"kind": "attention", "filters": [4, 4, 4], "num_keypoints": 49}},
 ])

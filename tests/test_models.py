@@ -325,3 +325,42 @@ def test_offset_quality_measures_the_selected_and_all_slots():
     assert quality["offset_std_across_images"] == pytest.approx(0.0, abs=1e-6)
     # Over slots: y half 0.95, half 0.5 (std 0.225); x half 0.45, half 0.5 (std 0.025).
     assert quality["offset_std_across_slots"] == pytest.approx((0.225 + 0.025) / 2, abs=1e-5)
+
+
+def test_gat_classifier_trains_and_round_trips(tmp_path, rng):
+    """graph.kind="gat" (one head, the case Spektral's einsums crash oneDNN with): gradients
+    reach every GAT weight, then the shared checks (XLA step, unknown batch, round trips)."""
+    model = kg.build_classifier(tiny(graph={"kind": "gat", "attn_heads": 1}))
+    gnn = model.get_layer("gnn")
+    assert isinstance(gnn, kg.layers.GATStack) and gnn.attn_heads == 1
+    assert not any(np.allclose(conv.attn_kernel_self.numpy(), conv.attn_kernel_neighs.numpy())
+                   for conv in gnn.convs)  # apart, also when built in a functional model
+    images = rng.uniform(size=(4, 16, 16, 3)).astype("float32")
+    labels = np.array([0, 1, 2, 1])
+    with tf.GradientTape() as tape:
+        loss = _loss()(labels, model(images, training=True))
+    gradients = tape.gradient(loss, gnn.trainable_variables)
+    assert len(gradients) == 1 + 2 * 4  # projection; kernel, two attention kernels, bias per layer
+    assert all(np.abs(gradient.numpy()).sum() > 0 for gradient in gradients)
+    restored = _check_fit_and_round_trips(model, images, labels, tmp_path)
+    assert restored.get_layer("gnn").attn_heads == 1
+
+
+def test_diffpool_loss_weight_scales_the_model_losses_and_survives_keras_round_trip(tmp_path, rng):
+    """The weight reaches the model's DiffPool and is kept in .keras; with the same weights the
+    model's auxiliary losses are 0.1 times those of the unweighted model."""
+    weighted = kg.build_classifier(tiny(graph={"kind": "diffpool", "diffpool_loss_weight": 0.1}))
+    unweighted = kg.build_classifier(tiny(graph={"kind": "diffpool"}))
+    unweighted.set_weights(weighted.get_weights())
+    images = rng.uniform(size=(2, 16, 16, 3)).astype("float32")
+    unweighted(images)
+    reference = np.array([float(loss) for loss in unweighted.losses])
+    assert len(reference) == 2 and np.all(reference > 0)  # link prediction, entropy
+    weighted(images)
+    np.testing.assert_allclose([float(loss) for loss in weighted.losses], 0.1 * reference, rtol=1e-6)
+
+    weighted.save(tmp_path / "model.keras")
+    restored = keras.models.load_model(tmp_path / "model.keras")
+    assert restored.get_layer("gnn").loss_weight == restored.get_layer("gnn").pool.loss_weight == 0.1
+    restored(images)
+    np.testing.assert_allclose([float(loss) for loss in restored.losses], 0.1 * reference, rtol=1e-6)

@@ -14,7 +14,9 @@ class DiffPoolUnpool(keras.layers.Layer):
 
     then L - 1 GCN layers on (X_c, A_c); finally X' = S X_c, so every keypoint gets a feature
     vector back for the graph-to-CNN interconnect. DiffPool adds its link prediction and
-    entropy losses to the model (`add_loss`).
+    entropy losses to the model (`add_loss`), each scaled by `loss_weight`:
+
+        loss_weight * mean_b ||A - S S^T||_F,   loss_weight * mean_b mean_i (-sum_k S_ik log S_ik)
 
     Args:
       units: channels.
@@ -23,6 +25,8 @@ class DiffPoolUnpool(keras.layers.Layer):
       activation: of every layer.
       residual: add a linear projection of each node's input features to its unpooled output,
         so nodes of one cluster are not reduced to the same vector.
+      loss_weight: >= 0, the factor on both auxiliary losses (1: Spektral's, unweighted; 0:
+        none, the assignment then learns from the task loss alone).
 
     Input shape:
       `[nodes (B, N, F), adjacency (B, N, N)]`, adjacency *not* normalised (DiffPool adds self
@@ -38,17 +42,21 @@ class DiffPoolUnpool(keras.layers.Layer):
     TensorShape([2, 6, 8])
     """
 
-    def __init__(self, units, clusters, num_layers=2, activation="relu", residual=False, **kwargs):
+    def __init__(self, units, clusters, num_layers=2, activation="relu", residual=False,
+                 loss_weight=1.0, **kwargs):
         super().__init__(**kwargs)
         rules.check_positive_int("units", units)
         rules.check_positive_int("clusters", clusters)
         rules.check_positive_int("num_layers", num_layers)
+        rules.check_non_negative_number("loss_weight", loss_weight)
         self.units = units
         self.clusters = clusters
         self.num_layers = num_layers
         self.activation = activation
         self.residual = residual
-        self.pool = gnn.diff_pool(clusters, units, activation, "diffpool", self.dtype_policy)
+        self.loss_weight = loss_weight
+        self.pool = gnn.diff_pool(clusters, units, activation, "diffpool", self.dtype_policy,
+                                  loss_weight=loss_weight)
         self.coarse = (
             GCNStack(units, num_layers - 1, activation, residual=residual, name="coarse_gcn",
                      dtype=self.dtype_policy)
@@ -60,7 +68,8 @@ class DiffPoolUnpool(keras.layers.Layer):
     def from_section(cls, graph_config, **kwargs):
         """The layer a `ModelConfig.graph` section describes."""
         return cls(graph_config.units, graph_config.diffpool_clusters, graph_config.layers,
-                   residual=graph_config.residual, **kwargs)
+                   residual=graph_config.residual,
+                   loss_weight=graph_config.diffpool_loss_weight, **kwargs)
 
     def build(self, input_shape):
         num_nodes = input_shape[0][1]
@@ -80,5 +89,6 @@ class DiffPoolUnpool(keras.layers.Layer):
     def get_config(self):
         config = super().get_config()
         config.update(units=self.units, clusters=self.clusters, num_layers=self.num_layers,
-                      activation=self.activation, residual=self.residual)
+                      activation=self.activation, residual=self.residual,
+                      loss_weight=self.loss_weight)
         return config

@@ -7,6 +7,8 @@
   splat).
 - `refinement`: keypoints placed within their NMS windows (soft-argmax or centre).
 - `graph`: adjacencies over keypoints and grid cells and their GCN normalisation.
+- `knn`: k-nearest-neighbour graphs over node features (Vision GNN's dilated kNN) and the
+  neighbours' features.
 - `offsets`: the grid regressor's in-cell offsets (positions, standardisation, uniformity).
 
 Every public function is re-exported here: `from keypoint_gnn import ops; ops.max_pool_nms`.
@@ -26,6 +28,11 @@ from keypoint_gnn.ops.graph import (
     grid_positions,
     inverse_distance_adjacency,
     pairwise_distances,
+)
+from keypoint_gnn.ops.knn import (
+    gather_neighbours,
+    knn_distances,
+    knn_indices,
 )
 from keypoint_gnn.ops.offsets import (
     LOGISTIC_SD,
@@ -62,6 +69,7 @@ __all__ = [
     "bilinear_splat",
     "cell_offsets_to_positions",
     "gather_features",
+    "gather_neighbours",
     "gaussian_top_k_marginals",
     "gcn_normalize",
     "gcn_normalize_sparse",
@@ -69,6 +77,8 @@ __all__ = [
     "grid_neighbour_offsets",
     "grid_positions",
     "inverse_distance_adjacency",
+    "knn_distances",
+    "knn_indices",
     "max_pool_nms",
     "pairwise_distances",
     "perturbed_top_k_indicators",

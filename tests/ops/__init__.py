@@ -81,3 +81,24 @@ def numpy_gaussian_top_k_marginals(scores, k, sigma):
         taus.append((low + high) / 2)
         marginals.append(normal_cdf((row - taus[-1]) / scale))
     return np.array(marginals), np.array(taus)
+
+
+def brute_force_knn(features, k, dilation=1, positions=None, position_weight=0.0):
+    """Reference: (B, N, k) neighbour indices by a float64 loop over every pair: squared
+    distance between the L2-normalised rows (+ position_weight * squared position distance),
+    self excluded, a stable sort (equal distances: lower index first), every dilation-th of the
+    k * dilation nearest."""
+    batch, num, _ = features.shape
+    indices = np.zeros((batch, num, k), "int64")
+    for b in range(batch):
+        rows = features[b].astype("float64")
+        norms = np.linalg.norm(rows, axis=-1, keepdims=True)
+        unit = rows / np.where(norms > 0, norms, 1.0)
+        for i in range(num):
+            distances = np.array([np.sum((unit[i] - unit[j]) ** 2) for j in range(num)])
+            if positions is not None:
+                distances += position_weight * np.array(
+                    [np.sum((positions[b, i] - positions[b, j]) ** 2) for j in range(num)])
+            distances[i] = np.inf
+            indices[b, i] = np.argsort(distances, kind="stable")[:k * dilation:dilation]
+    return indices
