@@ -9,8 +9,19 @@ import json
 import numpy as np
 import pytest
 
-from keypoint_gnn.benchmarks import goals, interconnect, isolation, measure, real_data, scale
+from keypoint_gnn.benchmarks import (
+    goals,
+    graphs,
+    interconnect,
+    isolation,
+    measure,
+    real_data,
+    report,
+    scale,
+)
 from keypoint_gnn.benchmarks import training as training_bench
+from keypoint_gnn.models import build_classifier
+from tests.test_benchmark_report import _graphs
 from trainers import benchmark
 
 
@@ -351,3 +362,84 @@ def test_scale_and_profile_workloads_run_at_a_tiny_size():
                                              "map_size": 4})
     for name, part in parts.items():
         assert part() is not None, name
+
+
+@pytest.mark.parametrize("curve", ["quadratic", "steps"])
+@pytest.mark.parametrize("start", [1, 64, 100])
+def test_match_units_finds_the_closest_count(curve, start):
+    def count(units):
+        if curve == "quadratic":
+            return 3 * units * units + 500 * units + 10_000
+        return 10_000 + 4_000 * (units // 7)  # flat runs: many units share a count
+
+    for target in (10_000, 10_100, 62_345, 250_000, 800_123):
+        units, tried = graphs.match_units(count, target, start)
+        closest = min(abs(count(u) - target) for u in range(1, graphs.MAX_UNITS + 1))
+        assert abs(count(units) - target) == closest, target
+        assert tried[units] == count(units) and len(tried) <= 20
+    units, _ = graphs.match_units(count, 10**12, start, limit=50)
+    assert units == 50  # the limit, when even it stays below the target
+
+
+def test_graphs_part_times_every_kind_at_matched_parameters():
+    # 48 px: 12x12 feature map at stride 4, 36 NMS windows for the preset's 32 keypoints; one
+    # graph layer: less to trace.
+    result = graphs.benchmark_graphs(warmup=1, repeats=2, image_size=48, batch=2,
+                                     graph={"layers": 1})
+    kinds, group = result["kinds"], result["group"]
+    assert list(kinds) == list(graphs.KINDS) and result["preset"] == "imagenette-64"
+    assert set(group["timings"]) == set(graphs.KINDS) | {"gcn (A/A)"}
+    reference = kinds["gcn"]["parameters"]
+    for kind, entry in kinds.items():
+        assert entry["relative_difference"] == pytest.approx(
+            (entry["parameters"] - reference) / reference)
+        if kind == "none":  # no graph layers: nothing to match, only reported
+            assert entry["units"] is None
+            assert entry["within_tolerance"] == (abs(entry["relative_difference"]) <= 0.01)
+        else:
+            assert entry["within_tolerance"], kind
+        if kind != "gcn":
+            ratio = entry["ratio_to_reference"]
+            assert (ratio["numerator"], ratio["denominator"]) == (kind, "gcn")
+            assert ratio["group"] == group["group"]
+    # Independent check of the match: no neighbouring units come closer.
+    vig_units = kinds["vig"]["units"]
+    for units in (vig_units - 1, vig_units + 1):
+        config = real_data.preset_run("imagenette-64", 48, 2,
+                                      {"kind": "vig", "units": units, "layers": 1}).model
+        assert abs(build_classifier(config).count_params() - reference) >= abs(
+            kinds["vig"]["parameters"] - reference), units
+    knn = result["knn"]
+    assert [row["keypoints"] for row in knn["rows"]] == list(graphs.KEYPOINT_COUNTS)
+    assert knn["workload"]["features"] == 66  # 64 channels at stride 4 + 2 position features
+    assert knn["workload"]["layers"] == 1 and any("{'layers': 1}" in n for n in result["notes"])
+    for role in ("knn", "vig_forward"):
+        assert all(row[role]["median_ms"] > 0 for row in knn["rows"])
+        steps = knn["growth"][role]
+        assert [(s["from"], s["to"]) for s in steps] == [(32, 64), (64, 128), (128, 256)]
+        assert all(s["paired_ratio"]["group"] == knn["group"]["group"] for s in steps)
+    _assert_same_run_provenance({"parts": {"graphs": result}})
+    judged = goals.graph_goals(result)
+    assert len(judged) == 1 and judged[0]["status"] in ("PASS", "MISS")
+    text = report.graphs_section(result)
+    vig = kinds["vig"]
+    assert f"| vig | {vig_units} | {vig['parameters']:,} |" in text
+    assert "| 256 |" in text and "knn_indices growth: 32->64: x" in text
+
+
+def test_graphs_part_is_wired_into_the_command(tmp_path, monkeypatch):
+    calls = []
+
+    def fake_graphs(**kwargs):
+        calls.append(kwargs)
+        return _graphs()
+
+    monkeypatch.setattr(graphs, "benchmark_graphs", fake_graphs)
+    out = tmp_path / "bench"
+    benchmark.main(["graphs", "--quick", "--out", str(out)])
+    assert calls == [{"warmup": 1, "repeats": benchmark.QUICK_REPEATS, "batch": 4}]
+    assert benchmark.DEFAULT_REPEATS["graphs"] >= 5 and "graphs" in benchmark.PARTS
+    results = json.loads((out / "benchmarks.json").read_text())
+    assert list(results["parts"]) == ["graphs"]
+    assert any("issue 23" in g["goal"] for g in results["goals"])
+    assert "## Graph networks at equal parameters" in (out / "benchmarks.md").read_text()

@@ -4,7 +4,7 @@ import json
 
 import pytest
 
-from keypoint_gnn.benchmarks import goals, interconnect, measure, report
+from keypoint_gnn.benchmarks import goals, graphs, interconnect, measure, report
 from keypoint_gnn.benchmarks import training as training_bench
 from trainers import benchmark
 
@@ -100,6 +100,41 @@ def _presets():
             "conditions": CONDITIONS}
 
 
+def _graphs():
+    steps = {"gcn": 100.0, "vig": 140.0, "gat": 120.0, "diffpool": 110.0, "none": 60.0}
+    group = _group("graphs imagenette-64", steps, "gcn")
+    parameters = {"gcn": 1333671, "vig": 1334024, "gat": 1334087, "diffpool": 1334583,
+                  "none": 1315367}
+    units = {"gcn": 64, "vig": 31, "gat": 48, "diffpool": 62, "none": None}
+    kinds = {}
+    for kind, ms in steps.items():
+        difference = (parameters[kind] - parameters["gcn"]) / parameters["gcn"]
+        kinds[kind] = {"units": units[kind], "parameters": parameters[kind],
+                       "relative_difference": difference,
+                       "within_tolerance": abs(difference) <= 0.01, "searched": {},
+                       **_summary(group, kind), "images_per_second": 64 / (ms / 1e3)}
+        if kind != "gcn":
+            kinds[kind]["ratio_to_reference"] = measure.group_ratio(group, kind, "gcn")
+    knn_ms = {32: (1.0, 4.0), 64: (2.5, 9.0)}
+    knn_group = _group("knn imagenette-64", {
+        **{graphs.knn_name(n): ms for n, (ms, _) in knn_ms.items()},
+        **{graphs.vig_name(n): ms for n, (_, ms) in knn_ms.items()}}, graphs.knn_name(64))
+    rows = [{"keypoints": n, "knn": _summary(knn_group, graphs.knn_name(n)),
+             "vig_forward": _summary(knn_group, graphs.vig_name(n))} for n in knn_ms]
+    growth = {}
+    for role, name in (("knn", graphs.knn_name), ("vig_forward", graphs.vig_name)):
+        ratio = measure.group_ratio(knn_group, name(64), name(32))
+        growth[role] = [{**measure.growth([32.0, 64.0], [None, ratio])[0],
+                         "paired_ratio": ratio}]
+    knn = {"workload": {"batch": 64, "features": 66, "k": 8, "dilation": 1,
+                        "position_weight": 1.0, "units": 64, "layers": 4,
+                        "conv": "max_relative"},
+           "rows": rows, "growth": growth, "group": knn_group, "aa_flag": False}
+    return {"preset": "imagenette-64", "image_size": 64, "batch": 64, "reference": "gcn",
+            "tolerance": 0.01, "kinds": kinds, "group": group, "knn": knn, "aa_flag": False,
+            "gpu": False, "notes": ["float32"], "conditions": CONDITIONS}
+
+
 def _inference():
     group = _group("inference batch 1", {"savedmodel": 4.0, "tflite": 0.5}, "savedmodel")
     rows = [{"format": "savedmodel", "quantize": "none", "batch": 1, "size_bytes": 2048,
@@ -114,7 +149,7 @@ def _inference():
 
 def fake_results(gpu=False):
     parts = {"interconnects": _interconnects(gpu), "training": _training(),
-             "presets": _presets(), "inference": _inference()}
+             "presets": _presets(), "graphs": _graphs(), "inference": _inference()}
     results = {"command": "python -m trainers.benchmark --docs", "date": "2026-12-04T10:00",
                "machine": {"cpu_model": "Test CPU", "logical_cores": 2, "physical_cores": 1,
                            "memory_gib": 8.0, "memory_available_gib": 7.0, "tensorflow": "2.21",
@@ -215,6 +250,27 @@ def test_docs_from_a_saved_run(tmp_path, monkeypatch):
     monkeypatch.setattr(benchmark, "README_PATH", readme)
     benchmark.main(["--docs-from", str(saved)])
     assert "Test CPU" in docs.read_text() and "| measurement |" in readme.read_text()
+
+
+def test_graphs_section_holds_the_matched_counts_ratios_and_growth():
+    text = report.docs_markdown(fake_results())
+    assert "### Graph networks at equal parameters (preset imagenette-64)" in text
+    # vig 140 ms vs gcn 100 ms every round; parameters (1334024 - 1333671) / 1333671 = +0.03%.
+    assert "| vig | 31 | 1,334,024 | +0.03% | 140.0 |" in text
+    assert "| 1.40 (1.40-1.40) |" in text
+    assert "| none |  | 1,315,367 | -1.37% (outside tolerance) |" in text
+    # knn_indices 1.0 -> 2.5 ms from N=32 to 64: x2.50, exponent log2(2.5) = 1.32.
+    assert "| 64 | 2.500 | 0.000 | x2.50 (2.50-2.50) | 9.00 | 0.00 | x2.25 (2.25-2.25) |" in text
+    assert "32->64: x2.50 (exp 1.32)" in text
+    table = report.readme_table(fake_results())
+    assert "graph.kind=vig (1,334,024 parameters)" in table
+    assert "1.40 (1.40-1.40)x the gcn model's (1,333,671 parameters)" in table
+    judged = goals.graph_goals(fake_results()["parts"]["graphs"])
+    assert [g["status"] for g in judged] == ["PASS"] and "issue 23" in judged[0]["goal"]
+    assert "1.40x" in judged[0]["detail"] and "+0.0%" in judged[0]["detail"]
+    slower = fake_results()["parts"]["graphs"]
+    slower["kinds"]["vig"]["ratio_to_reference"]["value"] = 1.6
+    assert goals.graph_goals(slower)[0]["status"] == "MISS"
 
 
 def test_the_repository_readme_has_the_markers():

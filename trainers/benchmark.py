@@ -1,9 +1,9 @@
 """Performance benchmarks: `python -m trainers.benchmark [PART] [flags]`.
 
-PART: interconnects | training | presets | inference | scale | all (default). Each part times
-what it compares in interleaved groups in this process (one call of each per round, random
-order, an A/A copy per group), and every ratio it reports is between two calls of one group of
-this run; memory is measured for each measurement alone in a subprocess under
+PART: interconnects | training | presets | graphs | inference | scale | all (default). Each
+part times what it compares in interleaved groups in this process (one call of each per round,
+random order, an A/A copy per group), and every ratio it reports is between two calls of one
+group of this run; memory is measured for each measurement alone in a subprocess under
 --memory-limit-gb. Writes OUT/benchmarks.json and OUT/benchmarks.md, prints the machine, the
 tables and the goals as PASS/MISS lines; where a goal is missed it profiles what dominates.
 With --docs it also rewrites docs/BENCHMARKS.md and the README's performance table.
@@ -17,6 +17,7 @@ import time
 from keypoint_gnn import presets as presets_lib
 from keypoint_gnn.benchmarks import goals as goals_lib
 from keypoint_gnn.benchmarks import (
+    graphs,
     inference,
     interconnect,
     isolation,
@@ -30,9 +31,9 @@ from keypoint_gnn.benchmarks import (
 )
 from trainers import common
 
-PARTS = ("interconnects", "training", "presets", "inference", "scale", "all")
-DEFAULT_REPEATS = {"interconnects": 30, "training": 20, "presets": 10, "inference": 30,
-                   "scale": 5}
+PARTS = ("interconnects", "training", "presets", "graphs", "inference", "scale", "all")
+DEFAULT_REPEATS = {"interconnects": 30, "training": 20, "presets": 10, "graphs": 10,
+                   "inference": 30, "scale": 5}
 QUICK_REPEATS = 3
 PROFILES = ("auto", "always", "never")
 REPOSITORY = pathlib.Path(__file__).resolve().parent.parent
@@ -126,6 +127,8 @@ def _measure_part(part, args):
     if part == "presets":
         return real_data.benchmark_presets(**timing, names=args.presets,
                                            batch=4 if args.quick else None)
+    if part == "graphs":
+        return graphs.benchmark_graphs(**timing, batch=4 if args.quick else None)
     if part == "inference":
         quantizations = ("none",) if args.quick else inference.QUANTIZATIONS
         return inference.benchmark_inference_formats(**timing, **memory,

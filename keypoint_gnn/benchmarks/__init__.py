@@ -6,6 +6,8 @@
   worker        the subprocess entry point (`python -m keypoint_gnn.benchmarks.worker`)
   interconnect  CNN->graph->CNN interconnects, TF vs a NumPy per-keypoint loop reference
   training      seconds per training step, keypoint models vs a matched plain CNN
+  real_data     training steps of the real-data presets vs their matched plain networks
+  graphs        graph kinds at equal parameters vs the GCN; ViG's kNN graph as N grows
   inference     batch-1 / batch-64 latency: Keras, SavedModel, TFLite
   scale         dense vs sparse grid graph and the keypoint count, as the size grows
   goals         the performance goals as PASS/MISS lines

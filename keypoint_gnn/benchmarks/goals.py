@@ -7,6 +7,7 @@ elsewhere. "Within noise" uses the group's A/A check (`measure.noise`).
 from keypoint_gnn.benchmarks import measure
 
 TRAINING_RATIO_LIMIT = 1.3
+VIG_RATIO_LIMIT = 1.5  # issue 23: a ViG step at most 1.5x a GCN step at equal parameters
 # "Memory growing linearly": fitted exponent, per node, of the peak-memory increase above the
 # smallest size's (the runtime's fixed overhead) between the two largest sizes that ran
 # (1 linear, 2 quadratic).
@@ -110,6 +111,25 @@ def preset_goals(result):
     return goals
 
 
+def graph_goals(result):
+    """Issue 23: the ViG step <= 1.5x the GCN step of the same preset at equal parameters."""
+    kinds = result["kinds"]
+    if "vig" not in kinds:
+        return []
+    vig, reference = kinds["vig"], kinds[result["reference"]]
+    ratio = vig["ratio_to_reference"]
+    match = (f"{vig['parameters']:,} vs {reference['parameters']:,} parameters "
+             f"({vig['relative_difference']:+.1%}"
+             + ("" if vig["within_tolerance"] else
+                f", outside the {result['tolerance']:.0%} tolerance") + ")")
+    return [_goal(
+        f"ViG step <= {VIG_RATIO_LIMIT}x the {result['reference'].upper()} step at equal "
+        f"parameters (preset {result['preset']}, issue 23)",
+        ratio["value"] <= VIG_RATIO_LIMIT,
+        f"{vig['median_ms']:.1f} ms vs {reference['median_ms']:.1f} ms = {_ratio_text(ratio)}; "
+        + match)]
+
+
 def scale_goals(result):
     grid = result.get("grid_graphs")
     if grid is None:
@@ -157,6 +177,8 @@ def evaluate_goals(parts):
         goals += training_goals(parts["training"])
     if "presets" in parts:
         goals += preset_goals(parts["presets"])
+    if "graphs" in parts:
+        goals += graph_goals(parts["graphs"])
     if "scale" in parts:
         goals += scale_goals(parts["scale"])
     return goals

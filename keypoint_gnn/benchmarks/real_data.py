@@ -23,9 +23,10 @@ ROLES = ("keypoint", "plain")
 STEPS_PER_EPOCH = 100
 
 
-def preset_run(name, image_size=None, batch=None):
-    """The preset's RunConfig, with the image size and batch size replaced when given."""
-    overrides = {}
+def preset_run(name, image_size=None, batch=None, graph=None):
+    """The preset's RunConfig, with the image size, the batch size and fields of its graph
+    section (`graph`: {field: value}, e.g. {"kind": "vig", "units": 40}) replaced when given."""
+    overrides = {f"model.graph.{field}": value for field, value in (graph or {}).items()}
     if image_size is not None:
         overrides["model.image_size"] = image_size
     if batch is not None:
@@ -51,9 +52,15 @@ def setup_preset_step(preset, role, image_size=None, batch=None, precision="floa
     if role not in ROLES:
         raise ValueError(f"role={role!r} is not one of {ROLES}")
     run = preset_run(preset, image_size, batch)
-    config = run.model
     keras.utils.set_random_seed(seed)
-    model = _build(role, config, target_params, precision)
+    model = _build(role, run.model, target_params, precision)
+    return train_step(model, run, seed)
+
+
+def train_step(model, run, seed=0):
+    """(call, info): one `train_on_batch` step of `model`, compiled with the recipe of `run` (a
+    RunConfig), on a fixed random batch (of `seed`) of the run's batch size and image size."""
+    config = run.model
     model.compile(optimizer=recipe.optimizer(run.train, STEPS_PER_EPOCH),
                   **recipe.classification_loss(run.train))
     rng = np.random.default_rng(seed)

@@ -233,6 +233,62 @@ def presets_section(result):
     return "\n".join(lines).rstrip()
 
 
+def _growth_cell(steps, index):
+    """The growth step into row `index` (none for the first row) as "xR (p25-p75)"."""
+    if index == 0:
+        return ""
+    ratio = steps[index - 1].get("paired_ratio")
+    return f"x{_ratio(ratio)}" if ratio else "n/a"
+
+
+def graphs_section(result):
+    reference = result["reference"]
+    lines = [f"## Graph networks at equal parameters (preset {result['preset']})", "",
+             f"The preset's keypoint classifier with each `graph.kind`, `train_on_batch` on "
+             f"{result['batch']} images of {result['image_size']} px with the preset's recipe, "
+             "all steps interleaved in one group. Each kind's units give the whole model the "
+             f"parameter count closest to the {reference} model's (tolerance "
+             f"{result['tolerance']:.0%}); x {reference} is the step time over the "
+             f"{reference} step's, round by round.", ""]
+    lines += _conditions_line(result)
+    rows = []
+    for kind, entry in result["kinds"].items():
+        if kind == reference:
+            difference = "reference"
+        else:
+            difference = f"{entry['relative_difference']:+.2%}" + (
+                "" if entry["within_tolerance"] else " (outside tolerance)")
+        rows.append([kind, "" if entry["units"] is None else entry["units"],
+                     f"{entry['parameters']:,}", difference, _num(entry["median_ms"], 1),
+                     _num(entry["iqr_ms"], 1), _num(entry["images_per_second"], 0),
+                     _ratio(entry.get("ratio_to_reference")) or "reference"])
+    lines += [_table(["graph.kind", "units", "params", f"params vs {reference}", "ms/step",
+                      "IQR ms", "images/s", f"x {reference}"], rows), ""]
+    knn = result["knn"]
+    w = knn["workload"]
+    growth = knn["growth"]
+    lines += [f"**kNN graph against the keypoint count N**: `ops.knn_indices` (k {w['k']}, "
+              f"dilation {w['dilation']}, position weight {w['position_weight']:g}) on "
+              f"{w['batch']} x N x {w['features']} nodes, and one ViGStack forward "
+              f"({w['layers']} blocks of {w['units']} units, {w['conv']}), every N in one group; "
+              "x previous N is the growth per doubling, round by round.", ""]
+    rows = []
+    for index, row in enumerate(knn["rows"]):
+        rows.append([row["keypoints"], _num(row["knn"]["median_ms"], 3),
+                     _num(row["knn"]["iqr_ms"], 3), _growth_cell(growth["knn"], index),
+                     _num(row["vig_forward"]["median_ms"], 2),
+                     _num(row["vig_forward"]["iqr_ms"], 2),
+                     _growth_cell(growth["vig_forward"], index)])
+    lines += [_table(["N", "knn_indices ms", "IQR ms", "x previous N", "ViGStack forward ms",
+                      "IQR ms", "x previous N"], rows), "",
+              f"- knn_indices growth: {_growth_text(growth['knn'])}",
+              f"- ViGStack forward growth: {_growth_text(growth['vig_forward'])}", ""]
+    lines += [f"- {note}" for note in result["notes"]] + [""]
+    lines += ["Training steps: " + _aa_line(result.get("group"))[0], "",
+              "kNN: " + _aa_line(knn.get("group"))[0], ""]
+    return "\n".join(lines).rstrip()
+
+
 def _growth_text(steps):
     return ", ".join(
         f"{s['from']:g}->{s['to']:g}: x{s['ratio']:.2f} (exp {s['exponent']:.2f})"
@@ -371,8 +427,8 @@ def profile_section(profiles):
 
 
 SECTIONS = (("interconnects", interconnect_section), ("training", training_section),
-            ("presets", presets_section), ("inference", inference_section),
-            ("scale", scale_section))
+            ("presets", presets_section), ("graphs", graphs_section),
+            ("inference", inference_section), ("scale", scale_section))
 
 
 def _date(results):
@@ -409,11 +465,11 @@ HOW_IT_MEASURES = """\
 - **Only what this run measured is compared.** Every ratio is between two things timed in the
   same run, on the same inputs, in the same interleaved group: the project's interconnects
   against its own per-keypoint loop references (NumPy, and the authors' structure in
-  TensorFlow eager), each model's training step against the matched plain CNN's, each
-  inference format against the SavedModel, dense against sparse grid graphs and each size
-  against the previous one. No figure from another machine or paper is used as a reference;
-  `measure.paired_ratio` refuses two timings of different groups, and the tests check every
-  ratio of a run against its group.
+  TensorFlow eager), each model's training step against the matched plain CNN's, each graph
+  network's step against the GCN's, each inference format against the SavedModel, dense
+  against sparse grid graphs and each size against the previous one. No figure from another
+  machine or paper is used as a reference; `measure.paired_ratio` refuses two timings of
+  different groups, and the tests check every ratio of a run against its group.
 - **Interleaved rounds**: a group's calls are built in one process and run one of each per
   round, in a new random order each round (no call always runs first or after the same
   neighbour), after untimed warm-up rounds that trace and compile. Every timed call returns
@@ -443,6 +499,11 @@ HOW_IT_MEASURES = """\
   `--memory-limit-gb` is not started and is recorded as "skipped: needs X GiB"; inside a
   worker RLIMIT_AS bounds address-space growth; the parent kills a worker whose resident
   memory passes the limit ("out of memory"). Scale sizes are timed only after their worker ran.
+- **Equal parameters (graphs)**: each graph network's `graph.units` is chosen by building
+  the whole classifier at several units (bracketing from the GCN's units, then narrowing the
+  bracket) and keeping the units whose parameter count is closest to the GCN model's; the
+  table gives each count and its relative difference. `graph.kind=none` has no graph layers
+  and keeps its own count.
 - **XLA modes** (`keypoint_gnn.xla`, the trainers' `--xla MODE`): every training model is
   timed under `off`, `graph` (only the keypoint and graph layers compiled) and `step`
   (`compile(jit_compile=True)`). The goal "XLA no slower than without" is judged for the mode
@@ -467,7 +528,8 @@ def docs_markdown(results):
         "python -m trainers.benchmark --docs                  # all parts, then this file and the README table",
         "python -m trainers.benchmark interconnects --quick   # one part, few rounds (smoke test)",
         "```", "",
-        "Parts: `interconnects`, `training`, `presets`, `inference`, `scale`, `all` (default). "
+        "Parts: `interconnects`, `training`, `presets`, `graphs`, `inference`, `scale`, `all` "
+        "(default). "
         "Flags: `--out DIR` (default `runs/benchmark/`), `--quick`, `--repeats N`, "
         "`--warmup N`, `--memory-limit-gb G` (default 6), `--jobs N`, `--no-memory`, "
         "`--presets NAMES`, `--profile auto|always|never`, `--trace`, `--docs`, "
@@ -520,6 +582,17 @@ def readme_table(results):
                              f"{entry['image_size']} px, batch {entry['batch']})",
                              f"{cases['keypoint']['images_per_second']:.0f} images/s",
                              f"{_ratio(cases['ratio'])}x the matched plain network"])
+    if "graphs" in parts:
+        graphs = parts["graphs"]
+        reference = graphs["kinds"][graphs["reference"]]
+        for kind, entry in graphs["kinds"].items():
+            if kind == "vig":
+                rows.append([f"training step, preset {graphs['preset']}, graph.kind={kind} "
+                             f"({entry['parameters']:,} parameters)",
+                             f"{entry['images_per_second']:.0f} images/s",
+                             f"{_ratio(entry['ratio_to_reference'])}x the "
+                             f"{graphs['reference']} model's ({reference['parameters']:,} "
+                             "parameters)"])
     if "inference" in parts:
         for row in parts["inference"]["rows"]:
             if row["format"] == "tflite" and row["quantize"] == "none":
