@@ -186,3 +186,31 @@ def test_table_2_reports_quality_and_references(tmp_path):
     mean = keypoint["references"]["test"]["mean_image"]["mse"]
     assert f"- held-out images, the mean training image: {mean:.4f} /" in table
     assert "- unseen classes, PCA (" in table
+
+
+def test_graph_table_sizes_each_kind_to_the_gcn_model(monkeypatch, tmp_path):
+    from keypoint_gnn.benchmarks import graphs
+
+    units = {"none": None, "gcn": 64, "diffpool": 62, "gat": 48, "vig": 31}
+    calls = []
+
+    def matched(preset, kinds):
+        calls.append((preset, kinds))
+        return {kind: {"units": units[kind]} for kind in kinds}, 66
+
+    monkeypatch.setattr(graphs, "matched_graphs", matched)
+    rows = experiments.graph_rows("imagenette-64")
+    assert calls == [("imagenette-64", ("none", "gcn", "diffpool", "gat", "vig"))]
+    assert rows[0].flags == ("--preset", "imagenette-64", "--gnn", "none")
+    assert rows[4].label == "imagenette-64: ViG"
+    assert rows[4].flags == ("--preset", "imagenette-64", "--gnn", "vig", "--set", "graph.units=31")
+
+    units.update(gcn=16, vig=8)
+    flags = TINY_TABLE + ["--table", "graphs", "--rows", "1,5", "--epochs", "1",
+                          "--extra", "--keypoints 8 --set graph.knn=3 --set graph.layers=1",
+                          "--out", str(tmp_path / "g")]
+    results = experiments.main(flags)
+    assert list(results) == ["default: CNN only (no graph)", "default: ViG"]
+    vig = results["default: ViG"][0]["config"]["model"]["graph"]
+    assert (vig["kind"], vig["units"], vig["knn"]) == ("vig", 8, 3)
+    assert "| default: ViG | 1 | 8 |" in (tmp_path / "g" / "results.md").read_text()

@@ -1,10 +1,14 @@
-"""The paper's Table 1 (classification) or Table 2 (reconstruction), or the comparison a user
-asks for (`--table compare`: a preset's keypoint GNN, its "CNN only" row and the matched
-plain network, over seeds):
+"""The paper's Table 1 (classification) or Table 2 (reconstruction, `--preset` the base its
+rows change, e.g. faces-64), or the comparisons a user asks for: `--table compare` (a
+preset's keypoint GNN, its "CNN only" row and the matched plain network) and `--table graphs`
+(the preset with no graph, GCN, DiffPool, GAT and ViG at equal parameters), over seeds:
 
   python -m trainers.experiments --table 1 --dataset folder:../shared/data/imagenette2 --image-size 64 --epochs 10
   python -m trainers.experiments --table compare --preset imagenette-64 --seeds 0,1 \
       --dataset folder:../shared/data/imagenette2
+  python -m trainers.experiments --table graphs --preset imagenette-64 --seeds 0,1 \
+      --dataset folder:../shared/data/imagenette2
+  python -m trainers.experiments --table 2 --preset faces-64 --dataset folder:../shared/data/att_faces
 
 Every row trains with the same data, seed, epochs and image size through `trainers.classify` or
 `trainers.reconstruct`, in its own run directory under --out/rows/. Rows already finished are
@@ -122,13 +126,34 @@ def compare_rows(preset):
             Row(f"{preset}: plain network, matched parameters", base + ("--plain-cnn",))]
 
 
+GRAPH_KINDS = {"none": "CNN only (no graph)", "gcn": "GCN", "diffpool": "DiffPool",
+               "gat": "GAT", "vig": "ViG"}
+
+
+def graph_rows(preset):
+    """The graph ablation (issue 23): the preset with each graph kind, every kind's units
+    chosen so that the whole model has the parameter count closest to the preset's own GCN
+    model (`keypoint_gnn.benchmarks.graphs.matched_graphs`; "none" has no graph to size)."""
+    from keypoint_gnn.benchmarks.graphs import matched_graphs
+
+    matched, _ = matched_graphs(preset, kinds=tuple(GRAPH_KINDS))
+    rows = []
+    for kind, name in GRAPH_KINDS.items():
+        flags = ("--preset", preset, "--gnn", kind)
+        if matched[kind]["units"] is not None:
+            flags += ("--set", f"graph.units={matched[kind]['units']}")
+        rows.append(Row(f"{preset}: {name}", flags))
+    return rows
+
+
 def parse_args(argv=None):
     parser = common.parser_for(__doc__, "experiments")
-    parser.add_argument("--table", choices=("1", "2", "compare"), required=True,
-                        help="the paper's Table 1 (classification) or 2 (reconstruction), or "
-                             "compare: --preset's keypoint GNN, CNN only and matched plain network")
+    parser.add_argument("--table", choices=("1", "2", "compare", "graphs"), required=True,
+                        help="the paper's Table 1 (classification) or 2 (reconstruction); "
+                             "compare: --preset's keypoint GNN, CNN only and matched plain "
+                             "network; graphs: --preset with each graph kind at equal parameters")
     parser.add_argument("--preset", default="default",
-                        help="--table compare: the preset compared; --table 2: the preset the "
+                        help="--table compare / graphs: the preset compared; --table 2: the preset the "
                              "paper's rows change (e.g. faces-64) (default %(default)s)")
     parser.add_argument("--seeds", default=None,
                         help="comma-separated seeds, each row run once per seed (default: --seed)")
@@ -155,7 +180,7 @@ def parse_args(argv=None):
     parser.add_argument("--extra", default="", help="more trainer flags for every row, quoted")
     parser.add_argument("--out", default=None, help="default runs/table<N>_<dataset>")
     args = parser.parse_args(argv)
-    args.table = args.table if args.table == "compare" else int(args.table)
+    args.table = args.table if args.table in ("compare", "graphs") else int(args.table)
     if args.table == 1 or (args.table == 2 and args.preset == "default"):
         for name, default in (("epochs", 10), ("batch_size", 64), ("learning_rate", 2e-3),
                               ("image_size", 64)):
@@ -165,7 +190,8 @@ def parse_args(argv=None):
         raise common.UserError(f"--epochs={args.epochs} must be at least 1")
     args.seed_list = _seeds(args.seeds, args.seed)
     if args.out is None:
-        table = args.table if args.table != "compare" else f"compare_{args.preset}"
+        table = (f"{args.table}_{args.preset}" if args.table in ("compare", "graphs")
+                 else args.table)
         args.out = f"runs/table{table}_{re.sub(r'[^A-Za-z0-9]+', '_', args.dataset).strip('_')}"
     return args
 
@@ -362,7 +388,7 @@ def _references_text(results):
 
 def _argv_of(args):
     flags = [f"--table {args.table}", f"--dataset {args.dataset}"]
-    if args.table == "compare" or (args.table == 2 and args.preset != "default"):
+    if args.table in ("compare", "graphs") or (args.table == 2 and args.preset != "default"):
         flags.append(f"--preset {args.preset}")
     for name in ("image_size", "epochs", "seeds", "max_examples", "rows", "data_dir", "channels"):
         if getattr(args, name):
@@ -411,6 +437,8 @@ def main(argv=None):
     results = {}
     if args.table == "compare":
         run_rows(args, _selected(compare_rows(args.preset), args.rows), out, results)
+    elif args.table == "graphs":
+        run_rows(args, _selected(graph_rows(args.preset), args.rows), out, results)
     elif args.table == 1:
         rows = _selected(table_1_rows(args.keypoints), args.rows)
         run_rows(args, rows, out, results)
