@@ -1,10 +1,11 @@
 """Edge convolution (DGCNN), beyond the paper."""
-from keypoint_gnn import ops, rules
+from keypoint_gnn import ops
 from keypoint_gnn._backend import keras, tf
+from keypoint_gnn.layers.neighbour_conv import NeighbourConv
 
 
 @keras.saving.register_keras_serializable(package="keypoint_gnn")
-class EdgeConv(keras.layers.Layer):
+class EdgeConv(NeighbourConv):
     """Edge convolution (Wang et al. 2019, "Dynamic Graph CNN", §3.1; one of Vision GNN's graph
     convs), beyond the paper:
 
@@ -34,19 +35,7 @@ class EdgeConv(keras.layers.Layer):
     """
 
     def __init__(self, units, activation="relu", use_bias=True, **kwargs):
-        super().__init__(**kwargs)
-        rules.check_positive_int("units", units)
-        self.units = units
-        self.activation = keras.activations.get(activation)
-        self.use_bias = use_bias
-
-    def build(self, input_shape):
-        channels = input_shape[0][-1]
-        self.kernel = self.add_weight("kernel", shape=(2 * channels, self.units),
-                                      initializer="glorot_uniform")
-        self.bias = (self.add_weight("bias", shape=(self.units,), initializer="zeros")
-                     if self.use_bias else None)
-        super().build(input_shape)
+        super().__init__(units, activation=activation, use_bias=use_bias, **kwargs)
 
     def call(self, inputs):
         nodes, indices = inputs
@@ -57,9 +46,3 @@ class EdgeConv(keras.layers.Layer):
             centre += self.bias
         neighbours = ops.gather_neighbours(tf.matmul(nodes, relative), indices)  # W_r x_j
         return tf.reduce_max(self.activation(centre[:, :, None, :] + neighbours), axis=2)
-
-    def get_config(self):
-        config = super().get_config()
-        config.update(units=self.units, activation=keras.activations.serialize(self.activation),
-                      use_bias=self.use_bias)
-        return config

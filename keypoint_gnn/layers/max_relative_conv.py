@@ -1,10 +1,11 @@
 """Max-relative graph convolution (Vision GNN's graph conv), beyond the paper."""
-from keypoint_gnn import ops, rules
+from keypoint_gnn import ops
 from keypoint_gnn._backend import keras, tf
+from keypoint_gnn.layers.neighbour_conv import NeighbourConv
 
 
 @keras.saving.register_keras_serializable(package="keypoint_gnn")
-class MaxRelativeConv(keras.layers.Layer):
+class MaxRelativeConv(NeighbourConv):
     """Max-relative graph convolution (MRConv of Li et al., "DeepGCNs"; the graph convolution of
     Vision GNN, Han et al. 2022), beyond the paper:
 
@@ -33,19 +34,7 @@ class MaxRelativeConv(keras.layers.Layer):
     """
 
     def __init__(self, units, activation=None, use_bias=True, **kwargs):
-        super().__init__(**kwargs)
-        rules.check_positive_int("units", units)
-        self.units = units
-        self.activation = keras.activations.get(activation)
-        self.use_bias = use_bias
-
-    def build(self, input_shape):
-        channels = input_shape[0][-1]
-        self.kernel = self.add_weight("kernel", shape=(2 * channels, self.units),
-                                      initializer="glorot_uniform")
-        self.bias = (self.add_weight("bias", shape=(self.units,), initializer="zeros")
-                     if self.use_bias else None)
-        super().build(input_shape)
+        super().__init__(units, activation=activation, use_bias=use_bias, **kwargs)
 
     def call(self, inputs):
         nodes, indices = inputs
@@ -55,9 +44,3 @@ class MaxRelativeConv(keras.layers.Layer):
         if self.bias is not None:
             outputs += self.bias
         return self.activation(outputs)
-
-    def get_config(self):
-        config = super().get_config()
-        config.update(units=self.units, activation=keras.activations.serialize(self.activation),
-                      use_bias=self.use_bias)
-        return config
