@@ -188,14 +188,29 @@ def graph_numbers(model):
     return keypoints * channels + 2 * keypoints
 
 
-def build_plain_autoencoder(config, bottleneck_numbers):
+PLAIN_BOTTLENECKS = ("at-least", "at-most")
+
+
+def build_plain_autoencoder(config, bottleneck_numbers, bottleneck="at-least"):
     """The convolutional autoencoder a user would pick instead: the same backbone up to the
-    tapped stage, a 1x1 convolution down to the fewest k channels whose h x h x k bottleneck
-    holds at least `bottleneck_numbers` (the keypoint graph's, `graph_numbers`: the reference
-    is never given fewer numbers), and the keypoint autoencoder's decoder. MSE only. Its `bottleneck` layer's output is the code."""
+    tapped stage, a 1x1 convolution down to k channels, and the keypoint autoencoder's
+    decoder. MSE only; its `bottleneck` layer's output is the code.
+
+    The h x h x k code is sized against `bottleneck_numbers` (the keypoint graph's,
+    `graph_numbers`): "at-least" takes the fewest k holding at least as many numbers (the
+    reference is never given fewer), "at-most" the most k holding no more (never given
+    more); the two bracket the graph when h x h does not divide its count."""
     rules.check_positive_int("bottleneck_numbers", bottleneck_numbers)
+    rules.check_choice("bottleneck", bottleneck, PLAIN_BOTTLENECKS)
     size = config.feature_size
-    channels = max(1, math.ceil(bottleneck_numbers / (size * size)))
+    if bottleneck == "at-least":
+        channels = max(1, math.ceil(bottleneck_numbers / (size * size)))
+    else:
+        channels = bottleneck_numbers // (size * size)
+        if channels < 1:
+            raise ValueError(
+                f"bottleneck='at-most': a {size}x{size} map holds more than the graph's "
+                f"{bottleneck_numbers} numbers in one channel; use 'at-least'")
     images = _image_input(config)
     features = backbones.feature_extractor(config)(images)
     code = keras.layers.Conv2D(channels, 1, name="bottleneck")(features)

@@ -104,6 +104,20 @@ def test_plain_autoencoder_bottleneck_holds_at_least_the_graph_numbers(numbers, 
         kg.build_plain_autoencoder(CONV, 0)
 
 
+@pytest.mark.parametrize("numbers, channels", [(64, 1), (65, 1), (127, 1), (128, 2), (200, 3)])
+def test_plain_autoencoder_at_most_never_holds_more_than_the_graph(numbers, channels):
+    plain = kg.build_plain_autoencoder(CONV, numbers, "at-most")  # 8x8 bottleneck
+    assert plain.get_layer("bottleneck").output_shape == (None, 8, 8, channels)
+    assert 64 * channels <= numbers < 64 * (channels + 1)
+
+
+def test_plain_autoencoder_refuses_at_most_below_one_channel_and_unknown_rules():
+    with pytest.raises(ValueError, match="8x8 map holds more than the graph's 63 numbers"):
+        kg.build_plain_autoencoder(CONV, 63, "at-most")
+    with pytest.raises(ValueError, match="exactly"):
+        kg.build_plain_autoencoder(CONV, 64, "exactly")
+
+
 def test_resnet_autoencoder_trains_and_round_trips(tmp_path):
     config = RESNET
     model = kg.build_autoencoder(config)

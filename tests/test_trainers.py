@@ -170,9 +170,22 @@ def test_reconstruct_epochs_sized_by_steps_and_the_plain_autoencoder(tmp_path):
     assert "bottleneck" in {layer.name for layer in restored.layers}
 
 
+def test_reconstruct_plain_autoencoder_at_most(tmp_path):
+    out = tmp_path / "plain"
+    result = reconstruct.main(TINY_FLAGS + ["--epochs", "1", "--out", str(out),
+                                            "--set", "train.steps_per_epoch=2",
+                                            "--plain-autoencoder", "at-most"])
+    # No more numbers than the graph's 144 in the 8x8 bottleneck: 2 channels.
+    assert result["bottleneck"] == "at-most"
+    assert result["bottleneck_numbers"] == 8 * 8 * 2 <= result["graph_numbers"] == 144
+    run = json.loads((out / "run.json").read_text())
+    assert run["plain_autoencoder"] is True and run["plain_bottleneck"] == "at-most"
+
+
 @pytest.mark.parametrize("flags, message", [
     (["--loss", "l1"], "argument --loss: invalid choice: 'l1'"),
     (["--plain-autoencoder", "--loss", "conf_mse"], "--plain-autoencoder trains on mse"),
+    (["--plain-autoencoder", "half"], "argument --plain-autoencoder: invalid choice: 'half'"),
     (["--set", "head.fuse=concat"], "head.fuse='concat': the autoencoder decodes the keypoint "
                                      "graph only"),
     (["--set", "train.steps_per_epoch=0"], "train.steps_per_epoch=0 must be a positive integer"),

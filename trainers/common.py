@@ -229,7 +229,8 @@ def save_run(out, model, run, info, name, args):
     training.write_json(out / "run.json", {
         "name": name, "dataset": info.name, "class_names": info.class_names,
         "plain_cnn": bool(getattr(args, "plain_cnn", False)),
-        "plain_autoencoder": bool(getattr(args, "plain_autoencoder", False)), "seed": args.seed,
+        "plain_autoencoder": bool(getattr(args, "plain_autoencoder", None)),
+        "plain_bottleneck": getattr(args, "plain_autoencoder", None), "seed": args.seed,
         "max_examples": run.data.max_examples, "preset": args.preset, "run_config": run.to_dict()})
 
 
@@ -249,8 +250,9 @@ def run_directory(args, run, strategy, trainer):
     configuration = {"trainer": trainer, "seed": args.seed,
                      "plain_cnn": bool(getattr(args, "plain_cnn", False)),
                      "run_config": run_identity(run)}
-    if getattr(args, "plain_autoencoder", False):
-        configuration["plain_autoencoder"] = True
+    plain_autoencoder = getattr(args, "plain_autoencoder", None)
+    if plain_autoencoder:  # True for "at-least", as before the choice existed
+        configuration["plain_autoencoder"] = plain_autoencoder == "at-least" or plain_autoencoder
     path = args.out if training.is_chief(strategy) else tempfile.mkdtemp(prefix="worker-")
     return RunDirectory(path, configuration, overwrite=args.overwrite)
 

@@ -10,7 +10,7 @@ split: the mean training image and PCA with as many components as the graph hold
 reconstructions.png (test images, their keypoints, reconstructions), curves.png, model.keras,
 config.json, run.json. --plain-autoencoder trains the convolutional autoencoder whose
 bottleneck holds at least as many numbers as the keypoint graph, the model a user would pick
-instead.
+instead; --plain-autoencoder at-most gives it no more numbers than the graph.
 """
 import pathlib
 import time
@@ -44,9 +44,11 @@ def parse_args(argv=None):
                        help="mse (default), or conf_mse: squared error weighted by the detector's "
                             "scores (sets head.reconstruction_loss)")
     common.add_shortcuts(parser, "loss")
-    group.add_argument("--plain-autoencoder", action="store_true",
-                       help="train the convolutional autoencoder with as many bottleneck numbers "
-                            "as the keypoint graph (the reference), not the keypoint model")
+    group.add_argument("--plain-autoencoder", nargs="?", const="at-least", default=None,
+                       choices=models.PLAIN_BOTTLENECKS,
+                       help="train the convolutional autoencoder (the reference), not the keypoint "
+                            "model; its bottleneck holds at least (default) or at most as many "
+                            "numbers as the keypoint graph")
     group.add_argument("--detector-weights", help="pre-trained detector weights "
                        "(detector.weights.h5 from trainers.pretrain_keypoints)")
     common.add_runtime_flags(parser, default_out="runs/reconstruct")
@@ -76,12 +78,12 @@ def main(argv=None):
         return train(args, strategy, data, run, run_dir)
 
 
-def build_model(config, plain):
-    """The keypoint autoencoder, or (plain) the conv autoencoder matched to its graph."""
-    keypoint_net = build_autoencoder(config)
+def build_model(config, plain, numbers):
+    """The keypoint autoencoder, or (plain: "at-least" or "at-most") the conv autoencoder
+    sized against its graph's `numbers`."""
     if not plain:
-        return keypoint_net
-    return build_plain_autoencoder(config, models.graph_numbers(keypoint_net))
+        return build_autoencoder(config)
+    return build_plain_autoencoder(config, numbers, plain)
 
 
 def train(args, strategy, data, run, run_dir):
@@ -90,9 +92,10 @@ def train(args, strategy, data, run, run_dir):
     precision = training.set_precision(args.mixed_precision)
     out = pathlib.Path(args.out)
     steps = recipe.epoch_steps(run.train, info.num_examples["train"])
+    numbers = models.graph_numbers(build_autoencoder(config))
 
     with strategy.scope():
-        model = build_model(config, args.plain_autoencoder)
+        model = build_model(config, args.plain_autoencoder, numbers)
         if args.detector_weights:
             models.detector_model(model).load_weights(args.detector_weights)
         model.compile(optimizer=recipe.optimizer(run.train, steps),
@@ -110,7 +113,7 @@ def train(args, strategy, data, run, run_dir):
         train_seconds = time.perf_counter() - start
         evaluation = model.evaluate(data.test, verbose=0, return_dict=True)
     model = training.unreplicated(model, strategy,
-                                  lambda: build_model(config, args.plain_autoencoder))
+                                  lambda: build_model(config, args.plain_autoencoder, numbers))
     if not chief:
         return None
     pipeline = pipeline_images_per_second(data.train, batches=min(PIPELINE_BATCHES, steps))
@@ -118,8 +121,6 @@ def train(args, strategy, data, run, run_dir):
     test_images, _ = training.dataset_arrays(data.test)
     reconstructions = model.predict(test_images, verbose=0)
     quality = image_quality(test_images, reconstructions)
-    keypoint_net = model if not args.plain_autoencoder else build_autoencoder(config)
-    numbers = models.graph_numbers(keypoint_net)
     train_images = _plain_training_images(run, args.seed)
     result = {
         "test_mse": quality["mse"],
@@ -137,6 +138,7 @@ def train(args, strategy, data, run, run_dir):
                                train_seconds=train_seconds),
     }
     if args.plain_autoencoder:
+        result["bottleneck"] = args.plain_autoencoder
         result["bottleneck_numbers"] = int(np.prod(model.get_layer("bottleneck").output_shape[1:]))
     unseen = getattr(data, "test_unseen", None)
     if unseen is not None:
