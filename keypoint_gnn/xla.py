@@ -31,6 +31,8 @@ GRAPH_SECTION_TYPES = (
     layers.GraphToCNN,
     layers.GridToGraph,
     layers.GCNStack,
+    layers.GATStack,
+    layers.ViGStack,
 )
 """Layer classes whose `call` the "graph" mode compiles. Not `layers.DiffPoolUnpool`: Spektral's
 DiffPool adds its auxiliary losses (`add_loss`) inside its call, and a loss made inside a

@@ -53,12 +53,15 @@ def small_config(detector=None, graph=None):
     ("maxpool_nms", "gcn", {}),
     ("grid", "diffpool", {}),
     ("perturbed_topk", "gcn", {}),
+    ("maxpool_nms", "gat", {}),
+    ("attention", "vig", {}),
     # The regressor's uniformity penalty: `detect` is compiled, the loss added outside.
     ("grid", "gcn", dict(standardize_offsets=True, offset_uniformity_weight=1.0)),
 ])
 def test_graph_mode_compiles_the_graph_layers_and_changes_no_result(detector, gnn, extra):
     keras.utils.set_random_seed(0)
-    model = models.build_classifier(small_config({"kind": detector, **extra}, {"kind": gnn}))
+    graph = {"kind": gnn, "knn": 4} if gnn == "vig" else {"kind": gnn}
+    model = models.build_classifier(small_config({"kind": detector, **extra}, graph))
     rng = np.random.default_rng(0)
     images = tf.constant(rng.random((4, 32, 32, 3), dtype=np.float32))
     labels = tf.constant([0, 1, 2, 3])
@@ -116,10 +119,12 @@ def test_classify_with_graph_xla_trains_and_exports_without_xla(tmp_path):
     ("gcn", {}),
     ("diffpool", {}),
     ("gcn", dict(kind="grid", offset_uniformity_weight=1.0)),
+    ("vig", {}),  # drop path draws random numbers inside the compiled call
 ])
 def test_graph_mode_fit_step_keeps_the_auxiliary_losses(gnn, detector):
     keras.utils.set_random_seed(0)
-    config = small_config(detector, {"kind": gnn, "diffpool_clusters": 4})
+    graph = {"knn": 4, "drop_path": 0.2} if gnn == "vig" else {"diffpool_clusters": 4}
+    config = small_config(detector, {"kind": gnn, **graph})
     model = models.build_classifier(config)
     model.compile(optimizer="adam",
                   loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True))
