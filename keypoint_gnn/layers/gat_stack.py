@@ -1,10 +1,11 @@
 """A stack of graph attention layers (beyond the paper)."""
 from keypoint_gnn import gnn, rules
 from keypoint_gnn._backend import keras
+from keypoint_gnn.layers.gcn_stack import GCNStack
 
 
 @keras.saving.register_keras_serializable(package="keypoint_gnn")
-class GATStack(keras.layers.Layer):
+class GATStack(GCNStack):
     """A stack of L graph attention layers (Veličković et al. 2018, Spektral `GATConv`), beyond
     the paper, in place of §7's GCN.
 
@@ -17,8 +18,8 @@ class GATStack(keras.layers.Layer):
     (1 / (1 + distance), nonzero for every pair) therefore lets each keypoint attend to all N
     keypoints, its attention learned from the features alone (distances enter through
     `position_features`); each layer computes B x H x N x N attention logits.
-    With `residual=True`, as in `GCNStack`: X^(0) = X W_in (a linear projection to `units`)
-    and X^(l+1) = X^(l) + GAT(X^(l)).
+    `GCNStack` with attention layers: with `residual=True`, X^(0) = X W_in (a linear
+    projection to `units`) and X^(l+1) = X^(l) + GAT(X^(l)).
 
     Args:
       units: channels of every layer.
@@ -43,21 +44,13 @@ class GATStack(keras.layers.Layer):
 
     def __init__(self, units, num_layers, attn_heads=4, activation="relu", residual=False,
                  **kwargs):
-        super().__init__(**kwargs)
-        rules.check_positive_int("units", units)
-        rules.check_positive_int("num_layers", num_layers)
         rules.check_positive_int("attn_heads", attn_heads)
-        self.units = units
-        self.num_layers = num_layers
-        self.attn_heads = attn_heads
-        self.activation = activation
-        self.residual = residual
-        self.convs = [gnn.gat_conv(units, attn_heads, activation, f"gat_{i}", self.dtype_policy)
-                      for i in range(num_layers)]
-        self.projection = (
-            keras.layers.Dense(units, use_bias=False, name="projection", dtype=self.dtype_policy)
-            if residual else None
-        )
+        self.attn_heads = attn_heads  # read by `_conv` while the parent builds the stack
+        super().__init__(units, num_layers, activation=activation, residual=residual, **kwargs)
+
+    def _conv(self, index):
+        return gnn.gat_conv(self.units, self.attn_heads, self.activation, f"gat_{index}",
+                            self.dtype_policy)
 
     @classmethod
     def from_section(cls, graph_config, **kwargs):
@@ -65,17 +58,7 @@ class GATStack(keras.layers.Layer):
         return cls(graph_config.units, graph_config.layers, attn_heads=graph_config.attn_heads,
                    residual=graph_config.residual, **kwargs)
 
-    def call(self, inputs):
-        nodes, adjacency = inputs
-        if self.projection is not None:
-            nodes = self.projection(nodes)
-        for conv in self.convs:
-            update = conv([nodes, adjacency])
-            nodes = nodes + update if self.residual else update
-        return nodes
-
     def get_config(self):
         config = super().get_config()
-        config.update(units=self.units, num_layers=self.num_layers, attn_heads=self.attn_heads,
-                      activation=self.activation, residual=self.residual)
+        config.update(attn_heads=self.attn_heads)
         return config

@@ -43,12 +43,15 @@ class GCNStack(keras.layers.Layer):
         self.num_layers = num_layers
         self.activation = activation
         self.residual = residual
-        self.convs = [gnn.gcn_conv(units, activation, f"gcn_{i}", self.dtype_policy)
-                      for i in range(num_layers)]
+        self.convs = [self._conv(i) for i in range(num_layers)]
         self.projection = (
             keras.layers.Dense(units, use_bias=False, name="projection", dtype=self.dtype_policy)
             if residual else None
         )
+
+    def _conv(self, index):
+        """The `index`-th layer of the stack (`GATStack` makes attention layers here)."""
+        return gnn.gcn_conv(self.units, self.activation, f"gcn_{index}", self.dtype_policy)
 
     @classmethod
     def from_section(cls, graph_config, **kwargs):
