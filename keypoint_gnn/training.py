@@ -177,18 +177,35 @@ def report_keypoints(model, config, data, test_images, out, test_labels=None):
         offset_measures, offsets = offset_quality(model, config, test_images)
         quality.update(offset_measures)
         viz.plot_offset_histogram(offsets.reshape(-1, 2), pathlib.Path(out) / "offsets.png")
-    parts = None if data.test_parts is None else data.test_parts[:16]
-    kind = config.detector.kind
+    shown = np.arange(min(16, len(test_images)))
     captions = None
     if test_labels is not None:
+        labels = np.asarray(test_labels).reshape(-1)
+        shown = spread_over_classes(labels, 16)
         names = data.info.class_names
-        predicted = np.argmax(model.predict(test_images[:16], verbose=0), axis=-1)
-        captions = [f"pred {names[p]}\ntrue {names[t]}" for p, t in
-                    zip(predicted, np.asarray(test_labels[:16]).reshape(-1))]
-    viz.draw_keypoints(test_images[:16], pixels[:16], pathlib.Path(out) / "keypoints.png",
-                       parts=parts, captions=captions, title=f"{kind} keypoints" + (
-                           " (red) and true parts (green)" if parts is not None else ""))
+        predicted = np.argmax(model.predict(test_images[shown], verbose=0), axis=-1)
+        captions = [f"pred {names[p]}\ntrue {names[t]}" for p, t in zip(predicted, labels[shown])]
+    parts = None if data.test_parts is None else data.test_parts[shown]
+    viz.draw_keypoints(test_images[shown], pixels[shown], pathlib.Path(out) / "keypoints.png",
+                       parts=parts, captions=captions, title=f"{config.detector.kind} keypoints"
+                       + (" (red) and true parts (green)" if parts is not None else ""))
     return quality, pixels
+
+
+def spread_over_classes(labels, count):
+    """Indices of up to `count` examples taking the classes in turn: the first example of
+    each class (classes in order of first appearance), then the second of each, and so on;
+    a test split sorted by class then shows every class, not only the first."""
+    labels = np.asarray(labels).reshape(-1)
+    by_class = {}
+    for index, label in enumerate(labels):
+        by_class.setdefault(label, []).append(index)
+    chosen = []
+    for rank in range(max((len(v) for v in by_class.values()), default=0)):
+        chosen += [indices[rank] for indices in by_class.values() if rank < len(indices)]
+        if len(chosen) >= count:
+            break
+    return np.asarray(chosen[:count], dtype=np.int64)
 
 
 def cell_predictions(model, images, batch_size=128):

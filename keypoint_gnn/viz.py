@@ -125,7 +125,8 @@ def draw_keypoints(images, positions, path, *, scores=None, parts=None, ncols=8,
         raise ValueError(f"ncols={ncols!r} must be a positive integer")
     ncols = min(ncols, batch)
     nrows = math.ceil(batch / ncols)
-    figure = Figure(figsize=(1.6 * ncols, 1.6 * nrows + (0.4 if title else 0.0)))
+    row_height = 1.6 if captions is None else 1.9  # room for two caption lines
+    figure = Figure(figsize=(1.6 * ncols, row_height * nrows + (0.4 if title else 0.0)))
     grid = figure.subplots(nrows, ncols, squeeze=False)
     for index, axes in enumerate(grid.flat):
         if index >= batch:

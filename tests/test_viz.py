@@ -102,3 +102,15 @@ def test_summary_keeps_colour_images():
 def test_bad_shapes_give_clear_errors(tmp_path, call, message):
     with pytest.raises(ValueError, match=message):
         call(tmp_path / "bad.png")
+
+
+def test_spread_over_classes_takes_the_classes_in_turn():
+    from keypoint_gnn.training import spread_over_classes
+
+    # A split sorted by class: the first of classes 0, 1, 2, then the second of 0 and 1, ...
+    labels = [0, 0, 0, 1, 1, 2]
+    assert spread_over_classes(labels, 4).tolist() == [0, 3, 5, 1]
+    assert spread_over_classes(labels, 10).tolist() == [0, 3, 5, 1, 4, 2]
+    # Classes in order of first appearance, not of their numbers.
+    assert spread_over_classes([[2], [2], [0]], 2).tolist() == [0, 2]
+    assert spread_over_classes([], 3).tolist() == []
