@@ -25,6 +25,7 @@ from keypoint_gnn.models import build_classifier  # noqa: E402
 
 TUNERS = ("hyperband", "bayesian")
 SEARCHED_DETECTORS = ("attention", "maxpool_nms", "grid")  # the paper's three, by default
+SEARCHED_GRAPHS = ("gcn", "diffpool", "none")  # the paper's, by default; "gat", "vig" may be added
 WINDOWED_DETECTORS = registry.WINDOWED_DETECTORS  # the detectors `refinements` applies to
 
 
@@ -44,14 +45,17 @@ class KeypointHyperModel(keras_tuner.HyperModel):
     (the paper's three by default; "perturbed_topk" may be added). `refinements` are the
     `detector.refinement` values searched for the windowed detectors (max-pool NMS, perturbed
     top-k), as a hyperparameter that exists only in their trials; the default ("none",) leaves
-    it out of the space.
+    it out of the space. `graphs` are the `graph.kind` values searched (the paper's GCN,
+    DiffPool and "CNN only" by default; "gat" and "vig" may be added); a ViG trial's kNN
+    needs more keypoints than `base.graph.knn` x `knn_dilation`.
     """
 
     def __init__(self, base: ModelConfig, keypoint_choices=(16, 32, 64), max_graph_layers=9,
-                 detectors=SEARCHED_DETECTORS, refinements=("none",)):
+                 detectors=SEARCHED_DETECTORS, refinements=("none",), graphs=SEARCHED_GRAPHS):
         super().__init__()
         self.base = base
         self.detectors = _check_subset("detectors", detectors, tuple(registry.DETECTORS))
+        self.graphs = _check_subset("graphs", graphs, tuple(registry.GNNS))
         self.refinements = _check_subset("refinements", refinements, rules.REFINEMENTS)
         self.windowed = [d for d in self.detectors if d in WINDOWED_DETECTORS]
         if self.refinements != ("none",) and not self.windowed:
@@ -69,16 +73,18 @@ class KeypointHyperModel(keras_tuner.HyperModel):
     def _fits(self, keypoints):
         try:
             for detector in self.detectors:
-                self.base.updated({
-                    "detector": {"kind": detector, "num_keypoints": keypoints},
-                    "graph": {"diffpool_clusters": min(self.base.graph.diffpool_clusters,
-                                                       keypoints)}})
+                for graph in self.graphs:
+                    self.base.updated({
+                        "detector": {"kind": detector, "num_keypoints": keypoints},
+                        "graph": {"kind": graph,
+                                  "diffpool_clusters": min(self.base.graph.diffpool_clusters,
+                                                           keypoints)}})
         except ValueError:
             return False
         return True
 
     def config(self, hp):
-        gnn = hp.Choice("gnn", ["gcn", "diffpool", "none"])
+        gnn = hp.Choice("gnn", list(self.graphs))
         detector = hp.Choice("detector", list(self.detectors))
         refinement = "none"
         if self.refinements != ("none",):

@@ -104,7 +104,29 @@ def test_refinements_are_searched_for_windowed_detectors_only():
     assert "refinement" not in hp.values
 
 
+def test_graph_kinds_searched_include_gat_and_vig_on_request():
+    import keras_tuner
+
+    from keypoint_gnn import tuning
+
+    base = kg.ModelConfig(image_size=32, detector={"num_keypoints": 8},
+                          graph={"diffpool_clusters": 4, "knn": 4, "units": 8})
+    # Default: the paper's three.
+    hp = keras_tuner.HyperParameters()
+    tuning.KeypointHyperModel(base, (8,), 2).config(hp)
+    assert hp.space[0].name == "gnn" and hp.space[0].values == ["gcn", "diffpool", "none"]
+    hypermodel = tuning.KeypointHyperModel(base, (4, 8, 16), 2, graphs=("gcn", "gat", "vig"))
+    # 4 keypoints cannot hold a 4-nearest-neighbour graph: that choice leaves the space.
+    assert hypermodel.keypoint_choices == [8, 16]
+    for graph, layer in (("gat", kg.layers.GATStack), ("vig", kg.layers.ViGStack)):
+        hp = keras_tuner.HyperParameters()
+        hp.Fixed("gnn", graph)
+        assert isinstance(hypermodel.build(hp).get_layer("gnn"), layer)
+
+
 @pytest.mark.parametrize("changes, message", [
+    (dict(graphs=("gcn", "transformer")),
+     r"graphs=\['gcn', 'transformer'\] must be distinct values from gcn, diffpool, gat, vig, none"),
     (dict(detectors=("attention", "sift")),
      r"detectors=\['attention', 'sift'\] must be distinct values from attention, maxpool_nms, grid, perturbed_topk"),
     (dict(refinements=("window", "window")),

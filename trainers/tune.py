@@ -3,8 +3,9 @@
   python -m trainers.tune --tuner hyperband --dataset builtin
   python -m trainers.classify --config runs/tune/best_config.json
 
-Searches detector, GNN, graph layers, keypoints, score activation and learning rate (and,
-with --refinements, the windowed detectors' detector.refinement) with Hyperband or Bayesian
+Searches detector, GNN (--graphs: the paper's three by default; gat and vig may be added),
+graph layers, keypoints, score activation and learning rate (and, with --refinements, the
+windowed detectors' detector.refinement) with Hyperband or Bayesian
 optimisation on any --dataset, around the model of --preset / --config / --set; checks that
 every trial COMPLETED; writes --out/best_config.json (a ModelConfig that
 `trainers.classify --config` takes), --out/best_hyperparameters.json and --out/trials.json.
@@ -33,6 +34,9 @@ def parse_args(argv=None):
     group.add_argument("--detectors", default=None,
                        help="detectors to search, comma-separated (default: attention,maxpool_nms,"
                             "grid, the paper's three; perturbed_topk may be added)")
+    group.add_argument("--graphs", default=None,
+                       help="graph kinds to search, comma-separated (default: gcn,diffpool,none, "
+                            "the paper's; gat and vig may be added)")
     group.add_argument("--refinements", default="none",
                        help="detector.refinement values to search for the windowed detectors "
                             "(maxpool_nms, perturbed_topk), e.g. none,window,centre (default none)")
@@ -47,8 +51,9 @@ def parse_args(argv=None):
         args.keypoints = tuple(int(k) for k in args.keypoints.split(","))
     except ValueError:
         raise common.UserError(f"--keypoints={args.keypoints!r} must be comma-separated integers") from None
-    if args.detectors is not None:
-        args.detectors = tuple(args.detectors.split(","))
+    for name in ("detectors", "graphs"):
+        if getattr(args, name) is not None:
+            setattr(args, name, tuple(getattr(args, name).split(",")))
     args.refinements = tuple(args.refinements.split(","))
     # The base config holds the smallest count searched; the search sets the others.
     smallest = min(args.keypoints)
@@ -74,7 +79,8 @@ def main(argv=None):
         raise common.UserError(f"--keypoints {min(args.keypoints)} does not fit: {error}") from None
     hypermodel = tuning.KeypointHyperModel(base, args.keypoints, args.max_graph_layers,
                                            detectors=args.detectors or tuning.SEARCHED_DETECTORS,
-                                           refinements=args.refinements)
+                                           refinements=args.refinements,
+                                           graphs=args.graphs or tuning.SEARCHED_GRAPHS)
     tuner = tuning.make_tuner(args.tuner, hypermodel, out, "search", args.max_trials, args.epochs, args.seed)
     tuner.search(data.train, validation_data=data.validation, epochs=args.epochs,
                  verbose=args.verbose, callbacks=[keras.callbacks.TerminateOnNaN()])
