@@ -200,22 +200,26 @@ def build_plain_autoencoder(config, bottleneck_numbers, bottleneck="at-least"):
     `graph_numbers`): "at-least" takes the fewest k holding at least as many numbers (the
     reference is never given fewer), "at-most" the most k holding no more (never given
     more); the two bracket the graph when h x h does not divide its count."""
-    rules.check_positive_int("bottleneck_numbers", bottleneck_numbers)
-    rules.check_choice("bottleneck", bottleneck, PLAIN_BOTTLENECKS)
-    size = config.feature_size
-    if bottleneck == "at-least":
-        channels = max(1, math.ceil(bottleneck_numbers / (size * size)))
-    else:
-        channels = bottleneck_numbers // (size * size)
-        if channels < 1:
-            raise ValueError(
-                f"bottleneck='at-most': a {size}x{size} map holds more than the graph's "
-                f"{bottleneck_numbers} numbers in one channel; use 'at-least'")
+    channels = plain_bottleneck_channels(config.feature_size, bottleneck_numbers, bottleneck)
     images = _image_input(config)
     features = backbones.feature_extractor(config)(images)
     code = keras.layers.Conv2D(channels, 1, name="bottleneck")(features)
     reconstructions = _decoder(config, code)
     return keras.Model(images, reconstructions, name=f"plain_{config.backbone.kind}_autoencoder")
+
+
+def plain_bottleneck_channels(size, bottleneck_numbers, bottleneck="at-least"):
+    """Channels k of `build_plain_autoencoder`'s size x size x k code (see there); ValueError
+    when "at-most" leaves less than one channel."""
+    rules.check_positive_int("bottleneck_numbers", bottleneck_numbers)
+    rules.check_choice("bottleneck", bottleneck, PLAIN_BOTTLENECKS)
+    if bottleneck == "at-least":
+        return max(1, math.ceil(bottleneck_numbers / (size * size)))
+    channels = bottleneck_numbers // (size * size)
+    if channels < 1:
+        raise ValueError(f"bottleneck='at-most': a {size}x{size} map holds more than the graph's "
+                         f"{bottleneck_numbers} numbers in one channel; use 'at-least'")
+    return channels
 
 
 def reconstruction_loss_for(config):

@@ -169,8 +169,9 @@ def keypoint_quality(model, config, images, parts=None):
 
 def report_keypoints(model, config, data, test_images, out, test_labels=None):
     """`keypoint_quality` on the test images (with the grid regressor's `offset_quality`), and
-    keypoints.png (and offsets.png) in `out`; given `test_labels` (integer classes), each image
-    of keypoints.png is captioned with the model's predicted and the true class. Returns the
+    keypoints.png (and offsets.png) in `out`; given `test_labels` (integer classes), the 16
+    images of keypoints.png are taken class by class (`spread_over_classes`) and captioned with
+    the model's predicted and the true class, else they are the first 16. Returns the
     quality dict and the keypoints in image pixels."""
     quality, pixels = keypoint_quality(model, config, test_images, data.test_parts)
     if config.detector.kind == "grid":

@@ -46,8 +46,9 @@ class KeypointHyperModel(keras_tuner.HyperModel):
     `detector.refinement` values searched for the windowed detectors (max-pool NMS, perturbed
     top-k), as a hyperparameter that exists only in their trials; the default ("none",) leaves
     it out of the space. `graphs` are the `graph.kind` values searched (the paper's GCN,
-    DiffPool and "CNN only" by default; "gat" and "vig" may be added); a ViG trial's kNN
-    needs more keypoints than `base.graph.knn` x `knn_dilation`.
+    DiffPool and "CNN only" by default; "gat" and "vig" may be added). A keypoint count is
+    searched only if every detector and graph kind can take it: with "vig", counts up to
+    `base.graph.knn` x `knn_dilation` leave the space for every kind.
     """
 
     def __init__(self, base: ModelConfig, keypoint_choices=(16, 32, 64), max_graph_layers=9,
@@ -65,7 +66,8 @@ class KeypointHyperModel(keras_tuner.HyperModel):
         self.keypoint_choices = [k for k in keypoint_choices if self._fits(k)]
         if not self.keypoint_choices:
             raise ValueError(
-                f"none of the keypoint counts {list(keypoint_choices)} fits every detector on the "
+                f"none of the keypoint counts {list(keypoint_choices)} fits every detector and "
+                f"graph kind on the "
                 f"{base.feature_size}x{base.feature_size} feature map of image_size={base.image_size}"
             )
         self.max_graph_layers = max_graph_layers

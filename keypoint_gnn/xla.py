@@ -30,8 +30,7 @@ GRAPH_SECTION_TYPES = (
     layers.CNNToGraph,
     layers.GraphToCNN,
     layers.GridToGraph,
-    layers.GCNStack,
-    layers.GATStack,
+    layers.GCNStack,  # GATStack too, a subclass
     layers.ViGStack,
 )
 """Layer classes whose `call` the "graph" mode compiles. Not `layers.DiffPoolUnpool`: Spektral's

@@ -108,7 +108,6 @@ def test_plain_autoencoder_bottleneck_holds_at_least_the_graph_numbers(numbers, 
 def test_plain_autoencoder_at_most_never_holds_more_than_the_graph(numbers, channels):
     plain = kg.build_plain_autoencoder(CONV, numbers, "at-most")  # 8x8 bottleneck
     assert plain.get_layer("bottleneck").output_shape == (None, 8, 8, channels)
-    assert 64 * channels <= numbers < 64 * (channels + 1)
 
 
 def test_plain_autoencoder_refuses_at_most_below_one_channel_and_unknown_rules():

@@ -186,6 +186,9 @@ def test_reconstruct_plain_autoencoder_at_most(tmp_path):
     (["--loss", "l1"], "argument --loss: invalid choice: 'l1'"),
     (["--plain-autoencoder", "--loss", "conf_mse"], "--plain-autoencoder trains on mse"),
     (["--plain-autoencoder", "half"], "argument --plain-autoencoder: invalid choice: 'half'"),
+    # 8 keypoints x (4 channels + 2 positions) = 48 numbers, fewer than one 8x8 channel.
+    (["--plain-autoencoder", "at-most", "--set", "graph.units=4"],
+     "bottleneck='at-most': a 8x8 map holds more than the graph's 48 numbers in one channel"),
     (["--set", "head.fuse=concat"], "head.fuse='concat': the autoencoder decodes the keypoint "
                                      "graph only"),
     (["--set", "train.steps_per_epoch=0"], "train.steps_per_epoch=0 must be a positive integer"),

@@ -185,8 +185,8 @@ def test_table_2_rows_change_the_base_preset():
     labels = [row.label for row in rows]
     assert labels[-5:] == ["faces-64 (maxpool_nms keypoints)", "faces-64, attention keypoints",
                            "faces-64, grid keypoints",
-                           "Convolutional autoencoder, at-least the graph's numbers",
-                           "Convolutional autoencoder, at-most the graph's numbers"]
+                           "Convolutional autoencoder, at least the graph's numbers",
+                           "Convolutional autoencoder, at most the graph's numbers"]
     assert rows[-2].flags == ("--preset", "faces-64", "--plain-autoencoder", "at-least")
     assert rows[-1].flags == ("--preset", "faces-64", "--plain-autoencoder", "at-most")
     # On the default preset: the paper's seven rows and the two conv autoencoders.
@@ -199,8 +199,8 @@ def test_table_2_reports_quality_and_references(tmp_path):
                           "--out", str(tmp_path / "t2")]
     results = experiments.main(flags)
     assert list(results) == ["GCN, 5 layers, 64 keypoints",
-                             "Convolutional autoencoder, at-least the graph's numbers"]
-    plain = results["Convolutional autoencoder, at-least the graph's numbers"][0]
+                             "Convolutional autoencoder, at least the graph's numbers"]
+    plain = results["Convolutional autoencoder, at least the graph's numbers"][0]
     assert plain["architecture"] == "plain_autoencoder"
     assert plain["bottleneck_numbers"] >= plain["graph_numbers"]
     table = (tmp_path / "t2" / "results.md").read_text()

@@ -114,3 +114,31 @@ def test_spread_over_classes_takes_the_classes_in_turn():
     # Classes in order of first appearance, not of their numbers.
     assert spread_over_classes([[2], [2], [0]], 2).tolist() == [0, 2]
     assert spread_over_classes([], 3).tolist() == []
+
+
+def test_report_keypoints_keeps_pictures_parts_and_captions_together(tmp_path, monkeypatch):
+    import types
+
+    import keypoint_gnn as kg
+    from keypoint_gnn import training
+
+    config = kg.ModelConfig(image_size=32, detector={"num_keypoints": 8}, num_classes=3)
+    model = kg.build_classifier(config)
+    rng = np.random.default_rng(0)
+    images = rng.random((6, 32, 32, 3), dtype=np.float32)
+    labels = np.array([0, 0, 0, 1, 1, 2])
+    parts = rng.random((6, 2, 2)) * 32  # a different pair of "true parts" per image
+    data = types.SimpleNamespace(test_parts=parts,
+                                 info=types.SimpleNamespace(class_names=["a", "b", "c"]))
+    drawn = {}
+    monkeypatch.setattr(viz, "draw_keypoints",
+                        lambda shown, positions, path, **kwargs: drawn.update(
+                            images=shown, positions=positions, **kwargs))
+    _, pixels = training.report_keypoints(model, config, data, images, tmp_path, labels)
+    order = [0, 3, 5, 1, 4, 2]  # the classes in turn
+    np.testing.assert_array_equal(drawn["images"], images[order])
+    np.testing.assert_array_equal(drawn["parts"], parts[order])
+    np.testing.assert_array_equal(drawn["positions"], pixels[order])
+    predicted = np.argmax(model.predict(images[order], verbose=0), axis=-1)
+    assert drawn["captions"] == [f"pred {'abc'[p]}\ntrue {'abc'[t]}"
+                                 for p, t in zip(predicted, labels[order])]

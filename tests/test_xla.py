@@ -136,3 +136,22 @@ def test_graph_mode_fit_step_keeps_the_auxiliary_losses(gnn, detector):
     assert np.isfinite(loss)
     # DiffPool's link and entropy losses; the regressor's uniformity penalty.
     assert (len(model.losses) > 0) == (gnn == "diffpool" or bool(detector))
+
+
+@pytest.mark.parametrize("drop_path", [0.0, 0.5])
+def test_graph_mode_vig_drops_paths_at_random_only_when_asked(drop_path):
+    # No dropout in the head: in training mode the only randomness left is drop path, which
+    # runs inside the compiled ViG call.
+    config = models.ModelConfig(image_size=32, detector={"num_keypoints": 8},
+                                graph={"kind": "vig", "units": 16, "layers": 2, "knn": 4,
+                                       "drop_path": drop_path},
+                                head={"dropout": 0.0})
+    keras.utils.set_random_seed(0)
+    model = models.build_classifier(config)
+    images = tf.constant(np.random.default_rng(0).random((4, 32, 32, 3), dtype=np.float32))
+    with xla.jit_graph_section(model) as layers:
+        assert "gnn" in [layer.name for layer in layers]
+        first = model(images, training=True).numpy()
+        second = model(images, training=True).numpy()
+    assert np.isfinite(first).all()
+    assert (np.abs(first - second).max() > 1e-4) == (drop_path > 0)

@@ -229,9 +229,10 @@ def save_run(out, model, run, info, name, args):
     training.write_json(out / "run.json", {
         "name": name, "dataset": info.name, "class_names": info.class_names,
         "plain_cnn": bool(getattr(args, "plain_cnn", False)),
-        "plain_autoencoder": bool(getattr(args, "plain_autoencoder", None)),
-        "plain_bottleneck": getattr(args, "plain_autoencoder", None), "seed": args.seed,
-        "max_examples": run.data.max_examples, "preset": args.preset, "run_config": run.to_dict()})
+        "plain_autoencoder": bool(getattr(args, "plain_autoencoder", None)), "seed": args.seed,
+        "max_examples": run.data.max_examples, "preset": args.preset, "run_config": run.to_dict(),
+        **({"plain_bottleneck": args.plain_autoencoder}
+           if getattr(args, "plain_autoencoder", None) else {})})
 
 
 def run_identity(run):

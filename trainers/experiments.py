@@ -105,8 +105,9 @@ def table_2_rows(base="default"):
     metrics.)"""
     start = ("--preset", base)
     rows = [Row(label, start + preset_sets(preset)) for label, preset in TABLE_2_PRESETS.items()]
-    plain = [Row(f"Convolutional autoencoder, {bound} the graph's numbers",
-                 start + ("--plain-autoencoder", bound)) for bound in models.PLAIN_BOTTLENECKS]
+    plain = [Row(f"Convolutional autoencoder, {bound.replace('-', ' ')} the graph's numbers",
+                 start + ("--plain-autoencoder", bound))
+             for bound in models.PLAIN_BOTTLENECKS]
     if base == "default":
         return rows + plain
     detector = presets.preset(base).get("model", {}).get("detector", {}).get("kind",

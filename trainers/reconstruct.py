@@ -65,6 +65,10 @@ def check(args):
             raise common.UserError("--detector-weights: the plain autoencoder has no detector")
         try:
             models._check_autoencoder(run.model)
+            if args.plain_autoencoder:  # before the run directory exists
+                models.plain_bottleneck_channels(
+                    run.model.feature_size, models.graph_numbers(build_autoencoder(run.model)),
+                    args.plain_autoencoder)
         except ValueError as error:
             raise common.UserError(str(error)) from None
     return check_run
@@ -92,10 +96,14 @@ def train(args, strategy, data, run, run_dir):
     precision = training.set_precision(args.mixed_precision)
     out = pathlib.Path(args.out)
     steps = recipe.epoch_steps(run.train, info.num_examples["train"])
-    numbers = models.graph_numbers(build_autoencoder(config))
+    # The plain autoencoder is sized against the keypoint graph: built first, as before.
+    numbers = (models.graph_numbers(build_autoencoder(config)) if args.plain_autoencoder
+               else None)
 
     with strategy.scope():
         model = build_model(config, args.plain_autoencoder, numbers)
+        if numbers is None:
+            numbers = models.graph_numbers(model)
         if args.detector_weights:
             models.detector_model(model).load_weights(args.detector_weights)
         model.compile(optimizer=recipe.optimizer(run.train, steps),
