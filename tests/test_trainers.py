@@ -13,6 +13,7 @@ import pytest
 import keypoint_gnn as kg
 from keypoint_gnn import training
 from keypoint_gnn._backend import keras, tf
+from keypoint_gnn.run_config import RunConfig
 from keypoint_gnn.run_directory import RunDirectory
 from trainers import classify, common, pretrain_keypoints, recalibrate_bn, reconstruct
 
@@ -560,3 +561,22 @@ def test_killed_run_resumes_with_its_history_and_a_second_process_is_refused(tmp
     metrics = json.loads((out / "metrics.json").read_text())
     assert len(metrics["history"]["loss"]) == 4 and len(metrics["epoch_seconds"]) == 4
     assert metrics["epochs_run_this_session"] <= 4 - finished + 1
+
+
+def test_run_identity_tells_the_plain_autoencoder_bottlenecks_apart(tmp_path):
+    """An interrupted at-least run is not resumed as at-most (nor the other way round), and
+    at-least keeps the identity (`True`) its runs had before the choice existed."""
+    run = RunConfig()
+    strategy = tf.distribute.get_strategy()
+
+    def identity(plain_autoencoder):
+        args = argparse.Namespace(seed=0, plain_cnn=False, plain_autoencoder=plain_autoencoder,
+                                  out=str(tmp_path / "run"), overwrite=False)
+        return common.run_directory(args, run, strategy, "reconstruct").configuration
+
+    assert identity("at-least")["plain_autoencoder"] is True
+    assert identity("at-most")["plain_autoencoder"] == "at-most"
+    assert "plain_autoencoder" not in identity(None)
+    assert len({json.dumps(identity(rule), sort_keys=True)
+                for rule in (None, "at-least", "at-most")}) == 3
+    assert not (tmp_path / "run").exists()  # building the identity creates nothing

@@ -3,7 +3,8 @@ rows change, e.g. faces-64), or the comparisons a user asks for: `--table compar
 preset's keypoint GNN, its "CNN only" row and the matched plain network) and `--table graphs`
 (the preset with no graph, GCN, DiffPool, GAT and ViG at equal parameters), over seeds:
 
-  python -m trainers.experiments --table 1 --dataset folder:../shared/data/imagenette2 --image-size 64 --epochs 10
+  python -m trainers.experiments --table 1 --dataset folder:../shared/data/imagenette2 \
+      --image-size 64 --epochs 10
   python -m trainers.experiments --table compare --preset imagenette-64 --seeds 0,1 \
       --dataset folder:../shared/data/imagenette2
   python -m trainers.experiments --table graphs --preset imagenette-64 --seeds 0,1 \
@@ -101,8 +102,8 @@ def table_2_rows(base="default"):
     """The paper's Table 2 rows, each as its preset's changes over the `base` preset (its
     recipe, backbone and decoder), then the references a user would compare: `base` itself
     and with the other detectors, and the convolutional autoencoder with at least and with at
-    most as many bottleneck numbers as the keypoint graph. (The mean image and PCA references are in every row's
-    metrics.)"""
+    most as many bottleneck numbers as the keypoint graph. (The mean image and PCA references
+    are in every row's metrics.)"""
     start = ("--preset", base)
     rows = [Row(label, start + preset_sets(preset)) for label, preset in TABLE_2_PRESETS.items()]
     plain = [Row(f"Convolutional autoencoder, {bound.replace('-', ' ')} the graph's numbers",
@@ -166,9 +167,12 @@ def parse_args(argv=None):
                         help="convert images to 1 or 3 channels (default: the data set's)")
     parser.add_argument("--max-examples", type=int, default=None,
                         help="cap on each split's examples (default: all)")
-    parser.add_argument("--epochs", type=int, default=None, help="default: the preset's for --table compare, else 10")
-    parser.add_argument("--batch-size", type=int, default=None, help="default: the preset's for --table compare, else 64")
-    parser.add_argument("--learning-rate", type=float, default=None, help="default: the preset's for --table compare, else 0.002")
+    parser.add_argument("--epochs", type=int, default=None,
+                        help="default: the preset's for --table compare, else 10")
+    parser.add_argument("--batch-size", type=int, default=None,
+                        help="default: the preset's for --table compare, else 64")
+    parser.add_argument("--learning-rate", type=float, default=None,
+                        help="default: the preset's for --table compare, else 0.002")
     parser.add_argument("--keypoints", type=int, default=64,
                         help="keypoints of the table 1 rows (default %(default)s)")
     parser.add_argument("--detector", default="maxpool_nms",
@@ -315,7 +319,8 @@ def summarise(args, results):
         header += ["flip-TTA (%)"] + (["raw weights (%)"] if ema else [])
     else:
         header += ["PSNR (dB)", "SSIM", "unseen classes: MSE"]
-    header += ["s/epoch", "images/s", "pipeline alone (images/s)", "redundancy", "fixed-position share", "seeds"]
+    header += ["s/epoch", "images/s", "pipeline alone (images/s)", "redundancy",
+               "fixed-position share", "seeds"]
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for label, runs in results.items():
         first = runs[0]
