@@ -11,7 +11,10 @@ from keypoint_gnn.sections import ConfigError
 
 
 def _paper_row(layers, activation, kind="gcn", **detector):
-    return {"model": {"graph": {"kind": kind, "layers": layers},
+    graph = {"kind": kind, "layers": layers}
+    if kind == "diffpool":  # the paper's DiffPool: Spektral's (Ying et al.'s) unweighted losses
+        graph["diffpool_loss_weight"] = 1.0
+    return {"model": {"graph": graph,
                       "detector": {"score_activation": activation, **detector}}}
 
 

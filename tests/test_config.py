@@ -33,7 +33,7 @@ OLD_DEFAULTS = {
     },
     "graph": {"kind": "gcn", "layers": 4, "units": 64, "diffpool_clusters": 8,
               "position_features": True, "residual": True,
-              "diffpool_loss_weight": 1.0, "attn_heads": 4,
+              "diffpool_loss_weight": 0.0, "attn_heads": 4,
               "knn": 8, "knn_dilation": 1, "vig_conv": "max_relative", "drop_path": 0.0,
               "position_weight": 1.0},
     "head": {"filters": [64, 64], "dropout": 0.2, "reconstruction_loss": "mse",

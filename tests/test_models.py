@@ -350,7 +350,7 @@ def test_diffpool_loss_weight_scales_the_model_losses_and_survives_keras_round_t
     """The weight reaches the model's DiffPool and is kept in .keras; with the same weights the
     model's auxiliary losses are 0.1 times those of the unweighted model."""
     weighted = kg.build_classifier(tiny(graph={"kind": "diffpool", "diffpool_loss_weight": 0.1}))
-    unweighted = kg.build_classifier(tiny(graph={"kind": "diffpool"}))
+    unweighted = kg.build_classifier(tiny(graph={"kind": "diffpool", "diffpool_loss_weight": 1.0}))
     unweighted.set_weights(weighted.get_weights())
     images = rng.uniform(size=(2, 16, 16, 3)).astype("float32")
     unweighted(images)
@@ -364,3 +364,7 @@ def test_diffpool_loss_weight_scales_the_model_losses_and_survives_keras_round_t
     assert restored.get_layer("gnn").loss_weight == restored.get_layer("gnn").pool.loss_weight == 0.1
     restored(images)
     np.testing.assert_allclose([float(loss) for loss in restored.losses], 0.1 * reference, rtol=1e-6)
+    # The default (0) keeps both losses in the model, at zero.
+    default = kg.build_classifier(tiny(graph={"kind": "diffpool"}))
+    default(images)
+    assert [float(loss) for loss in default.losses] == [0.0, 0.0]

@@ -55,3 +55,16 @@ def test_epochs_are_part_of_a_run_identity_only_for_a_decaying_schedule(schedule
     longer = base.updated({"train": {"epochs": 8}})
     same = common.run_identity(base) == common.run_identity(longer)
     assert same is not epochs_matter
+
+
+@pytest.mark.parametrize("name", ["paper-t1-diffpool", "paper-t1-diffpool-sigmoid",
+                                  "paper-t2-diffpool-64kp"])
+def test_the_paper_diffpool_presets_keep_spektrals_unweighted_losses(name):
+    """The library's DiffPool default trains without the auxiliary losses (weight 0, chosen by
+    measurement); the paper's rows keep Ying et al.'s unweighted losses (1.0)."""
+    graph = presets.PRESETS[name]["config"]["model"]["graph"]
+    assert (graph["kind"], graph["diffpool_loss_weight"]) == ("diffpool", 1.0)
+    if name.startswith("paper-t1"):
+        resolved_graph = resolved(name).model.graph
+        assert resolved_graph.diffpool_loss_weight == 1.0
+    assert kg.GraphConfig().diffpool_loss_weight == 0.0
