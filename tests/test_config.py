@@ -16,7 +16,8 @@ from keypoint_gnn.config import (
 )
 from keypoint_gnn.sections import ConfigError, parse_text, set_path
 
-# The flat ModelConfig's defaults before the redesign, at their new paths.
+# The flat ModelConfig's defaults before the redesign, at their new paths; fields added since
+# (backbone, GAT and ViG settings) and diffpool_loss_weight (0 by measurement, issue 23) at theirs.
 OLD_DEFAULTS = {
     "image_size": 48,
     "channels": 3,
