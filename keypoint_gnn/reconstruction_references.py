@@ -16,11 +16,13 @@ Conventions:
   sigma 1.5, k1 0.01, k2 0.03, 'valid' filtering, averaged over pixels then channels).
 """
 import numpy as np
+import scipy.linalg
 
 from keypoint_gnn._backend import tf
 from keypoint_gnn.metrics import psnr
 
 SSIM_WINDOW = 11
+_ZERO_EIGENVALUE = 1e-10  # eigenvalues below this share of the largest are numerical zeros
 
 
 def _check_images(name, images):
@@ -90,48 +92,96 @@ def mean_image_reference(train, test):
     return image_quality(test, np.broadcast_to(mean_image, test.shape))
 
 
-def pca_reference(train, test, components):
-    """Quality of reconstructing test images from their top PCA components of the training set.
+def fit_pca(train, components):
+    """Top principal directions of the training images, for `pca_reference`.
 
-    The training images are flattened to (N_train, P) with P = H * W * C, centred on their mean,
-    and decomposed with `np.linalg.svd(..., full_matrices=False)` in float64. The centred data
-    has rank at most R = min(N_train - 1, P), so K = min(components, R) components are kept.
-    A test image x is reconstructed as mean + V_K^T V_K (x - mean), V_K the (K, P) top right
-    singular vectors, then clipped to [0, 1].
+    The training images are flattened to (N_train, P) with P = H * W * C and centred on their
+    mean, in float64. The centred data X has rank at most R = min(N_train - 1, P), so at most
+    K = min(components, R) directions are kept. They come from the eigendecomposition of the
+    smaller of X X^T (N_train x N_train; direction v = X^T u / sqrt(lambda)) and X^T X (P x P),
+    computing only the top K eigenpairs (`scipy.linalg.eigh(..., subset_by_index=...)`): the
+    same subspace as the top K right singular vectors of X, at a fraction of a full SVD's cost
+    (for 9,000 Imagenette2 images of 64 x 64 x 3 pixels, minutes instead of a quarter-hour).
+    Directions whose eigenvalue is numerically zero (below 1e-10 of the largest: duplicated
+    images, constant pixels) carry nothing and are dropped, so K can fall below R.
 
     Args:
       train: (N_train, H, W, C) images in [0, 1], N_train >= 2.
-      test: (N_test, H, W, C) images in [0, 1].
       components: int >= 1, the number of components asked for (for a fair comparison,
         `bottleneck_numbers` of the keypoint graph).
 
     Returns:
-      dict: "components_requested" (int), "components_used" (int, K), and the
-      `image_quality` keys "mse", "psnr", "ssim" of the reconstructions against `test`.
+      dict: "mean" (P,) float64, "basis" (K, P) float64 with orthonormal rows (the top
+      directions, largest variance first), "shape" (H, W, C), "components_requested" (int).
     """
     if (not isinstance(components, (int, np.integer)) or isinstance(components, bool)
             or components < 1):
         raise ValueError(f"components={components!r} must be an integer >= 1")
     train = _check_images("train", train)
-    test = _check_images("test", test)
-    _check_same_image_shape(train, test)
     if train.shape[0] < 2:
         raise ValueError(f"PCA needs at least 2 training images, got train shape {train.shape}")
-    flat_train = train.reshape(train.shape[0], -1)
-    flat_test = test.reshape(test.shape[0], -1)
-    rank = min(flat_train.shape[0] - 1, flat_train.shape[1])
-    used = min(int(components), rank)
+    flat = train.reshape(train.shape[0], -1)
+    mean = flat.mean(axis=0)
+    centred = flat - mean
+    del flat
+    num, pixels = centred.shape
+    wanted = min(int(components), num - 1, pixels)
+    gram = num <= pixels
+    square = centred @ centred.T if gram else centred.T @ centred
+    size = square.shape[0]
+    eigenvalues, vectors = scipy.linalg.eigh(square, subset_by_index=[size - wanted, size - 1])
+    del square
+    order = np.argsort(eigenvalues)[::-1]
+    eigenvalues, vectors = eigenvalues[order], vectors[:, order]
+    keep = eigenvalues > _ZERO_EIGENVALUE * max(float(eigenvalues[0]), np.finfo(float).tiny)
+    eigenvalues, vectors = eigenvalues[keep], vectors[:, keep]
+    basis = (centred.T @ vectors / np.sqrt(eigenvalues)).T if gram else vectors.T
+    return {"mean": mean, "basis": basis, "shape": train.shape[1:],
+            "components_requested": int(components)}
 
-    mean = flat_train.mean(axis=0)
-    _, _, right_vectors = np.linalg.svd(flat_train - mean, full_matrices=False)
-    basis = right_vectors[:used]  # (K, P), orthonormal rows
-    codes = (flat_test - mean) @ basis.T  # (N_test, K)
+
+def apply_pca(pca, test):
+    """Quality of reconstructing `test` from its coordinates in a `fit_pca` basis.
+
+    A test image x is reconstructed as mean + V_K^T V_K (x - mean), V_K the (K, P) basis, then
+    clipped to [0, 1].
+
+    Args:
+      pca: the dict `fit_pca` returns.
+      test: (N_test, H, W, C) images in [0, 1], shaped like the training images.
+
+    Returns:
+      dict: "components_requested" (int), "components_used" (int, K), and the
+      `image_quality` keys "mse", "psnr", "ssim" of the reconstructions against `test`.
+    """
+    test = _check_images("test", test)
+    if test.shape[1:] != tuple(pca["shape"]):
+        raise ValueError(f"train images {tuple(pca['shape'])} and test {test.shape[1:]} must "
+                         "have the same (H, W, C)")
+    mean, basis = pca["mean"], pca["basis"]
+    codes = (test.reshape(test.shape[0], -1) - mean) @ basis.T  # (N_test, K)
     reconstructions = np.clip(mean + codes @ basis, 0.0, 1.0).reshape(test.shape)
     return {
-        "components_requested": int(components),
-        "components_used": used,
+        "components_requested": pca["components_requested"],
+        "components_used": int(basis.shape[0]),
         **image_quality(test, reconstructions),
     }
+
+
+def pca_reference(train, test, components):
+    """Quality of reconstructing test images from their top PCA components of the training set:
+    `apply_pca(fit_pca(train, components), test)`.
+
+    Args:
+      train: (N_train, H, W, C) images in [0, 1], N_train >= 2.
+      test: (N_test, H, W, C) images in [0, 1].
+      components: int >= 1, the number of components asked for.
+
+    Returns:
+      `apply_pca`'s dict.
+    """
+    _check_same_image_shape(_check_images("train", train), _check_images("test", test))
+    return apply_pca(fit_pca(train, components), test)
 
 
 def bottleneck_numbers(num_keypoints, node_channels):
@@ -153,26 +203,29 @@ def bottleneck_numbers(num_keypoints, node_channels):
     return int(num_keypoints) * int(node_channels) + 2 * int(num_keypoints)
 
 
-def reference_report(train, test, components):
-    """Both reference figures in one JSON-serialisable dict.
+def reference_report(train, tests, components):
+    """Both reference figures for each test split, in one JSON-serialisable dict; the PCA basis
+    is fitted once.
 
     Args:
       train: (N_train, H, W, C) images in [0, 1], N_train >= 2.
-      test: (N_test, H, W, C) images in [0, 1].
-      components: int >= 1, PCA components asked for (see `pca_reference`).
+      tests: {split name: (N_test, H, W, C) images in [0, 1]}.
+      components: int >= 1, PCA components asked for (see `fit_pca`).
 
     Returns:
-      {"mean_image": `mean_image_reference(train, test)`,
-       "pca": `pca_reference(train, test, components)`}.
+      {split name: {"mean_image": `mean_image_reference(train, images)`,
+                    "pca": `apply_pca(fit_pca(train, components), images)`}}.
     """
-    return {
-        "mean_image": mean_image_reference(train, test),
-        "pca": pca_reference(train, test, components),
-    }
+    pca = fit_pca(train, components)
+    return {name: {"mean_image": mean_image_reference(train, images),
+                   "pca": apply_pca(pca, images)}
+            for name, images in tests.items()}
 
 
 __all__ = [
+    "apply_pca",
     "bottleneck_numbers",
+    "fit_pca",
     "image_quality",
     "mean_image_reference",
     "pca_reference",

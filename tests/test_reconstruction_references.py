@@ -180,6 +180,45 @@ def test_pca_matches_eigh_and_lstsq_reference(rng):
     assert result["ssim"] == pytest.approx(naive_ssim(test, expected), abs=1e-4)
 
 
+@pytest.mark.parametrize("num", [8, 300])  # fewer images than pixels (Gram), and more
+def test_pca_matches_numpy_svd_subspace(rng, num):
+    """Both eigendecomposition paths give the projection of a full SVD's top components."""
+    train = rng.uniform(size=(num, 12, 12, 1))
+    test = rng.uniform(size=(4, 12, 12, 1))
+    components = 5
+    flat_train = train.reshape(num, -1)
+    mean = flat_train.mean(axis=0)
+    _, _, right = np.linalg.svd(flat_train - mean, full_matrices=False)
+    top = right[:components]
+    expected = np.clip(mean + ((test.reshape(4, -1) - mean) @ top.T) @ top, 0, 1)
+
+    pca = refs.fit_pca(train, components)
+    basis = pca["basis"]
+    assert basis.shape == (components, 144)
+    np.testing.assert_allclose(basis @ basis.T, np.eye(components), atol=1e-10)
+    np.testing.assert_allclose(basis.T @ basis, top.T @ top, atol=1e-8)  # same projector
+    result = refs.apply_pca(pca, test)
+    assert result["mse"] == pytest.approx(np.mean((expected.reshape(test.shape) - test) ** 2),
+                                          rel=1e-9)
+
+
+def test_pca_drops_directions_the_data_does_not_have(rng):
+    """Duplicated images: rank 2 data asked for 5 components keeps 2 and reconstructs exactly
+    what lies in their span."""
+    two = rng.uniform(0.2, 0.8, size=(3, 12, 12, 1))
+    train = np.concatenate([two, two, two])  # 9 images, centred rank 2
+    result = refs.pca_reference(train, two, components=5)
+    assert result["components_requested"] == 5
+    assert result["components_used"] == 2
+    assert result["mse"] < 1e-20
+
+
+def test_apply_pca_rejects_other_image_shapes(rng):
+    pca = refs.fit_pca(rng.uniform(size=(4, 12, 12, 1)), 2)
+    with pytest.raises(ValueError, match=r"\(12, 12, 1\).*\(12, 13, 1\)"):
+        refs.apply_pca(pca, rng.uniform(size=(2, 12, 13, 1)))
+
+
 @pytest.mark.parametrize("components", [0, -1, 2.0, True, "4", None])
 def test_pca_rejects_bad_components(rng, components):
     train = rng.uniform(size=(4, 12, 12, 1))
@@ -211,9 +250,12 @@ def test_bottleneck_numbers_rejects_bad_input(num_keypoints, node_channels):
 def test_reference_report_combines_both_and_is_json(rng):
     train = rng.uniform(size=(6, 12, 12, 1))
     test = rng.uniform(size=(2, 12, 12, 1))
-    report = refs.reference_report(train, test, components=3)
-    assert report["mean_image"] == refs.mean_image_reference(train, test)
-    assert report["pca"] == refs.pca_reference(train, test, 3)
-    assert set(report["pca"]) == {"components_requested", "components_used",
-                                  "mse", "psnr", "ssim"}
+    unseen = rng.uniform(size=(3, 12, 12, 1))
+    report = refs.reference_report(train, {"test": test, "test_unseen": unseen}, components=3)
+    assert set(report) == {"test", "test_unseen"}
+    for name, images in (("test", test), ("test_unseen", unseen)):
+        assert report[name]["mean_image"] == refs.mean_image_reference(train, images)
+        assert report[name]["pca"] == refs.pca_reference(train, images, 3)
+        assert set(report[name]["pca"]) == {"components_requested", "components_used",
+                                            "mse", "psnr", "ssim"}
     json.dumps(report)

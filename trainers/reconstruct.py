@@ -139,7 +139,6 @@ def train(args, strategy, data, run, run_dir):
         "architecture": "plain_autoencoder" if args.plain_autoencoder else "keypoint_gnn",
         "parameters": int(model.count_params()),
         "graph_numbers": numbers,
-        "references": {"test": reference_report(train_images, test_images, numbers)},
         "pipeline_images_per_second": pipeline["images_per_second"],
         **training.run_summary(args=args, strategy=strategy, precision=precision, info=info,
                                run=run, run_dir=run_dir, epoch_log=epoch_log,
@@ -148,14 +147,15 @@ def train(args, strategy, data, run, run_dir):
     if args.plain_autoencoder:
         result["bottleneck"] = args.plain_autoencoder
         result["bottleneck_numbers"] = int(np.prod(model.get_layer("bottleneck").output_shape[1:]))
+    reference_images = {"test": test_images}
     unseen = getattr(data, "test_unseen", None)
     if unseen is not None:
         unseen_images, _ = training.dataset_arrays(unseen)
         unseen_quality = image_quality(unseen_images, model.predict(unseen_images, verbose=0))
         result.update({f"test_unseen_{key}": value for key, value in unseen_quality.items()})
-        result["references"]["test_unseen"] = reference_report(train_images, unseen_images,
-                                                                numbers)
+        reference_images["test_unseen"] = unseen_images
         result["holdout_classes"] = list(info.holdout_classes)
+    result["references"] = reference_report(train_images, reference_images, numbers)
     common.refuse_diverged(model, evaluation["loss"], result, out)
     if args.plain_autoencoder:
         pixels = np.zeros((len(test_images), 0, 2), np.float32)
