@@ -6,9 +6,11 @@ keep the whole history and refuse another configuration.
         run_dir.history(), run_dir.epoch_seconds()                     # every epoch, every process
 
 Files it keeps in the folder: `.lock` (the holder's pid, while a run holds it), `resume.json`
-(the configuration a run started with) and `epochs.json` (each finished epoch's logs and
-seconds, written after every epoch). Keras's BackupAndRestore (in `training.standard_callbacks`)
-restores the weights and the epoch; these files restore the rest.
+(the configuration a run started with), `epochs.json` (each finished epoch's logs and
+seconds, written after every epoch) and, from the end of training until metrics.json is
+written, the trained weights (`TRAINED_FILES`, see `training.fit_or_restore`). Keras's
+BackupAndRestore (in `training.standard_callbacks`) restores the weights and the epoch of an
+interrupted fit; these files restore the rest.
 """
 import contextlib
 import fcntl
@@ -24,10 +26,14 @@ LOCK_FILE = ".lock"
 RESUME_FILE = "resume.json"
 EPOCHS_FILE = "epochs.json"
 FINISHED_FILE = "metrics.json"
+# The weights at the end of `fit` (and an EMA run's raw weights), kept until metrics.json is
+# written: a run killed while it evaluated resumes from them instead of training again.
+TRAINED_FILES = ("trained.weights.h5", "trained_raw.npz")
 # What the trainers write into a run folder: removed by `overwrite`, nothing else is.
 RUN_OUTPUTS = ("backup", "checkpoints", "logs", RESUME_FILE, EPOCHS_FILE, FINISHED_FILE,
                "model.keras", "config.json", "run.json", "keypoints.png", "curves.png",
-               "offsets.png", "reconstructions.png", "detector.weights.h5")
+               "offsets.png", "reconstructions.png", "detector.weights.h5",
+               *TRAINED_FILES)
 
 
 class RunDirectoryError(ValueError):
@@ -79,6 +85,10 @@ class RunDirectory:
         return self
 
     def __exit__(self, *exc):
+        if self._lock is not None and (self.path / FINISHED_FILE).is_file():
+            for name in TRAINED_FILES:  # the finished run's model.keras holds them
+                with contextlib.suppress(OSError):
+                    (self.path / name).unlink()
         self.release()
 
     def check_writable(self):

@@ -5,6 +5,7 @@ import os
 import pathlib
 import sys
 import tempfile
+import time
 
 import numpy as np
 
@@ -13,6 +14,7 @@ from keypoint_gnn import viz
 from keypoint_gnn._backend import keras, tf
 from keypoint_gnn.models import keypoint_model
 from keypoint_gnn.recipe import images_per_epoch
+from keypoint_gnn.run_directory import TRAINED_FILES
 
 STRATEGIES = ("auto", "mirrored", "multiworker", "one_device")
 
@@ -112,6 +114,46 @@ def standard_callbacks(out_dir, monitor, mode, chief=True, keypoint_images=None,
             str(work_dir / "checkpoints" / "best.weights.h5"),
             monitor=monitor, mode=mode, save_best_only=True, save_weights_only=True),
     ]
+
+
+def fit_or_restore(model, run_dir, fit, chief=True, raw=None):
+    """Runs `fit()` and keeps the trained weights in the run folder until its metrics.json is
+    written; a run killed after training (while it evaluated) loads them instead of training
+    again. BackupAndRestore cannot do this: it deletes its backup when `fit` ends, so the
+    resumed run would start again from epoch 1.
+
+    Args:
+      model: the compiled model `fit` trains.
+      run_dir: the run's `RunDirectory`.
+      fit: a callable running `model.fit(...)`.
+      chief: whether this process writes the run folder.
+      raw: an EMA run's `recipe.KeepRawWeights`; its raw weights are kept and restored too.
+
+    Returns:
+      (seconds `fit` took, 0.0 for restored weights; whether the weights were restored).
+    """
+    weights, raw_file = (run_dir.path / name for name in TRAINED_FILES)
+    if weights.is_file() and (raw is None or raw_file.is_file()):
+        print(f"--out {run_dir.path}: training had finished; evaluating its trained weights "
+              f"({weights.name})")
+        model.load_weights(str(weights))
+        if raw is not None:
+            with np.load(raw_file) as arrays:
+                raw.raw_weights = [arrays[f"w{i}"] for i in range(len(arrays.files))]
+        return 0.0, True
+    start = time.perf_counter()
+    fit()
+    seconds = time.perf_counter() - start
+    if chief:
+        if raw is not None:
+            tmp = raw_file.with_name(f".tmp{os.getpid()}.{raw_file.name}")
+            np.savez(tmp, **{f"w{i}": value for i, value in enumerate(raw.raw_weights)})
+            os.replace(tmp, raw_file)
+        # Keras picks the format from the name: the temporary file ends in .weights.h5 too.
+        tmp = weights.with_name(f".tmp{os.getpid()}.{weights.name}")
+        model.save_weights(str(tmp))
+        os.replace(tmp, weights)  # last: its presence means both files are whole
+    return seconds, False
 
 
 def unreplicated(model, strategy, build):

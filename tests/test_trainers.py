@@ -529,6 +529,77 @@ def test_recalibration_bad_flags(tmp_path):
 
 @pytest.mark.slow
 @pytest.mark.timeout(600)
+@pytest.mark.parametrize("ema", [False, True])
+def test_run_killed_while_evaluating_resumes_from_its_trained_weights(tmp_path, monkeypatch, ema):
+    """Killed after training: the rerun evaluates the weights fit ended with (and, for EMA,
+    the raw ones) without training again; the kept weights go once metrics.json is written."""
+    out = tmp_path / "run"
+    flags = TINY_FLAGS + ["--epochs", "2", "--out", str(out), "--no-export",
+                          "--set", f"train.ema={str(ema).lower()}"]
+    seen = []
+    original_evaluate = classify.evaluate
+
+    def kill_while_evaluating(model, data, raw_weights=None):
+        seen.append(([w.copy() for w in model.get_weights()], raw_weights))
+        raise RuntimeError("simulated kill while evaluating")
+
+    monkeypatch.setattr(classify, "evaluate", kill_while_evaluating)
+    with pytest.raises(RuntimeError, match="simulated kill"):
+        classify.main(flags)
+    assert (out / "trained.weights.h5").is_file() and not (out / "metrics.json").exists()
+    assert (out / "trained_raw.npz").is_file() == ema
+
+    fits = []
+    original_fit = keras.Model.fit
+    monkeypatch.setattr(keras.Model, "fit", lambda *a, **k: fits.append(1) or original_fit(*a, **k))
+
+    def record(model, data, raw_weights=None):
+        seen.append(([w.copy() for w in model.get_weights()], raw_weights))
+        return original_evaluate(model, data, raw_weights)
+
+    monkeypatch.setattr(classify, "evaluate", record)
+    result = classify.main(flags)
+    assert fits == []  # not trained again
+    assert result["epochs_run_this_session"] == 0 and result["train_seconds_this_session"] == 0
+    assert len(result["history"]["loss"]) == 2 and len(result["epoch_seconds"]) == 2
+    (killed_weights, killed_raw), (resumed_weights, resumed_raw) = seen
+    for killed, resumed in zip(killed_weights, resumed_weights, strict=True):
+        np.testing.assert_array_equal(killed, resumed)
+    if ema:
+        assert result["evaluated_weights"] == "ema" and "test_accuracy_raw" in result
+        for killed, resumed in zip(killed_raw, resumed_raw, strict=True):
+            np.testing.assert_array_equal(killed, resumed)
+        assert not all(np.array_equal(a, b) for a, b in zip(killed_raw, killed_weights))
+    else:
+        assert killed_raw is None and resumed_raw is None
+    assert (out / "metrics.json").is_file()
+    assert not (out / "trained.weights.h5").exists() and not (out / "trained_raw.npz").exists()
+
+
+def test_reconstruct_killed_while_evaluating_resumes_from_its_trained_weights(tmp_path, monkeypatch):
+    out = tmp_path / "ae"
+    flags = TINY_FLAGS + ["--epochs", "1", "--out", str(out)]
+    outputs = []
+    original_quality = reconstruct.image_quality
+
+    def kill_while_evaluating(originals, reconstructions):
+        outputs.append(np.array(reconstructions))
+        raise RuntimeError("simulated kill while evaluating")
+
+    monkeypatch.setattr(reconstruct, "image_quality", kill_while_evaluating)
+    with pytest.raises(RuntimeError, match="simulated kill"):
+        reconstruct.main(flags)
+    fits = []
+    original_fit = keras.Model.fit
+    monkeypatch.setattr(keras.Model, "fit", lambda *a, **k: fits.append(1) or original_fit(*a, **k))
+    monkeypatch.setattr(reconstruct, "image_quality", lambda originals, reconstructions: (
+        outputs.append(np.array(reconstructions)) or original_quality(originals, reconstructions)))
+    result = reconstruct.main(flags)
+    assert fits == [] and result["epochs_run_this_session"] == 0
+    np.testing.assert_array_equal(outputs[0], outputs[1])  # the same trained weights
+    assert not (out / "trained.weights.h5").exists()
+
+
 def test_killed_run_resumes_with_its_history_and_a_second_process_is_refused(tmp_path):
     """Real processes: B on A's --out is refused naming A's pid; A killed (SIGKILL) after its
     first or second epoch resumes, losing at most the unfinished epoch."""

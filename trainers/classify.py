@@ -8,7 +8,6 @@ Writes to --out: metrics.json, keypoints.png, curves.png, model.keras, config.js
 resolved RunConfig), run.json, TensorBoard logs; exports a SavedModel for TF Serving.
 """
 import pathlib
-import time
 
 from keypoint_gnn import (
     build_classifier,
@@ -79,12 +78,13 @@ def train(args, strategy, data, run, run_dir):
     callbacks = ([epoch_log] + ([recipe.SwapEMAWeights(), raw] if run.train.ema else [])
                  + training.standard_callbacks(out, "val_accuracy", "max", chief,
                                                validation_images, config.feature_stride))
-    start = time.perf_counter()
     with xla.jit_graph_section(model, args.xla_mode):
-        model.fit(recipe.epoch_data(run.train, data.train), validation_data=data.validation,
-                  epochs=run.train.epochs, steps_per_epoch=run.train.steps_per_epoch,
-                  callbacks=callbacks, verbose=common.verbosity(args))
-        train_seconds = time.perf_counter() - start
+        train_seconds, _ = training.fit_or_restore(
+            model, run_dir, lambda: model.fit(
+                recipe.epoch_data(run.train, data.train), validation_data=data.validation,
+                epochs=run.train.epochs, steps_per_epoch=run.train.steps_per_epoch,
+                callbacks=callbacks, verbose=common.verbosity(args)),
+            chief, raw if run.train.ema else None)
         recalibration = (common.recalibrate_batch_norm(model, data, run.train.recalibrate_bn)
                          if run.train.recalibrate_bn else None)
         test_loss, test_accuracy = model.evaluate(data.test, verbose=0)

@@ -13,7 +13,6 @@ bottleneck holds at least as many numbers as the keypoint graph, the model a use
 instead; --plain-autoencoder at-most gives it no more numbers than the graph.
 """
 import pathlib
-import time
 
 import numpy as np
 
@@ -113,12 +112,13 @@ def train(args, strategy, data, run, run_dir):
 
     epoch_log = run_dir.epoch_log()
     callbacks = [epoch_log] + training.standard_callbacks(out, "val_mse", "min", chief)
-    start = time.perf_counter()
     with xla.jit_graph_section(model, args.xla_mode):
-        model.fit(recipe.epoch_data(run.train, data.train), validation_data=data.validation,
-                  epochs=run.train.epochs, steps_per_epoch=run.train.steps_per_epoch,
-                  callbacks=callbacks, verbose=common.verbosity(args))
-        train_seconds = time.perf_counter() - start
+        train_seconds, _ = training.fit_or_restore(
+            model, run_dir, lambda: model.fit(
+                recipe.epoch_data(run.train, data.train), validation_data=data.validation,
+                epochs=run.train.epochs, steps_per_epoch=run.train.steps_per_epoch,
+                callbacks=callbacks, verbose=common.verbosity(args)),
+            chief)
         evaluation = model.evaluate(data.test, verbose=0, return_dict=True)
     model = training.unreplicated(model, strategy,
                                   lambda: build_model(config, args.plain_autoencoder, numbers))
