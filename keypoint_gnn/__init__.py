@@ -7,7 +7,9 @@ graph, and the nodes are written back into a feature map for a CNN head.
 
 Importing this package selects tf_keras (TF_USE_LEGACY_KERAS=1) before `tf.keras` is first used.
 """
+# isort: off
 from keypoint_gnn._backend import check_legacy_keras, keras  # noqa: F401  (must come first)
+# isort: on
 from keypoint_gnn import layers  # noqa: E402
 from keypoint_gnn.config import DetectorConfig, GraphConfig, HeadConfig, ModelConfig  # noqa: E402
 from keypoint_gnn.layers import ConfidenceWeightedMSE  # noqa: E402

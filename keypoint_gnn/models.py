@@ -229,7 +229,9 @@ def reconstruction_loss_for(config):
 
 def _plain_cnn(config, width_multiplier):
     images = _image_input(config)
-    scale = lambda filters: backbones.scale_widths(filters, width_multiplier)
+    def scale(filters):
+        return backbones.scale_widths(filters, width_multiplier)
+
     x = backbones.conv_blocks(scale(config.backbone.filters), "feature_extractor")(images)
     head_config = config.replace(head=config.head.replace(filters=scale(config.head.filters)))
     logits = _classifier_head(head_config, x)

@@ -36,7 +36,9 @@ def numpy_graph_conv(kind, nodes, indices, kernel, bias):
 
 def numpy_vig_stack(stack, nodes, positions):
     """The stack at inference, written from its docstring's equations."""
-    dense = lambda layer, x: x @ layer.kernel.numpy()  # no bias: a batch norm follows
+    def dense(layer, x):
+        return x @ layer.kernel.numpy()  # no bias: a batch norm follows
+
     x = nodes @ stack.projection.kernel.numpy() + stack.projection.bias.numpy()
     for i in range(stack.num_layers):
         h = numpy_batch_norm(stack.grapher_in_norm[i], dense(stack.grapher_in[i], x))
