@@ -116,24 +116,29 @@ def standard_callbacks(out_dir, monitor, mode, chief=True, keypoint_images=None,
     ]
 
 
-def fit_or_restore(model, run_dir, fit, chief=True, raw=None):
+def fit_or_restore(model, run_dir, fit, strategy, raw=None):
     """Runs `fit()` and keeps the trained weights in the run folder until its metrics.json is
     written; a run killed after training (while it evaluated) loads them instead of training
     again. BackupAndRestore cannot do this: it deletes its backup when `fit` ends, so the
     resumed run would start again from epoch 1.
 
+    Under MultiWorkerMirroredStrategy it only runs `fit`: every worker would have to make the
+    same choice from files that a non-chief worker may not see, and reading the weights to save
+    them is a collective operation that all workers must join.
+
     Args:
       model: the compiled model `fit` trains.
       run_dir: the run's `RunDirectory`.
       fit: a callable running `model.fit(...)`.
-      chief: whether this process writes the run folder.
+      strategy: the `tf.distribute` strategy the model was built under.
       raw: an EMA run's `recipe.KeepRawWeights`; its raw weights are kept and restored too.
 
     Returns:
       (seconds `fit` took, 0.0 for restored weights; whether the weights were restored).
     """
+    keep = not isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy)
     weights, raw_file = (run_dir.path / name for name in TRAINED_FILES)
-    if weights.is_file() and (raw is None or raw_file.is_file()):
+    if keep and weights.is_file() and (raw is None or raw_file.is_file()):
         print(f"--out {run_dir.path}: training had finished; evaluating its trained weights "
               f"({weights.name})")
         model.load_weights(str(weights))
@@ -144,7 +149,7 @@ def fit_or_restore(model, run_dir, fit, chief=True, raw=None):
     start = time.perf_counter()
     fit()
     seconds = time.perf_counter() - start
-    if chief:
+    if keep:
         if raw is not None:
             tmp = raw_file.with_name(f".tmp{os.getpid()}.{raw_file.name}")
             np.savez(tmp, **{f"w{i}": value for i, value in enumerate(raw.raw_weights)})

@@ -84,7 +84,7 @@ def train(args, strategy, data, run, run_dir):
                 recipe.epoch_data(run.train, data.train), validation_data=data.validation,
                 epochs=run.train.epochs, steps_per_epoch=run.train.steps_per_epoch,
                 callbacks=callbacks, verbose=common.verbosity(args)),
-            chief, raw if run.train.ema else None)
+            strategy, raw if run.train.ema else None)
         recalibration = (common.recalibrate_batch_norm(model, data, run.train.recalibrate_bn)
                          if run.train.recalibrate_bn else None)
         test_loss, test_accuracy = model.evaluate(data.test, verbose=0)

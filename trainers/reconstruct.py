@@ -118,7 +118,7 @@ def train(args, strategy, data, run, run_dir):
                 recipe.epoch_data(run.train, data.train), validation_data=data.validation,
                 epochs=run.train.epochs, steps_per_epoch=run.train.steps_per_epoch,
                 callbacks=callbacks, verbose=common.verbosity(args)),
-            chief)
+            strategy)
         evaluation = model.evaluate(data.test, verbose=0, return_dict=True)
     model = training.unreplicated(model, strategy,
                                   lambda: build_model(config, args.plain_autoencoder, numbers))
