@@ -206,10 +206,16 @@ def test_table_2_reports_quality_and_references(tmp_path):
     table = (tmp_path / "t2" / "results.md").read_text()
     assert "| PSNR (dB) | SSIM | unseen classes: MSE |" in table
     keypoint = results["GCN, 5 layers, 64 keypoints"][0]
-    assert f"| {keypoint['test_mse']:.4f} (mse) | {keypoint['test_psnr']:.2f} |" in table
+    assert f"| {keypoint['test_mse']:.5f} (mse) | {keypoint['test_psnr']:.2f} |" in table
     mean = keypoint["references"]["test"]["mean_image"]["mse"]
-    assert f"- held-out images, the mean training image: {mean:.4f} /" in table
+    assert f"- held-out images, the mean training image: {mean:.5f} /" in table
+    pca = keypoint["references"]["test"]["pca"]
+    rank_note = (f"; {pca['components_used']} used: the training images' rank"
+                 if pca["components_used"] < pca["components_requested"] else "")
+    assert (f"- held-out images, PCA ({pca['components_requested']} components, as many as the "
+            f"graph's numbers{rank_note}): {pca['mse']:.5f} /") in table
     assert "- unseen classes, PCA (" in table
+    assert "figures: mean +- sample standard deviation (ddof 1) over the seeds" in table
 
 
 def test_graph_table_sizes_each_kind_to_the_gcn_model(monkeypatch, tmp_path):

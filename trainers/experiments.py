@@ -335,10 +335,10 @@ def summarise(args, results):
             if ema:  # EMA runs: the raw weights of the last epoch beside the EMA's
                 values.append(_spread(_column(runs, "test_accuracy_raw"), 100))
         else:
-            values = [f"{_spread(_column(runs, metric), digits=4)} ({first.get('loss', 'mse')})",
+            values = [f"{_spread(_column(runs, metric), digits=5)} ({first.get('loss', 'mse')})",
                       _spread(_column(runs, "test_psnr"), digits=2),
                       _spread(_column(runs, "test_ssim"), digits=3),
-                      _spread(_column(runs, "test_unseen_mse"), digits=4)]
+                      _spread(_column(runs, "test_unseen_mse"), digits=5)]
         cells = [label, layers, keypoints, activation, f"{first['parameters']:,}", *values,
                  _spread(_column(runs, "seconds_per_epoch"), digits=1),
                  _spread(_column(runs, "images_per_second"), digits=0),
@@ -351,7 +351,8 @@ def summarise(args, results):
     config = first["config"]
     title = (f"Table {args.table} on `{args.dataset}`, {config['model']['image_size']} px, "
              f"{config['train']['epochs']} epochs, seeds {','.join(map(str, args.seed_list))}; "
-             "accuracy columns: mean +- standard deviation over the seeds.\n\nCommand: "
+             f"{'accuracy columns' if classify_table else 'figures'}: mean +- sample standard "
+             "deviation (ddof 1) over the seeds.\n\nCommand: "
              f"`python -m trainers.experiments {' '.join(_argv_of(args))}`\n\n")
     references = "" if classify_table else _references_text(results)
     (out / "results.md").write_text(title + "\n".join(lines) + "\n" + references)
@@ -382,12 +383,14 @@ def _references_text(results):
             continue
         for key, text in (("mean_image", "the mean training image"), ("pca", "PCA")):
             figures = " / ".join(_spread([run[key][m] for run in runs], digits=d)
-                                 for m, d in (("mse", 4), ("psnr", 2), ("ssim", 3)))
+                                 for m, d in (("mse", 5), ("psnr", 2), ("ssim", 3)))
             if key == "pca":
+                asked = runs[0][key]["components_requested"]
                 used = sorted({run[key]["components_used"] for run in runs})
-                text += (f" ({runs[0][key]['components_requested']} components asked, as many "
-                         f"as the graph's numbers; {', '.join(map(str, used))} used: the "
-                         "training images' rank)")
+                text += f" ({asked} components, as many as the graph's numbers"
+                if used != [asked]:  # fewer: the training images' rank (or their duplicates)
+                    text += f"; {', '.join(map(str, used))} used: the training images' rank"
+                text += ")"
             lines.append(f"- {name}, {text}: {figures}")
     return "\n".join(lines) + "\n"
 
