@@ -181,7 +181,10 @@ def pca_reference(train, test, components):
     Returns:
       `apply_pca`'s dict.
     """
-    _check_same_image_shape(_check_images("train", train), _check_images("test", test))
+    # Checked (and converted to float64 once) before the fit, so a shape mismatch fails fast;
+    # fit_pca and apply_pca take the float64 arrays as they are.
+    train, test = _check_images("train", train), _check_images("test", test)
+    _check_same_image_shape(train, test)
     return apply_pca(fit_pca(train, components), test)
 
 

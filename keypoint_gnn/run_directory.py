@@ -8,7 +8,8 @@ keep the whole history and refuse another configuration.
 Files it keeps in the folder: `.lock` (the holder's pid, while a run holds it), `resume.json`
 (the configuration a run started with), `epochs.json` (each finished epoch's logs and
 seconds, written after every epoch) and, from the end of training until metrics.json is
-written, the trained weights (`TRAINED_FILES`, see `training.fit_or_restore`). Keras's
+written, the trained weights (`TRAINED_FILES`: `save_trained`, `load_trained`, used by
+`training.fit_or_restore`). Keras's
 BackupAndRestore (in `training.standard_callbacks`) restores the weights and the epoch of an
 interrupted fit; these files restore the rest.
 """
@@ -19,6 +20,8 @@ import os
 import pathlib
 import shutil
 import time
+
+import numpy as np
 
 from keypoint_gnn._backend import keras
 
@@ -178,6 +181,36 @@ class RunDirectory:
                 f"{RESUME_FILE}); pass --overwrite to start again, or choose a new --out")
         self._wrote_resume = not resume.is_file()
         _write_json(resume, self.configuration)
+
+    def has_trained(self, with_raw=False):
+        """Whether the weights at the end of a finished `fit` are kept here (and, `with_raw`,
+        an EMA run's raw weights too)."""
+        weights, raw = (self.path / name for name in TRAINED_FILES)
+        return weights.is_file() and (not with_raw or raw.is_file())
+
+    def save_trained(self, model, raw_weights=None):
+        """Keeps `model`'s weights (and `raw_weights`, a list of arrays) until metrics.json is
+        written; each file is written under a temporary name and renamed, the weights last, so
+        their presence means both files are whole."""
+        weights, raw = (self.path / name for name in TRAINED_FILES)
+        if raw_weights is not None:
+            tmp = raw.with_name(f".tmp{os.getpid()}.{raw.name}")
+            np.savez(tmp, **{f"w{i}": value for i, value in enumerate(raw_weights)})
+            os.replace(tmp, raw)
+        # Keras picks the format from the name: the temporary file ends in .weights.h5 too.
+        tmp = weights.with_name(f".tmp{os.getpid()}.{weights.name}")
+        model.save_weights(str(tmp))
+        os.replace(tmp, weights)
+
+    def load_trained(self, model, with_raw=False):
+        """Loads the kept weights into `model`; returns the raw weights (a list of arrays) when
+        `with_raw`, else None."""
+        weights, raw = (self.path / name for name in TRAINED_FILES)
+        model.load_weights(str(weights))
+        if not with_raw:
+            return None
+        with np.load(raw) as arrays:
+            return [arrays[f"w{i}"] for i in range(len(arrays.files))]
 
     def _epochs(self):
         path = self.path / EPOCHS_FILE

@@ -14,7 +14,6 @@ from keypoint_gnn import viz
 from keypoint_gnn._backend import keras, tf
 from keypoint_gnn.models import keypoint_model
 from keypoint_gnn.recipe import images_per_epoch
-from keypoint_gnn.run_directory import TRAINED_FILES
 
 STRATEGIES = ("auto", "mirrored", "multiworker", "one_device")
 
@@ -137,27 +136,17 @@ def fit_or_restore(model, run_dir, fit, strategy, raw=None):
       (seconds `fit` took, 0.0 for restored weights; whether the weights were restored).
     """
     keep = not isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy)
-    weights, raw_file = (run_dir.path / name for name in TRAINED_FILES)
-    if keep and weights.is_file() and (raw is None or raw_file.is_file()):
-        print(f"--out {run_dir.path}: training had finished; evaluating its trained weights "
-              f"({weights.name})")
-        model.load_weights(str(weights))
+    if keep and run_dir.has_trained(with_raw=raw is not None):
+        print(f"--out {run_dir.path}: training had finished; evaluating its trained weights")
+        raw_weights = run_dir.load_trained(model, with_raw=raw is not None)
         if raw is not None:
-            with np.load(raw_file) as arrays:
-                raw.raw_weights = [arrays[f"w{i}"] for i in range(len(arrays.files))]
+            raw.raw_weights = raw_weights
         return 0.0, True
     start = time.perf_counter()
     fit()
     seconds = time.perf_counter() - start
     if keep:
-        if raw is not None:
-            tmp = raw_file.with_name(f".tmp{os.getpid()}.{raw_file.name}")
-            np.savez(tmp, **{f"w{i}": value for i, value in enumerate(raw.raw_weights)})
-            os.replace(tmp, raw_file)
-        # Keras picks the format from the name: the temporary file ends in .weights.h5 too.
-        tmp = weights.with_name(f".tmp{os.getpid()}.{weights.name}")
-        model.save_weights(str(tmp))
-        os.replace(tmp, weights)  # last: its presence means both files are whole
+        run_dir.save_trained(model, None if raw is None else raw.raw_weights)
     return seconds, False
 
 

@@ -109,3 +109,35 @@ def test_abandon_undoes_only_what_entering_wrote(tmp_path):
         (tmp_path / "resumed" / EPOCHS_FILE).write_text("{}")
     RunDirectory(tmp_path / "resumed", CONFIG).__enter__().abandon()
     assert sorted(p.name for p in (tmp_path / "resumed").iterdir()) == [EPOCHS_FILE, "resume.json"]
+
+
+def test_trained_weights_round_trip_and_go_when_the_run_finishes(tmp_path):
+    """save_trained/load_trained give back the very weights (and an EMA run's raw weights); no
+    temporary file is left; leaving a finished run removes them, an unfinished one keeps them."""
+    import numpy as np
+
+    from keypoint_gnn._backend import keras
+
+    def model():
+        return keras.Sequential([keras.Input((3,)), keras.layers.Dense(2)])
+
+    trained = model()
+    raw = [np.arange(6.0).reshape(3, 2), np.array([7.0, 8.0])]
+    run = tmp_path / "run"
+    with RunDirectory(run, CONFIG) as run_dir:
+        assert not run_dir.has_trained()
+        run_dir.save_trained(trained, raw)
+        assert run_dir.has_trained(with_raw=True)
+        fresh = model()
+        loaded_raw = run_dir.load_trained(fresh, with_raw=True)
+        assert run_dir.load_trained(fresh) is None
+    for got, want in zip(fresh.get_weights(), trained.get_weights()):
+        np.testing.assert_array_equal(got, want)
+    for got, want in zip(loaded_raw, raw, strict=True):
+        np.testing.assert_array_equal(got, want)
+    assert not [p.name for p in run.iterdir() if p.name.startswith(".tmp")]
+    assert (run / "trained.weights.h5").is_file()  # unfinished: kept for the rerun
+    with RunDirectory(run, CONFIG) as run_dir:
+        assert run_dir.has_trained(with_raw=True)
+        (run / "metrics.json").write_text("{}")
+    assert not (run / "trained.weights.h5").exists() and not (run / "trained_raw.npz").exists()
