@@ -14,6 +14,7 @@ from keypoint_gnn.benchmarks import (
     graphs,
     interconnect,
     isolation,
+    machine,
     measure,
     real_data,
     report,
@@ -89,8 +90,8 @@ def test_interconnects_quick_writes_json_and_markdown(tmp_path, capsys):
     results = json.loads((out / "benchmarks.json").read_text())
     for key in ("machine", "command", "date", "parts", "goals", "settings", "aa_warnings"):
         assert key in results, key
-    for key in ("cpu_model", "logical_cores", "memory_gib", "tensorflow", "gpus", "load_average",
-                "threads"):
+    for key in ("cpu_model", "cpu_vector_extensions", "logical_cores", "memory_gib", "tensorflow",
+                "gpus", "load_average", "threads"):
         assert key in results["machine"], key
     part = results["parts"]["interconnects"]
     conditions = part["conditions"]
@@ -443,3 +444,19 @@ def test_graphs_part_is_wired_into_the_command(tmp_path, monkeypatch):
     assert list(results["parts"]) == ["graphs"]
     assert any("issue 23" in g["goal"] for g in results["goals"])
     assert "## Graph networks at equal parameters" in (out / "benchmarks.md").read_text()
+
+
+def test_cpu_vector_extensions_read_from_cpuinfo(tmp_path):
+    """x86 "flags" and Arm "Features" lines give the known extensions in VECTOR_EXTENSIONS
+    order; other flags are ignored; an unreadable file gives ()."""
+    x86 = tmp_path / "x86"
+    x86.write_text("processor\t: 0\nmodel name\t: Test\nflags\t\t: fpu avx2 sse4_2 avx512f "
+                   "avx fma ht\n\nprocessor\t: 1\nflags\t\t: fpu\n")
+    arm = tmp_path / "arm"
+    arm.write_text("processor\t: 0\nFeatures\t: fp asimd evtstrm sve\n")
+    assert machine.cpu_vector_extensions(str(x86)) == ("sse4_2", "avx", "avx2", "fma", "avx512f")
+    assert machine.cpu_vector_extensions(str(arm)) == ("asimd", "sve")
+    assert machine.cpu_vector_extensions(str(tmp_path / "missing")) == ()
+    assert machine.extensions_text({"cpu_vector_extensions": ["avx", "avx2"]}) == (
+        "vector extensions: avx, avx2")
+    assert machine.extensions_text({}) == "vector extensions not recorded"

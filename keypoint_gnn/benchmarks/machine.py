@@ -20,6 +20,29 @@ def cpu_model():
     return platform.processor() or "unknown"
 
 
+# Vector instruction sets that decide how fast TensorFlow's CPU kernels (oneDNN, Eigen) run.
+# The model name does not tell machines apart: two machines both reported as "AMD EPYC, 2
+# cores" ran the fashion-mnist preset's training step in 391 ms (the benchmark of 2026-12-07
+# 13:12) and in 1,150-1,220 ms (2026-12-07 18:00, AVX2 without AVX-512).
+VECTOR_EXTENSIONS = ("sse4_2", "avx", "avx2", "fma", "avx512f", "avx512_vnni", "avx512_bf16",
+                     "avx512_fp16", "amx_tile", "amx_bf16", "neon", "asimd", "sve")
+
+
+def cpu_vector_extensions(cpuinfo="/proc/cpuinfo"):
+    """The `VECTOR_EXTENSIONS` the CPU has, in that order, from the first "flags" (x86) or
+    "Features" (Arm) line of `cpuinfo`; () when it cannot be read."""
+    try:
+        with open(cpuinfo) as lines:
+            for line in lines:
+                key, _, value = line.partition(":")
+                if key.strip() in ("flags", "Features"):
+                    present = set(value.split())
+                    return tuple(name for name in VECTOR_EXTENSIONS if name in present)
+    except OSError:
+        pass
+    return ()
+
+
 def gpu_names():
     """Names of the visible GPUs ([] on a CPU-only machine)."""
     names = []
@@ -76,6 +99,7 @@ def machine_info():
     memory = psutil.virtual_memory()
     return {
         "cpu_model": cpu_model(),
+        "cpu_vector_extensions": list(cpu_vector_extensions()),
         "logical_cores": os.cpu_count(),
         "physical_cores": psutil.cpu_count(logical=False),
         "memory_gib": round(memory.total / 2**30, 1),
@@ -89,13 +113,21 @@ def machine_info():
     }
 
 
+def extensions_text(info):
+    """The vector extensions of a `machine_info` dict, in words (results written before they
+    were recorded say so)."""
+    if "cpu_vector_extensions" not in info:
+        return "vector extensions not recorded"
+    return "vector extensions: " + (", ".join(info["cpu_vector_extensions"]) or "none found")
+
+
 def format_machine(info):
     """One line per fact, for the terminal."""
     gpus = ", ".join(info["gpus"]) or "none"
     one, five, fifteen = info["load_average"]
     return "\n".join([
         f"CPU:        {info['cpu_model']} ({info['logical_cores']} logical cores, "
-        f"{info['physical_cores']} physical)",
+        f"{info['physical_cores']} physical; {extensions_text(info)})",
         f"memory:     {info['memory_gib']} GiB ({info['memory_available_gib']} GiB available)",
         f"TensorFlow: {info['tensorflow']} (Python {info['python']})",
         f"GPU:        {gpus}",

@@ -61,12 +61,15 @@ def _load_text(load):
 
 
 def machine_section(info, load_after=None, date=None):
+    from keypoint_gnn.benchmarks.machine import extensions_text
+
     gpus = ", ".join(info["gpus"]) or "none detected (GPU sections skipped)"
     lines = ["## Machine", ""]
     if date:
         lines.append(f"- date: {date}")
     lines += [
-        f"- CPU: {info['cpu_model']}, {info['logical_cores']} logical cores",
+        f"- CPU: {info['cpu_model']}, {info['logical_cores']} logical cores, "
+        f"{extensions_text(info)}",
         f"- memory: {info['memory_gib']} GiB ({info['memory_available_gib']} GiB available at start)",
         f"- TensorFlow {info['tensorflow']}, Python {info['python']}; GPU: {gpus}",
         f"- load average at start: {_load_text(info['load_average'])} (1 / 5 / 15 min)",
