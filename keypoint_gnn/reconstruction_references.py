@@ -185,7 +185,9 @@ def pca_reference(train, test, components):
     # fit_pca and apply_pca take the float64 arrays as they are.
     train, test = _check_images("train", train), _check_images("test", test)
     _check_same_image_shape(train, test)
-    return apply_pca(fit_pca(train, components), test)
+    pca = fit_pca(train, components)
+    del train  # this function's float64 copy, if it made one, is not needed any more
+    return apply_pca(pca, test)
 
 
 def bottleneck_numbers(num_keypoints, node_channels):

@@ -9,9 +9,8 @@ Files it keeps in the folder: `.lock` (the holder's pid, while a run holds it), 
 (the configuration a run started with), `epochs.json` (each finished epoch's logs and
 seconds, written after every epoch) and, from the end of training until metrics.json is
 written, the trained weights (`TRAINED_FILES`: `save_trained`, `load_trained`, used by
-`training.fit_or_restore`). Keras's
-BackupAndRestore (in `training.standard_callbacks`) restores the weights and the epoch of an
-interrupted fit; these files restore the rest.
+`training.fit_or_restore`). Keras's BackupAndRestore (in `training.standard_callbacks`)
+restores the weights and the epoch of an interrupted fit; these files restore the rest.
 """
 import contextlib
 import fcntl

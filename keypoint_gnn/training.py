@@ -14,6 +14,7 @@ from keypoint_gnn import viz
 from keypoint_gnn._backend import keras, tf
 from keypoint_gnn.models import keypoint_model
 from keypoint_gnn.recipe import images_per_epoch
+from keypoint_gnn.run_directory import TRAINED_FILES
 
 STRATEGIES = ("auto", "mirrored", "multiworker", "one_device")
 
@@ -137,7 +138,8 @@ def fit_or_restore(model, run_dir, fit, strategy, raw=None):
     """
     keep = not isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy)
     if keep and run_dir.has_trained(with_raw=raw is not None):
-        print(f"--out {run_dir.path}: training had finished; evaluating its trained weights")
+        print(f"--out {run_dir.path}: training had finished; evaluating its trained weights "
+              f"({TRAINED_FILES[0]})")
         raw_weights = run_dir.load_trained(model, with_raw=raw is not None)
         if raw is not None:
             raw.raw_weights = raw_weights
@@ -145,6 +147,10 @@ def fit_or_restore(model, run_dir, fit, strategy, raw=None):
     start = time.perf_counter()
     fit()
     seconds = time.perf_counter() - start
+    if raw is not None and raw.raw_weights is None:
+        raise RuntimeError(
+            f"--out {run_dir.path}: fit ran no last epoch, so the EMA run's raw weights were "
+            "not kept (resumed from a backup of its last epoch?); pass --overwrite to train again")
     if keep:
         run_dir.save_trained(model, None if raw is None else raw.raw_weights)
     return seconds, False

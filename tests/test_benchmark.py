@@ -456,7 +456,14 @@ def test_cpu_vector_extensions_read_from_cpuinfo(tmp_path):
     arm.write_text("processor\t: 0\nFeatures\t: fp asimd evtstrm sve\n")
     assert machine.cpu_vector_extensions(str(x86)) == ("sse4_2", "avx", "avx2", "fma", "avx512f")
     assert machine.cpu_vector_extensions(str(arm)) == ("asimd", "sve")
-    assert machine.cpu_vector_extensions(str(tmp_path / "missing")) == ()
+    assert machine.cpu_vector_extensions(str(tmp_path / "missing")) is None
     assert machine.extensions_text({"cpu_vector_extensions": ["avx", "avx2"]}) == (
         "vector extensions: avx, avx2")
+    assert machine.extensions_text({"cpu_vector_extensions": []}) == (
+        "vector extensions: none found")
+    assert machine.extensions_text({"cpu_vector_extensions": None}) == (
+        "vector extensions could not be read")
     assert machine.extensions_text({}) == "vector extensions not recorded"
+    section = report.machine_section({**json.loads(json.dumps(machine.machine_info())),
+                                      "cpu_vector_extensions": ["avx", "avx2"]})
+    assert "logical cores, vector extensions: avx, avx2" in section

@@ -2,8 +2,11 @@
 import json
 import os
 
+import numpy as np
 import pytest
 
+from keypoint_gnn import recipe, training
+from keypoint_gnn._backend import keras, tf
 from keypoint_gnn.run_directory import (
     EPOCHS_FILE,
     RUN_OUTPUTS,
@@ -114,10 +117,6 @@ def test_abandon_undoes_only_what_entering_wrote(tmp_path):
 def test_trained_weights_round_trip_and_go_when_the_run_finishes(tmp_path):
     """save_trained/load_trained give back the very weights (and an EMA run's raw weights); no
     temporary file is left; leaving a finished run removes them, an unfinished one keeps them."""
-    import numpy as np
-
-    from keypoint_gnn._backend import keras
-
     def model():
         return keras.Sequential([keras.Input((3,)), keras.layers.Dense(2)])
 
@@ -131,7 +130,7 @@ def test_trained_weights_round_trip_and_go_when_the_run_finishes(tmp_path):
         fresh = model()
         loaded_raw = run_dir.load_trained(fresh, with_raw=True)
         assert run_dir.load_trained(fresh) is None
-    for got, want in zip(fresh.get_weights(), trained.get_weights()):
+    for got, want in zip(fresh.get_weights(), trained.get_weights(), strict=True):
         np.testing.assert_array_equal(got, want)
     for got, want in zip(loaded_raw, raw, strict=True):
         np.testing.assert_array_equal(got, want)
@@ -139,5 +138,21 @@ def test_trained_weights_round_trip_and_go_when_the_run_finishes(tmp_path):
     assert (run / "trained.weights.h5").is_file()  # unfinished: kept for the rerun
     with RunDirectory(run, CONFIG) as run_dir:
         assert run_dir.has_trained(with_raw=True)
+        (run / "trained.weights.h5").rename(run / "elsewhere.h5")
+        assert not run_dir.has_trained() and not run_dir.has_trained(with_raw=True)  # raw only
+        (run / "elsewhere.h5").rename(run / "trained.weights.h5")
         (run / "metrics.json").write_text("{}")
     assert not (run / "trained.weights.h5").exists() and not (run / "trained_raw.npz").exists()
+
+
+def test_an_ema_run_without_raw_weights_after_fit_is_refused_not_mislabelled(tmp_path):
+    """A fit that ran no last epoch (resumed from a backup of it) leaves KeepRawWeights empty:
+    fit_or_restore says so instead of keeping the EMA weights alone, which the evaluation
+    would then report as the raw ones; nothing is written."""
+    model = keras.Sequential([keras.Input((3,)), keras.layers.Dense(2)])
+    raw = recipe.KeepRawWeights()
+    with RunDirectory(tmp_path / "run", CONFIG) as run_dir:
+        with pytest.raises(RuntimeError, match="raw weights were not kept.*--overwrite"):
+            training.fit_or_restore(model, run_dir, lambda: None,
+                                    tf.distribute.get_strategy(), raw=raw)
+        assert not run_dir.has_trained()

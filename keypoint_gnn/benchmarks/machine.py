@@ -24,13 +24,15 @@ def cpu_model():
 # The model name does not tell machines apart: two machines both reported as "AMD EPYC, 2
 # cores" ran the fashion-mnist preset's training step in 391 ms (the benchmark of 2026-12-07
 # 13:12) and in 1,150-1,220 ms (2026-12-07 18:00, AVX2 without AVX-512).
-VECTOR_EXTENSIONS = ("sse4_2", "avx", "avx2", "fma", "avx512f", "avx512_vnni", "avx512_bf16",
-                     "avx512_fp16", "amx_tile", "amx_bf16", "neon", "asimd", "sve")
+VECTOR_EXTENSIONS = ("sse4_2", "avx", "avx2", "fma", "avx_vnni", "avx512f", "avx512bw",
+                     "avx512vl", "avx512_vnni", "avx512_bf16", "avx512_fp16", "amx_tile",
+                     "amx_bf16", "neon", "asimd", "sve")
 
 
 def cpu_vector_extensions(cpuinfo="/proc/cpuinfo"):
     """The `VECTOR_EXTENSIONS` the CPU has, in that order, from the first "flags" (x86) or
-    "Features" (Arm) line of `cpuinfo`; () when it cannot be read."""
+    "Features" (Arm) line of `cpuinfo`; None when it cannot be read (no /proc/cpuinfo: macOS,
+    Windows) or has no such line."""
     try:
         with open(cpuinfo) as lines:
             for line in lines:
@@ -40,7 +42,7 @@ def cpu_vector_extensions(cpuinfo="/proc/cpuinfo"):
                     return tuple(name for name in VECTOR_EXTENSIONS if name in present)
     except OSError:
         pass
-    return ()
+    return None
 
 
 def gpu_names():
@@ -99,7 +101,7 @@ def machine_info():
     memory = psutil.virtual_memory()
     return {
         "cpu_model": cpu_model(),
-        "cpu_vector_extensions": list(cpu_vector_extensions()),
+        "cpu_vector_extensions": cpu_vector_extensions(),
         "logical_cores": os.cpu_count(),
         "physical_cores": psutil.cpu_count(logical=False),
         "memory_gib": round(memory.total / 2**30, 1),
@@ -118,6 +120,8 @@ def extensions_text(info):
     were recorded say so)."""
     if "cpu_vector_extensions" not in info:
         return "vector extensions not recorded"
+    if info["cpu_vector_extensions"] is None:
+        return "vector extensions could not be read"
     return "vector extensions: " + (", ".join(info["cpu_vector_extensions"]) or "none found")
 
 
