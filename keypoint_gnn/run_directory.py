@@ -48,6 +48,14 @@ def _write_json(path, payload):
     write_json(path, payload)
 
 
+def _write_atomically(path, write):
+    """`write(tmp)` to a temporary name beside `path` that ends like it (Keras and NumPy read
+    the format from the name), then renamed over `path`: a reader sees the whole file or none."""
+    tmp = path.with_name(f".tmp{os.getpid()}.{path.name}")
+    write(tmp)
+    os.replace(tmp, path)
+
+
 def _differences(old, new, prefix=""):
     """Dotted paths whose values differ between two nested dicts."""
     paths = []
@@ -193,13 +201,9 @@ class RunDirectory:
         their presence means both files are whole."""
         weights, raw = (self.path / name for name in TRAINED_FILES)
         if raw_weights is not None:
-            tmp = raw.with_name(f".tmp{os.getpid()}.{raw.name}")
-            np.savez(tmp, **{f"w{i}": value for i, value in enumerate(raw_weights)})
-            os.replace(tmp, raw)
-        # Keras picks the format from the name: the temporary file ends in .weights.h5 too.
-        tmp = weights.with_name(f".tmp{os.getpid()}.{weights.name}")
-        model.save_weights(str(tmp))
-        os.replace(tmp, weights)
+            _write_atomically(raw, lambda tmp: np.savez(
+                tmp, **{f"w{i}": value for i, value in enumerate(raw_weights)}))
+        _write_atomically(weights, lambda tmp: model.save_weights(str(tmp)))
 
     def load_trained(self, model, with_raw=False):
         """Loads the kept weights into `model`; returns the raw weights (a list of arrays) when

@@ -23,7 +23,8 @@ def cpu_model():
 # Vector instruction sets that decide how fast TensorFlow's CPU kernels (oneDNN, Eigen) run.
 # The model name does not tell machines apart: two machines both reported as "AMD EPYC, 2
 # cores" ran the fashion-mnist preset's training step in 391 ms (the benchmark of 2026-12-07
-# 13:12) and in 1,150-1,220 ms (2026-12-07 18:00, AVX2 without AVX-512).
+# 13:12) and in about 1.2 s (510-525 s an epoch of 422 steps in its training run of the same
+# day, 18:40-20:00, AVX2 without AVX-512).
 VECTOR_EXTENSIONS = ("sse4_2", "avx", "avx2", "fma", "avx_vnni", "avx512f", "avx512bw",
                      "avx512vl", "avx512_vnni", "avx512_bf16", "avx512_fp16", "amx_tile",
                      "amx_bf16", "neon", "asimd", "sve")
