@@ -128,10 +128,10 @@ def train(args, strategy, data, run, run_dir):
 
 
 def evaluate(model, data, raw_weights=None):
-    """Test accuracies beside `model.evaluate`'s: with flip test-time augmentation where flips
-    keep the classes, and, for an EMA run (`raw_weights` given), those of the raw weights of
+    """Test accuracies beside `model.evaluate`'s: with flip test-time augmentation where
+    `flip_tta_applies`, and, for an EMA run (`raw_weights` given), those of the raw weights of
     the last epoch (the model itself holds the EMA weights)."""
-    flips = bool(getattr(data.info, "flip_invariant", data.info.augmentation.flip))
+    flips = flip_tta_applies(data.info)
     result = {"evaluated_weights": "ema" if raw_weights is not None else "raw"}
     if flips:
         result["test_accuracy_flip_tta"] = recipe.accuracy(model, data.test, flip_tta=True)
@@ -142,6 +142,14 @@ def evaluate(model, data, raw_weights=None):
                 result["test_accuracy_raw_flip_tta"] = recipe.accuracy(model, data.test,
                                                                        flip_tta=True)
     return result
+
+
+def flip_tta_applies(info) -> bool:
+    """Whether flip test-time augmentation is evaluated: where the source says a horizontal
+    flip keeps its classes, or where the run trained with flips (an explicit "flip" in
+    `data.augment` says so for a source that cannot know it, e.g. Fashion-MNIST's IDX files,
+    which serve digits too)."""
+    return bool(info.flip_invariant or info.augmentation.flip)
 
 
 if __name__ == "__main__":
