@@ -23,6 +23,7 @@ import time
 import numpy as np
 
 from keypoint_gnn._backend import keras
+from keypoint_gnn.files import write_atomically, write_json
 
 LOCK_FILE = ".lock"
 RESUME_FILE = "resume.json"
@@ -40,20 +41,6 @@ RUN_OUTPUTS = ("backup", "checkpoints", "logs", RESUME_FILE, EPOCHS_FILE, FINISH
 
 class RunDirectoryError(ValueError):
     """The run folder cannot be used as asked; the message says why and what to do."""
-
-
-def _write_json(path, payload):
-    from keypoint_gnn.training import write_json  # strict JSON, atomic
-
-    write_json(path, payload)
-
-
-def _write_atomically(path, write):
-    """`write(tmp)` to a temporary name beside `path` that ends like it (Keras and NumPy read
-    the format from the name), then renamed over `path`: a reader sees the whole file or none."""
-    tmp = path.with_name(f".tmp{os.getpid()}.{path.name}")
-    write(tmp)
-    os.replace(tmp, path)
 
 
 def _differences(old, new, prefix=""):
@@ -187,7 +174,7 @@ class RunDirectory:
                 f"--out {self.path} holds a checkpoint of an unknown run (backup/ without "
                 f"{RESUME_FILE}); pass --overwrite to start again, or choose a new --out")
         self._wrote_resume = not resume.is_file()
-        _write_json(resume, self.configuration)
+        write_json(resume, self.configuration)
 
     def has_trained(self, with_raw=False):
         """Whether the weights at the end of a finished `fit` are kept here (and, `with_raw`,
@@ -201,9 +188,9 @@ class RunDirectory:
         their presence means both files are whole."""
         weights, raw = (self.path / name for name in TRAINED_FILES)
         if raw_weights is not None:
-            _write_atomically(raw, lambda tmp: np.savez(
+            write_atomically(raw, lambda tmp: np.savez(
                 tmp, **{f"w{i}": value for i, value in enumerate(raw_weights)}))
-        _write_atomically(weights, lambda tmp: model.save_weights(str(tmp)))
+        write_atomically(weights, lambda tmp: model.save_weights(str(tmp)))
 
     def load_trained(self, model, with_raw=False):
         """Loads the kept weights into `model`; returns the raw weights (a list of arrays) when
@@ -257,5 +244,5 @@ class EpochLog(keras.callbacks.Callback):
         self.seconds.append(seconds)
         self._epochs[int(epoch)] = {
             "seconds": seconds, "logs": {key: float(value) for key, value in (logs or {}).items()}}
-        _write_json(self.run_directory.path / EPOCHS_FILE,
+        write_json(self.run_directory.path / EPOCHS_FILE,
                     {str(k): v for k, v in sorted(self._epochs.items())})

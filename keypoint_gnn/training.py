@@ -1,6 +1,5 @@
 """Training machinery shared by the trainers: strategies, precision, callbacks, evaluation of
 keypoints, and writing a run directory. No argument parsing here (that is `trainers/`)."""
-import json
 import os
 import pathlib
 import sys
@@ -319,42 +318,6 @@ def offset_quality(model, config, images):
         **input_dependence(model, config, images),
     }
     return quality, offsets
-
-
-def write_json(path, payload):
-    """Writes strict JSON atomically (a temporary file of this process, then a rename):
-    NaN and infinities, which JSON has no words for, are written as null."""
-    path = pathlib.Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    text = json.dumps(_finite_or_none(payload), indent=2, sort_keys=True, allow_nan=False,
-                      default=_json_default)
-    tmp.write_text(text)
-    os.replace(tmp, path)
-
-
-def _finite_or_none(value):
-    if isinstance(value, dict):
-        return {key: _finite_or_none(item) for key, item in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_finite_or_none(item) for item in value]
-    if isinstance(value, np.ndarray):
-        return _finite_or_none(value.tolist())
-    if isinstance(value, (float, np.floating)) and not np.isfinite(value):
-        return None
-    return value
-
-
-def _json_default(value):
-    if isinstance(value, (np.integer,)):
-        return int(value)
-    if isinstance(value, (np.floating,)):
-        return float(value)
-    if isinstance(value, np.ndarray):
-        return value.tolist()
-    if isinstance(value, pathlib.Path):
-        return str(value)
-    raise TypeError(f"cannot write {type(value).__name__} to JSON")
 
 
 def command_line():

@@ -25,7 +25,7 @@ import re
 
 import numpy as np
 
-from keypoint_gnn import models, presets, training, xla
+from keypoint_gnn import files, models, presets, xla
 from keypoint_gnn._backend import keras
 from trainers import classify, common, reconstruct
 
@@ -356,7 +356,7 @@ def summarise(args, results):
              f"`python -m trainers.experiments {' '.join(_argv_of(args))}`\n\n")
     references = "" if classify_table else _references_text(results)
     (out / "results.md").write_text(title + "\n".join(lines) + "\n" + references)
-    training.write_json(out / "results.json", {
+    files.write_json(out / "results.json", {
         "table": args.table, "dataset": args.dataset, "seeds": args.seed_list,
         "summary": {label: row_summary(runs, metric) for label, runs in results.items()},
         "rows": results})

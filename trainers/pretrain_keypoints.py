@@ -11,7 +11,7 @@ import pathlib
 
 import numpy as np
 
-from keypoint_gnn import build_keypoint_pretrainer, metrics, models, training, viz, xla
+from keypoint_gnn import build_keypoint_pretrainer, files, metrics, models, training, viz, xla
 from keypoint_gnn._backend import keras
 from keypoint_gnn.keypoint_targets import (
     METHODS,
@@ -91,7 +91,7 @@ def train(args, strategy, data, run, run_dir):
     (out / "config.json").write_text(config.to_json())
     viz.plot_offset_histogram(np.asarray(predicted_offsets), out / "offsets.png")
     viz.plot_curves(result["history"], out / "curves.png")
-    training.write_json(out / "metrics.json", result)
+    files.write_json(out / "metrics.json", result)
     print(f"test loss {test_loss:.4f}; border fraction {result['border_fraction_predicted']:.3f} "
           f"(targets {result['border_fraction_targets']:.3f}); weights in {out / 'detector.weights.h5'}")
     return result

@@ -1,0 +1,52 @@
+"""Atomic writes: the whole file or the old one, strict JSON."""
+import json
+import math
+import pathlib
+
+import numpy as np
+import pytest
+
+from keypoint_gnn.files import write_atomically, write_json
+
+
+def test_write_json_is_strict_json_with_numpy_paths_and_non_finite_as_null(tmp_path):
+    path = tmp_path / "deep" / "metrics.json"  # the folder is made
+    write_json(path, {"b": np.float32(0.5), "a": [math.nan, np.inf, -np.inf, 1.0],
+                      "n": np.int64(3), "array": np.array([[1, 2]]), "path": pathlib.Path("x/y"),
+                      "nested": {"loss": np.float64(np.nan)}})
+    text = path.read_text()
+    assert "NaN" not in text and "Infinity" not in text
+    assert json.loads(text) == {"a": [None, None, None, 1.0], "array": [[1, 2]], "b": 0.5,
+                                "n": 3, "nested": {"loss": None}, "path": "x/y"}
+    assert text.index('"a"') < text.index('"b"')  # sorted keys
+    assert [p.name for p in path.parent.iterdir()] == ["metrics.json"]
+
+
+def test_a_value_json_cannot_hold_leaves_the_old_file(tmp_path):
+    path = tmp_path / "results.json"
+    write_json(path, {"kept": 1})
+    with pytest.raises(TypeError, match="cannot write object to JSON"):
+        write_json(path, {"kept": object()})
+    assert json.loads(path.read_text()) == {"kept": 1}
+    assert [p.name for p in tmp_path.iterdir()] == ["results.json"]
+
+
+def test_a_failing_write_leaves_the_old_file_and_no_temporary_file(tmp_path):
+    path = tmp_path / "trained.weights.h5"
+    path.write_bytes(b"old")
+    seen = []
+
+    def half_written_then_killed(tmp):
+        seen.append(tmp)
+        tmp.write_bytes(b"ha")
+        raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        write_atomically(path, half_written_then_killed)
+    assert path.read_bytes() == b"old"
+    assert [p.name for p in tmp_path.iterdir()] == ["trained.weights.h5"]
+    assert seen[0].parent == tmp_path and seen[0].name.endswith(".weights.h5")  # format kept
+
+    write_atomically(path, lambda tmp: tmp.write_bytes(b"new"))
+    assert path.read_bytes() == b"new"
+    assert [p.name for p in tmp_path.iterdir()] == ["trained.weights.h5"]
