@@ -244,3 +244,15 @@ def test_graph_table_sizes_each_kind_to_the_gcn_model(monkeypatch, tmp_path):
     vig = results["default: ViG"][0]["config"]["model"]["graph"]
     assert (vig["kind"], vig["units"], vig["knn"]) == ("vig", 8, 3)
     assert "| default: ViG | 1 | 8 |" in (tmp_path / "g" / "results.md").read_text()
+
+
+def test_a_column_some_seeds_lack_says_so():
+    runs = [{"seed": 0, "test_accuracy": 0.9},
+            {"seed": 1, "test_accuracy": 0.8, "test_accuracy_flip_tta": 0.85}]
+    summary = experiments.row_summary(runs, "test_accuracy")
+    assert summary["test_accuracy_flip_tta"] == {"mean": 0.85, "std": None, "values": [None, 0.85]}
+    assert summary["test_accuracy"]["values"] == [0.9, 0.8]
+    assert experiments._spread([0.9, None], 100) == "90.00 (1 of 2 seeds)"
+    assert experiments._spread([0.9, 0.8, None], 100) == "85.00 +- 7.07 (2 of 3 seeds)"
+    assert experiments._spread([0.9, 0.8], 100) == "85.00 +- 7.07"
+    assert experiments._spread([None, None]) == ""

@@ -16,7 +16,8 @@ Every row trains with the same data, seed, epochs and image size through `traine
 not run again, and a row cut short resumes from its last finished epoch, so a long table can be
 run in pieces. After each row: results.json, results.md and results.png. Accuracy columns are
 means +- standard deviations over the seeds (one seed: the value); with flip test-time
-augmentation where the data set allows flips; the raw weights' beside the EMA's for EMA runs.
+augmentation where the data set allows flips or the rows train with them; the raw weights'
+beside the EMA's for EMA runs.
 """
 import dataclasses
 import json
@@ -267,13 +268,16 @@ def run_row(args, row, out, seed=None):
 
 
 def _spread(values, scale=1.0, digits=2):
-    """"m +- sd" over seeds (sample standard deviation), "m" for one, "" for none."""
-    values = [scale * v for v in values if v is not None]
-    if not values:
+    """"m +- sd" over seeds (sample standard deviation), "m" for one, "" for none; where some
+    seeds lack the value (a field added after their run), "(k of n seeds)" says so."""
+    present = [scale * v for v in values if v is not None]
+    if not present:
         return ""
-    if len(values) == 1:
-        return f"{values[0]:.{digits}f}"
-    return f"{np.mean(values):.{digits}f} +- {np.std(values, ddof=1):.{digits}f}"
+    if len(present) == 1:
+        text = f"{present[0]:.{digits}f}"
+    else:
+        text = f"{np.mean(present):.{digits}f} +- {np.std(present, ddof=1):.{digits}f}"
+    return text if len(present) == len(values) else f"{text} ({len(present)} of {len(values)} seeds)"
 
 
 def _column(runs, *keys):
@@ -299,11 +303,12 @@ def row_summary(runs, metric):
                        ("pipeline_images_per_second", ("pipeline_images_per_second",)),
                        ("redundancy", ("keypoints", "redundancy")),
                        ("fixed_position_share", ("keypoints", "fixed_position_share"))):
-        values = [v for v in _column(runs, *keys) if v is not None]
-        if values:
+        column = _column(runs, *keys)
+        values = [v for v in column if v is not None]
+        if values:  # "values" in the order of "seeds", null where a seed's run lacks it
             summary[name] = {"mean": float(np.mean(values)),
                              "std": float(np.std(values, ddof=1)) if len(values) > 1 else None,
-                             "values": values}
+                             "values": column}
     return summary
 
 
