@@ -23,7 +23,7 @@ import time
 import numpy as np
 
 from keypoint_gnn._backend import keras
-from keypoint_gnn.files import write_atomically, write_json
+from keypoint_gnn.atomic import remove_stale, write_atomically, write_json
 
 LOCK_FILE = ".lock"
 RESUME_FILE = "resume.json"
@@ -117,6 +117,7 @@ class RunDirectory:
         handle.write(str(os.getpid()))
         handle.flush()
         self._lock = handle
+        remove_stale(self.path)  # temporary files of a killed run
 
     def release(self):
         if self._lock is not None:
@@ -245,4 +246,4 @@ class EpochLog(keras.callbacks.Callback):
         self._epochs[int(epoch)] = {
             "seconds": seconds, "logs": {key: float(value) for key, value in (logs or {}).items()}}
         write_json(self.run_directory.path / EPOCHS_FILE,
-                    {str(k): v for k, v in sorted(self._epochs.items())})
+                   {str(k): v for k, v in sorted(self._epochs.items())})

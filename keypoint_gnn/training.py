@@ -1,5 +1,6 @@
-"""Training machinery shared by the trainers: strategies, precision, callbacks, evaluation of
-keypoints, and writing a run directory. No argument parsing here (that is `trainers/`)."""
+"""Training machinery shared by the trainers: strategies, precision, callbacks, fitting or
+restoring a run, evaluation and report of keypoints, the run's summary. No argument parsing
+here (that is `trainers/`)."""
 import os
 import pathlib
 import sys

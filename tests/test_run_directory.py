@@ -97,6 +97,15 @@ def test_epoch_log_keeps_every_epoch_across_processes(tmp_path):
     assert "NaN" not in text and json.loads(text)["0"]["logs"]["val_loss"] is None
 
 
+def test_a_killed_runs_temporary_file_goes_when_the_folder_is_taken(tmp_path):
+    with RunDirectory(tmp_path, CONFIG):
+        pass
+    killed = tmp_path / ".tmp999999999.epochs.json"  # beyond any pid_max: never running
+    killed.write_text('{"0": ')
+    with RunDirectory(tmp_path, CONFIG):
+        assert not killed.exists()
+
+
 def test_abandon_undoes_only_what_entering_wrote(tmp_path):
     # A run that fails before its first epoch (bad data) leaves no folder behind ...
     fresh = RunDirectory(tmp_path / "fresh", CONFIG).__enter__()

@@ -14,6 +14,7 @@ import pathlib
 import sys
 import time
 
+from keypoint_gnn import atomic
 from keypoint_gnn import presets as presets_lib
 from keypoint_gnn.benchmarks import goals as goals_lib
 from keypoint_gnn.benchmarks import (
@@ -232,9 +233,9 @@ def main(argv=None):
     if problems:
         raise RuntimeError("ratios without a common group (a benchmark bug): "
                            + "; ".join(problems))
-    (out / "benchmarks.json").write_text(json.dumps(results, indent=2, default=str) + "\n")
+    atomic.write_text(out / "benchmarks.json", json.dumps(results, indent=2, default=str) + "\n")
     text = report.markdown(results)
-    (out / "benchmarks.md").write_text(text)
+    atomic.write_text(out / "benchmarks.md", text)
     print("\n" + text)
     print(goals_lib.format_goals(results["goals"]))
     for warning in results["aa_warnings"]:

@@ -10,9 +10,9 @@ resolved RunConfig), run.json, TensorBoard logs; exports a SavedModel for TF Ser
 import pathlib
 
 from keypoint_gnn import (
+    atomic,
     build_classifier,
     build_plain_cnn,
-    files,
     models,
     recipe,
     training,
@@ -122,7 +122,7 @@ def train(args, strategy, data, run, run_dir):
     if not args.no_export and not args.plain_cnn:
         result["saved_model"] = str(export_saved_model(
             model, config, base_dir=args.export_dir, name=name, class_names=data.info.class_names))
-    files.write_json(out / "metrics.json", result)
+    atomic.write_json(out / "metrics.json", result)
     print(f"test accuracy {test_accuracy:.4f}, loss {test_loss:.4f}, "
           f"{result['seconds_per_epoch']:.1f} s/epoch; results in {out}")
     return result

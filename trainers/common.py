@@ -15,7 +15,7 @@ import tempfile
 import numpy as np
 
 import keypoint_gnn  # noqa: F401  (selects tf_keras before anything else touches tf.keras)
-from keypoint_gnn import files, precise_bn, presets, registry, training, xla
+from keypoint_gnn import atomic, precise_bn, presets, registry, training, xla
 from keypoint_gnn._backend import keras
 from keypoint_gnn.data import load_dataset
 from keypoint_gnn.export.checks import check_export_name, non_finite_weights
@@ -189,7 +189,7 @@ def refuse_diverged(model, test_loss, result, out):
         return
     result["diverged"] = {"test_loss_finite": bool(np.isfinite(test_loss)),
                           "non_finite_weights": bad}
-    files.write_json(pathlib.Path(out) / "metrics.json", result)
+    atomic.write_json(pathlib.Path(out) / "metrics.json", result)
     raise UserError(
         f"training diverged (test loss {test_loss}; {sum(bad.values())} NaN/Inf weight values "
         f"in {len(bad)} variables): nothing saved or exported; try a lower --learning-rate "
@@ -225,8 +225,8 @@ def save_run(out, model, run, info, name, args):
     with contextlib.suppress(OSError):  # BackupAndRestore leaves its folder empty after fit
         (out / "backup").rmdir()
     model.save(out / "model.keras")
-    (out / "config.json").write_text(run.model.to_json())
-    files.write_json(out / "run.json", {
+    atomic.write_text(out / "config.json", run.model.to_json())
+    atomic.write_json(out / "run.json", {
         "name": name, "dataset": info.name, "class_names": info.class_names,
         "plain_cnn": bool(getattr(args, "plain_cnn", False)),
         "plain_autoencoder": bool(getattr(args, "plain_autoencoder", None)), "seed": args.seed,

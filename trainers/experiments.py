@@ -26,7 +26,7 @@ import re
 
 import numpy as np
 
-from keypoint_gnn import files, models, presets, xla
+from keypoint_gnn import atomic, models, presets, xla
 from keypoint_gnn._backend import keras
 from trainers import classify, common, reconstruct
 
@@ -360,8 +360,8 @@ def summarise(args, results):
              "deviation (ddof 1) over the seeds.\n\nCommand: "
              f"`python -m trainers.experiments {' '.join(_argv_of(args))}`\n\n")
     references = "" if classify_table else _references_text(results)
-    (out / "results.md").write_text(title + "\n".join(lines) + "\n" + references)
-    files.write_json(out / "results.json", {
+    atomic.write_text(out / "results.md", title + "\n".join(lines) + "\n" + references)
+    atomic.write_json(out / "results.json", {
         "table": args.table, "dataset": args.dataset, "seeds": args.seed_list,
         "summary": {label: row_summary(runs, metric) for label, runs in results.items()},
         "rows": results})

@@ -11,7 +11,7 @@ import pathlib
 
 import numpy as np
 
-from keypoint_gnn import build_keypoint_pretrainer, files, metrics, models, training, viz, xla
+from keypoint_gnn import atomic, build_keypoint_pretrainer, metrics, models, training, viz, xla
 from keypoint_gnn._backend import keras
 from keypoint_gnn.keypoint_targets import (
     METHODS,
@@ -88,10 +88,10 @@ def train(args, strategy, data, run, run_dir):
     }
     common.refuse_diverged(model, test_loss, result, out)
     models.detector_model(model).save_weights(out / "detector.weights.h5")
-    (out / "config.json").write_text(config.to_json())
+    atomic.write_text(out / "config.json", config.to_json())
     viz.plot_offset_histogram(np.asarray(predicted_offsets), out / "offsets.png")
     viz.plot_curves(result["history"], out / "curves.png")
-    files.write_json(out / "metrics.json", result)
+    atomic.write_json(out / "metrics.json", result)
     print(f"test loss {test_loss:.4f}; border fraction {result['border_fraction_predicted']:.3f} "
           f"(targets {result['border_fraction_targets']:.3f}); weights in {out / 'detector.weights.h5'}")
     return result

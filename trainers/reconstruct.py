@@ -17,9 +17,9 @@ import pathlib
 import numpy as np
 
 from keypoint_gnn import (
+    atomic,
     build_autoencoder,
     build_plain_autoencoder,
-    files,
     models,
     recipe,
     rules,
@@ -169,7 +169,7 @@ def train(args, strategy, data, run, run_dir):
     name = ("plain_autoencoder" if args.plain_autoencoder
             else models.model_name(config).replace("keypoint", "autoencoder"))
     common.save_run(out, model, run, info, name, args)
-    files.write_json(out / "metrics.json", result)
+    atomic.write_json(out / "metrics.json", result)
     reference = result["references"]["test"]
     print(f"test MSE {quality['mse']:.5f} (PSNR {quality['psnr']:.2f} dB, SSIM "
           f"{quality['ssim']:.3f}); mean image {reference['mean_image']['mse']:.5f}, PCA "

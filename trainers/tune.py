@@ -12,7 +12,7 @@ every trial COMPLETED; writes --out/best_config.json (a ModelConfig that
 """
 import pathlib
 
-from keypoint_gnn import files, training
+from keypoint_gnn import atomic, training
 from keypoint_gnn._backend import keras
 from trainers import common
 
@@ -89,11 +89,11 @@ def main(argv=None):
     best_hp = tuner.get_best_hyperparameters(1)[0]
     best_config = hypermodel.config(best_hp)
     best_trial = tuner.oracle.get_best_trials(1)[0]
-    (out / "best_config.json").write_text(best_config.to_json())
-    files.write_json(out / "best_hyperparameters.json",
-                        {"values": best_hp.values, "val_accuracy": best_trial.score,
-                         "command": training.command_line()})
-    files.write_json(out / "trials.json", {
+    atomic.write_text(out / "best_config.json", best_config.to_json())
+    atomic.write_json(out / "best_hyperparameters.json",
+                      {"values": best_hp.values, "val_accuracy": best_trial.score,
+                       "command": training.command_line()})
+    atomic.write_json(out / "trials.json", {
         trial_id: {"status": status, "score": tuner.oracle.trials[trial_id].score,
                    "values": tuner.oracle.trials[trial_id].hyperparameters.values}
         for trial_id, status in statuses.items()})

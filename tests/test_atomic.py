@@ -1,23 +1,26 @@
 """Atomic writes: the whole file or the old one, strict JSON."""
 import json
 import math
+import os
 import pathlib
+import subprocess
+import sys
 
 import numpy as np
 import pytest
 
-from keypoint_gnn.files import write_atomically, write_json
+from keypoint_gnn.atomic import remove_stale, write_atomically, write_json
 
 
 def test_write_json_is_strict_json_with_numpy_paths_and_non_finite_as_null(tmp_path):
     path = tmp_path / "deep" / "metrics.json"  # the folder is made
     write_json(path, {"b": np.float32(0.5), "a": [math.nan, np.inf, -np.inf, 1.0],
-                      "n": np.int64(3), "array": np.array([[1, 2]]), "path": pathlib.Path("x/y"),
+                      "n": np.int64(3), "flag": np.bool_(True), "array": np.array([[1, 2]]), "path": pathlib.Path("x/y"),
                       "nested": {"loss": np.float64(np.nan)}})
     text = path.read_text()
     assert "NaN" not in text and "Infinity" not in text
     assert json.loads(text) == {"a": [None, None, None, 1.0], "array": [[1, 2]], "b": 0.5,
-                                "n": 3, "nested": {"loss": None}, "path": "x/y"}
+                                "n": 3, "flag": True, "nested": {"loss": None}, "path": "x/y"}
     assert text.index('"a"') < text.index('"b"')  # sorted keys
     assert [p.name for p in path.parent.iterdir()] == ["metrics.json"]
 
@@ -50,3 +53,18 @@ def test_a_failing_write_leaves_the_old_file_and_no_temporary_file(tmp_path):
     write_atomically(path, lambda tmp: tmp.write_bytes(b"new"))
     assert path.read_bytes() == b"new"
     assert [p.name for p in tmp_path.iterdir()] == ["trained.weights.h5"]
+
+
+def test_remove_stale_takes_only_the_temporary_files_of_ended_processes(tmp_path):
+    ended = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"],
+                           capture_output=True, text=True, check=True)
+    dead = int(ended.stdout)
+    for name in (f".tmp{dead}.metrics.json", f".tmp{dead}.trained.weights.h5",
+                 f".tmp{os.getpid()}.epochs.json",  # a running process: maybe mid-write
+                 "metrics.json", ".tmpx.json", f"tmp{dead}.json", ".lock"):
+        (tmp_path / name).write_text("x")
+    (tmp_path / f".tmp{dead}.folder").mkdir()  # not a file this module writes
+    assert remove_stale(tmp_path) == [f".tmp{dead}.metrics.json", f".tmp{dead}.trained.weights.h5"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted([
+        f".tmp{os.getpid()}.epochs.json", "metrics.json", ".tmpx.json", f"tmp{dead}.json",
+        ".lock", f".tmp{dead}.folder"])
