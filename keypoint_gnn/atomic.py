@@ -16,6 +16,8 @@ import re
 
 import numpy as np
 
+from keypoint_gnn.export.files import pid_running
+
 _TMP = re.compile(r"^\.tmp(\d+)\.")
 
 
@@ -52,20 +54,10 @@ def remove_stale(folder):
     removed = []
     for entry in pathlib.Path(folder).iterdir():
         match = _TMP.match(entry.name)
-        if match and entry.is_file() and not _running(int(match.group(1))):
+        if match and entry.is_file() and not pid_running(int(match.group(1))):
             entry.unlink(missing_ok=True)
             removed.append(entry.name)
     return sorted(removed)
-
-
-def _running(pid):
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:  # another user's process
-        return True
-    return True
 
 
 def _finite_or_none(value):
