@@ -18,6 +18,7 @@ import os
 import pathlib
 
 from keypoint_gnn._backend import tf
+from keypoint_gnn.export.files import pid_running
 
 _TEMPORARY = "writing-"
 
@@ -32,12 +33,9 @@ def _writer_alive(name: str) -> bool:
     """Whether the process that writes `writing-<pid>-...` is still running."""
     try:
         pid = int(name[len(_TEMPORARY):].split("-", 1)[0])
-        os.kill(pid, 0)
-    except (ValueError, ProcessLookupError):
+    except ValueError:
         return False
-    except PermissionError:
-        return True
-    return True
+    return pid_running(pid)
 
 
 class FileCache:
