@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 
 import keypoint_gnn as kg
-from trainers import classify, common, experiments, tune
+from trainers import classify, common, experiments, reconstruct, tune
 
 TINY = ["--dataset", "builtin", "--image-size", "32", "--set", "data.max_examples=32",
         "--batch-size", "16"]
@@ -168,6 +168,22 @@ def test_compare_table_runs_each_row_over_seeds(tmp_path):
     assert f"| {mean:.2f} +- {std:.2f} |" in table and "| 0,1 |" in table
     assert "raw weights" not in table  # no EMA: the evaluated weights are the raw ones
     assert (tmp_path / "cmp" / "rows" / "default_cnn_only_keypoints_no_gnn_seed1" / "metrics.json").is_file()
+
+
+@pytest.mark.parametrize("table, trainer", [("compare", classify), ("2", reconstruct)])
+def test_every_table_flag_reaches_the_trainers_config(table, trainer):
+    """What base_flags passes on, each trainer's parser accepts and resolves into its config
+    (--data-dir once became a flag that no trainer had)."""
+    args = experiments.parse_args(["--table", table, "--dataset", "tfds:mnist",
+                                   "--data-dir", "/data/tfds", "--channels", "1",
+                                   "--max-examples", "8", "--image-size", "64", "--epochs", "2",
+                                   "--batch-size", "16", "--learning-rate", "0.01"])
+    run = common.run_config(trainer.parse_args(experiments.base_flags(args, seed=3)),
+                            "classify" if trainer is classify else "reconstruct")
+    assert (run.data.dataset, run.data.data_dir, run.data.channels, run.data.max_examples) == (
+        "tfds:mnist", "/data/tfds", 1, 8)
+    assert (run.model.image_size, run.train.epochs, run.train.batch_size,
+            run.train.learning_rate) == (64, 2, 16, 0.01)
 
 
 def test_compare_table_bad_seeds():

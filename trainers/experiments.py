@@ -163,17 +163,21 @@ def parse_args(argv=None):
     parser.add_argument("--dataset", default="builtin", help="default %(default)s")
     parser.add_argument("--data-dir", default=None, help="TFDS data directory")
     parser.add_argument("--image-size", type=int, default=None,
-                        help="default: the preset's for --table compare, else 64")
+                        help="default: the preset's, or 64 for --table 1 and for "
+                             "--table 2 without --preset")
     parser.add_argument("--channels", type=int, choices=(1, 3), default=None,
                         help="convert images to 1 or 3 channels (default: the data set's)")
     parser.add_argument("--max-examples", type=int, default=None,
                         help="cap on each split's examples (default: all)")
     parser.add_argument("--epochs", type=int, default=None,
-                        help="default: the preset's for --table compare, else 10")
+                        help="default: the preset's, or 10 for --table 1 and for "
+                             "--table 2 without --preset")
     parser.add_argument("--batch-size", type=int, default=None,
-                        help="default: the preset's for --table compare, else 64")
+                        help="default: the preset's, or 64 for --table 1 and for "
+                             "--table 2 without --preset")
     parser.add_argument("--learning-rate", type=float, default=None,
-                        help="default: the preset's for --table compare, else 0.002")
+                        help="default: the preset's, or 0.002 for --table 1 and for "
+                             "--table 2 without --preset")
     parser.add_argument("--keypoints", type=int, default=64,
                         help="keypoints of the table 1 rows (default %(default)s)")
     parser.add_argument("--detector", default="maxpool_nms",
@@ -233,9 +237,8 @@ def base_flags(args, seed):
                         ("--batch-size", args.batch_size), ("--learning-rate", args.learning_rate)):
         if value is not None:
             flags += [flag, str(value)]
-    if args.data_dir is not None:
-        flags += ["--data-dir", args.data_dir]
-    for field, value in (("data.channels", args.channels), ("data.max_examples", args.max_examples)):
+    for field, value in (("data.data_dir", args.data_dir), ("data.channels", args.channels),
+                         ("data.max_examples", args.max_examples)):
         if value is not None:
             flags += ["--set", f"{field}={value}"]
     if args.xla != "off":
