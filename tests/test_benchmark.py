@@ -318,6 +318,18 @@ def test_presets_part_times_each_preset_against_its_matched_plain_network():
     assert "<= 1.3x matched plain network" in judged[0]["goal"]
 
 
+def test_preset_models_are_fitted_to_the_presets_data():
+    """The benchmark times the model a preset trains: Fashion-MNIST's greyscale input, ten
+    classes. Reference: the parameter counts that `trainers.experiments --table compare`
+    recorded for the trained models (docs/RESULTS.md)."""
+    fashion = real_data.preset_run("fashion-mnist").model
+    assert (fashion.channels, fashion.num_classes, fashion.image_size) == (1, 10, 32)
+    assert build_classifier(fashion).count_params() == 1_334_123
+    assert build_classifier(real_data.preset_run("imagenette-64").model).count_params() == 1_334_699
+    default = real_data.preset_run("default").model  # not a real-data preset: the built-in set's
+    assert (default.channels, default.num_classes) == (3, 6)
+
+
 def test_presets_part_reports_what_it_cannot_measure():
     # 16 px -> a 4x4 feature map, too small for the default's 32 keypoints.
     result = real_data.benchmark_presets(warmup=1, repeats=1, names=["default"], image_size=16)
