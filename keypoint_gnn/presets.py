@@ -95,8 +95,8 @@ PRESETS = {
     "imagenette-64": {
         "task": "classify",
         "real_data": True,
-        "description": "photos at 64 px on a CPU (Imagenette2: about an hour on 2 cores): "
-                       "ResNet 32-256 (1.2M), stem stride 2, tapped at stride 4, 32 keypoints, "
+        "description": "photos at 64 px on a CPU (Imagenette2: 8-25 min on 2 cores): "
+                       "ResNet 32-256 (1.3M parameters in all), stem stride 2, tapped at stride 4, 32 keypoints, "
                        "16 epochs of AdamW + warm-up/cosine + label smoothing, resized "
                        "crop + flip",
         "config": _real_data(64, widths=(32, 64, 128, 256), depths=(1, 1, 1, 1),
@@ -106,7 +106,7 @@ PRESETS = {
     "imagenette-128": {
         "task": "classify",
         "real_data": True,
-        "description": "photos at 128 px for a GPU host: ResNet-18 widths and depths (11M), "
+        "description": "photos at 128 px for a GPU host: ResNet-18 widths and depths (11.5M), "
                        "stem stride 2, tapped at stride 8, 64 keypoints, 20 epochs",
         "config": _real_data(128, widths=(64, 128, 256, 512), depths=(2, 2, 2, 2),
                              stem_stride=2, tap_stride=8, keypoints=64, epochs=20,
@@ -126,7 +126,7 @@ PRESETS = {
         "task": "classify",
         "real_data": True,
         "description": "Fashion-MNIST (idx:/usr/share/datasets/fashion-mnist) at 32 px: ResNet "
-                       "32-256 (1.2M), stem stride 1, tapped at stride 2, 32 keypoints, 12 "
+                       "32-256 (1.3M parameters in all), stem stride 1, tapped at stride 2, 32 keypoints, 12 "
                        "epochs, pad-crop + flip",
         "config": _real_data(32, widths=(32, 64, 128, 256), depths=(1, 1, 1, 1),
                              stem_stride=1, tap_stride=2, epochs=12, batch_size=128,
@@ -136,7 +136,7 @@ PRESETS = {
         "task": "classify",
         "real_data": True,
         "description": "CIFAR-10 (a prepared TFDS cifar10) at 32 px for a GPU host: ResNet-18 "
-                       "widths and depths (11M), stem stride 1, tapped at stride 2, 64 "
+                       "widths and depths (11.4M), stem stride 1, tapped at stride 2, 64 "
                        "keypoints, 30 epochs, pad-crop + flip",
         "config": _real_data(32, widths=(64, 128, 256, 512), depths=(2, 2, 2, 2),
                              stem_stride=1, tap_stride=2, keypoints=64, epochs=30,
