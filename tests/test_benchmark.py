@@ -215,7 +215,8 @@ def test_bad_arguments_give_clear_errors(argv, message, capsys):
     with pytest.raises(SystemExit) as exit_info:
         benchmark.parse_args(argv)
     assert exit_info.value.code == 2
-    assert message in capsys.readouterr().err
+    error = capsys.readouterr().err
+    assert message in error and error.startswith("error: ") and error.count("\n") == 1, error
 
 
 def _training_result(step_rounds, auto, aa_rounds):

@@ -213,12 +213,13 @@ def test_reconstruct_refuses_a_folder_of_one_image(tmp_path, capsys):
 
 
 def _exit_2_error(main, argv, capsys):
-    """What `main(argv)` writes to stderr as a CLI: exit status 2, no traceback."""
+    """What `main(argv)` writes to stderr as a CLI: one line, exit status 2, no traceback."""
     with pytest.raises(SystemExit) as exit_info:
         common.run_main(lambda: main(argv))
     assert exit_info.value.code == 2
     error = capsys.readouterr().err
     assert "Traceback" not in error
+    assert error.startswith("error: ") and error.count("\n") == 1, error
     return error
 
 

@@ -53,9 +53,17 @@ class ListPresets(argparse.Action):
         parser.exit()
 
 
+class Parser(argparse.ArgumentParser):
+    """argparse with its errors in one line, as `run_main` reports the others: "error: ...
+    (see ... --help)" and exit status 2, without the usage block argparse prints first."""
+
+    def error(self, message):
+        self.exit(2, f"error: {message} (see {self.prog} --help)\n")
+
+
 def parser_for(doc, prog):
-    return argparse.ArgumentParser(prog=f"python -m trainers.{prog}", description=doc,
-                                   formatter_class=argparse.RawDescriptionHelpFormatter)
+    return Parser(prog=f"python -m trainers.{prog}", description=doc,
+                  formatter_class=argparse.RawDescriptionHelpFormatter)
 
 
 def add_config_flags(parser, task, *, data=True, model=True, train=True):
