@@ -191,3 +191,18 @@ def test_epochs_sized_by_steps():
     assert len(list(recipe.epoch_data(by_steps, data).take(7))) == 7  # repeated
     with pytest.raises(ValueError, match="steps_per_epoch=0 must be a positive integer"):
         TrainConfig(steps_per_epoch=0)
+
+
+def test_speed_summary_hand_worked():
+    """Seconds per epoch leave out the first epoch (tracing, compilation) when there are more;
+    images/s are the images an epoch reads over that, steps x batch where epochs are sized
+    by steps."""
+    from keypoint_gnn import training
+
+    assert training.speed_summary([10.0, 2.0, 4.0], 48) == {
+        "seconds_per_epoch": 3.0, "first_epoch_seconds": 10.0, "images_per_second": 16.0}
+    assert training.speed_summary([5.0], 20) == {
+        "seconds_per_epoch": 5.0, "first_epoch_seconds": 5.0, "images_per_second": 4.0}
+    assert all(math.isnan(v) for v in training.speed_summary([], 20).values())
+    assert recipe.images_per_epoch(TrainConfig(steps_per_epoch=100, batch_size=32), 288) == 3200
+    assert recipe.images_per_epoch(TrainConfig(batch_size=32), 288) == 288

@@ -151,3 +151,31 @@ def test_a_cache_folder_that_cannot_be_made_is_refused(tmp_path):
     with pytest.raises(ValueError, match=r"cache='.*file/sub': cannot create the folder"):
         _load(cache=str(tmp_path / "file" / "sub"))
     assert (tmp_path / "file").read_text() == "keep"
+
+
+@pytest.mark.parametrize("augment", ["flip,resized_crop", "flip,crop"])
+def test_crops_and_flips_keep_each_image_with_its_own_label(tmp_path, augment):
+    """A folder of one solid colour per class (red = 40 x class + 20): after the photo
+    augmentations every training image still shows its own class's colour. (Sorted labels
+    alone would not notice images shuffled away from their labels.)"""
+    from PIL import Image
+
+    from keypoint_gnn.data import load_dataset
+
+    classes, each, size = 5, 8, 16
+    for label in range(classes):
+        (tmp_path / f"class{label}").mkdir()
+        for index in range(each):
+            pixels = np.full((size, size, 3), 90, np.uint8)
+            pixels[..., 0] = 40 * label + 20
+            Image.fromarray(pixels).save(tmp_path / f"class{label}" / f"{index}.png")
+    splits = load_dataset(f"folder:{tmp_path}", image_size=size, batch_size=6, seed=1,
+                          augment=augment, validation_fraction=0.1, test_fraction=0.1)
+    assert splits.info.class_names == [f"class{label}" for label in range(classes)]
+    assert splits.info.augmentation == Augmentation.parse(augment, True)
+    images, labels = _concat(splits.train)
+    assert len(labels) == splits.info.num_examples["train"] and len(set(labels)) == classes
+    # The median over each image: crops resample a solid image to itself, pad-crop's padding
+    # covers less than half of it.
+    red = np.median(images[..., 0].reshape(len(images), -1), axis=1)
+    np.testing.assert_array_equal(np.round((red * 255 - 20) / 40).astype(int), labels)
