@@ -206,3 +206,26 @@ def test_speed_summary_hand_worked():
     assert all(math.isnan(v) for v in training.speed_summary([], 20).values())
     assert recipe.images_per_epoch(TrainConfig(steps_per_epoch=100, batch_size=32), 288) == 3200
     assert recipe.images_per_epoch(TrainConfig(batch_size=32), 288) == 288
+
+
+@pytest.mark.parametrize("kind", ["gat", "vig"])
+def test_adamw_leaves_every_vector_of_a_real_model_undecayed(kind):
+    """On the default classifier with the graph layers of its own (Spektral's GAT, the ViG
+    blocks; the GCN's are in every preset's model): one AdamW step on zero gradients leaves every trainable
+    vector (biases, normalisation scales and offsets) as it was and scales every matrix and
+    kernel by 1 - rate x decay; the name patterns miss none of them."""
+    from keypoint_gnn.benchmarks import real_data
+    from keypoint_gnn.models import build_classifier
+
+    keras.utils.set_random_seed(0)
+    model = build_classifier(real_data.preset_run("default", graph={"kind": kind}).model)
+    train = TrainConfig(learning_rate=0.1, optimizer="adamw", weight_decay=0.5)
+    optimizer = recipe.optimizer(train, steps_per_epoch=1)
+    before = [v.numpy() for v in model.trainable_variables]
+    optimizer.apply_gradients([(tf.zeros_like(v), v) for v in model.trainable_variables])
+    vectors = 0
+    for variable, old in zip(model.trainable_variables, before):
+        expected = old if old.ndim <= 1 else old * (1 - 0.1 * 0.5)
+        vectors += old.ndim <= 1
+        np.testing.assert_allclose(variable.numpy(), expected, rtol=1e-6, err_msg=variable.name)
+    assert 0 < vectors < len(before)
