@@ -36,9 +36,17 @@ def test_classify_writes_every_output(tmp_path):
         assert key in metrics, key
     assert 0 <= metrics["test_accuracy"] <= 1
     assert metrics["parameters"] == result["parameters"] > 0
-    for key in ("hit_rate", "coverage", "redundancy"):
+    for key in ("hit_rate", "coverage", "redundancy", "fixed_position_share"):
         assert 0 <= metrics["keypoints"][key] <= 1
     assert metrics["pipeline_images_per_second"] > 0
+    # Speed: the epochs after the first (tracing), images of the training split over that.
+    assert len(metrics["epoch_seconds"]) == 2
+    assert metrics["seconds_per_epoch"] == pytest.approx(metrics["epoch_seconds"][1])
+    assert metrics["images_per_second"] == pytest.approx(
+        metrics["num_examples"]["train"] / metrics["epoch_seconds"][1])
+    # The built-in set is not flip-invariant and this run does not flip: no TTA, raw weights.
+    assert metrics["evaluated_weights"] == "raw"
+    assert not any(key.startswith("test_accuracy_") for key in metrics), sorted(metrics)
     assert kg.ModelConfig.from_json((out / "config.json").read_text()).detector.num_keypoints == 8
     assert metrics["config"]["train"]["epochs"] == 2 and metrics["preset"] == "default"
     assert not (out / "backup").exists()  # BackupAndRestore's folder is not left behind
@@ -46,6 +54,19 @@ def test_classify_writes_every_output(tmp_path):
     version = tmp_path / "saved_models" / "keypoint_maxpool_nms_gcn_classify_builtin_max48" / "1"
     assert (version / "saved_model.pb").is_file()
     assert json.loads((out / "run.json").read_text())["name"] == version.parent.name
+
+
+def test_an_ema_run_with_flips_reports_ema_raw_and_flip_tta_accuracies(tmp_path):
+    """metrics.json of a run with weight EMA that trains with flips: the EMA weights are the
+    evaluated ones, and the raw weights' accuracies and both flip-TTA figures are there."""
+    out = tmp_path / "run"
+    classify.main(TINY_FLAGS + ["--epochs", "1", "--set", "data.augment=flip,crop",
+                                "--set", "train.ema=true", "--no-export", "--out", str(out)])
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["evaluated_weights"] == "ema"
+    for key in ("test_accuracy", "test_accuracy_flip_tta", "test_accuracy_raw",
+                "test_accuracy_raw_flip_tta"):
+        assert 0 <= metrics[key] <= 1, key
 
 
 class _Interrupt(keras.callbacks.Callback):
