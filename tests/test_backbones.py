@@ -209,8 +209,15 @@ def test_conv_backbone_takes_the_head_options_too():
     assert model.get_layer("head_pool").output_shape == (None, 64)
 
 
-def test_resnet_exports_to_saved_model_and_tflite(tmp_path, rng):
-    config = small_resnet(head={"pooling": "average"})
+@pytest.mark.parametrize("kind", [
+    "resnet", "mobilenetv3small",
+    pytest.param("resnet50", marks=pytest.mark.slow),
+    pytest.param("efficientnetb0", marks=pytest.mark.slow)])
+def test_backbone_exports_to_saved_model_and_tflite(kind, tmp_path, rng):
+    """SavedModel probabilities and keypoints, TFLite logits and keypoints equal the Keras
+    model's, for the ResNet and the tf_keras.applications backbones."""
+    config = (small_resnet(head={"pooling": "average"}) if kind == "resnet"
+              else small_application(kind))
     model = kg.build_classifier(config)
     pixels = rng.integers(0, 256, (2, 32, 32, 3), dtype=np.uint8)
     images = pixels.astype(np.float32) / 255.0
@@ -218,14 +225,14 @@ def test_resnet_exports_to_saved_model_and_tflite(tmp_path, rng):
     positions = kg.keypoint_model(model)(images, training=False)[0].numpy()
     keypoints = positions * config.feature_stride + (config.feature_stride - 1) / 2
 
-    version = export.export_saved_model(model, config, tmp_path / "saved", name="resnet")
+    version = export.export_saved_model(model, config, tmp_path / "saved", name=kind)
     serving = tf.saved_model.load(str(version)).signatures["serving_default"]
     outputs = serving(images=tf.constant(pixels))
     np.testing.assert_allclose(outputs["probabilities"].numpy(),
                                tf.nn.softmax(logits).numpy(), atol=1e-5)
     np.testing.assert_allclose(outputs["keypoints"].numpy(), keypoints, atol=1e-4)
 
-    path = export.export_tflite(model, config, tmp_path / "resnet.tflite")
+    path = export.export_tflite(model, config, tmp_path / f"{kind}.tflite")
     lite = export.run_tflite(path, images)
     np.testing.assert_allclose(lite["logits"], logits, atol=1e-4)
     np.testing.assert_allclose(lite["keypoints"], keypoints, atol=1e-4)
