@@ -17,7 +17,8 @@ VIG = kg.ModelConfig(
 )
 # 10-25 s each on a loaded 2-core CPU: one detector in the default suite.
 DETECTORS = ["maxpool_nms", pytest.param("attention", marks=pytest.mark.slow),
-             pytest.param("grid", marks=pytest.mark.slow)]
+             pytest.param("grid", marks=pytest.mark.slow),
+             pytest.param("perturbed_topk", marks=pytest.mark.slow)]
 
 
 def _model(detector, **graph):
