@@ -96,9 +96,9 @@ PRESETS = {
         "task": "classify",
         "real_data": True,
         "description": "photos at 64 px on a CPU (Imagenette2: 8-25 min on 2 cores): "
-                       "ResNet 32-256 (1.3M parameters in all), stem stride 2, tapped at stride 4, 32 keypoints, "
-                       "16 epochs of AdamW + warm-up/cosine + label smoothing, resized "
-                       "crop + flip",
+                       "ResNet 32-256 (1.3M parameters in all), stem stride 2, tapped at "
+                       "stride 4, 32 keypoints, 16 epochs of AdamW + warm-up/cosine + label "
+                       "smoothing, resized crop + flip",
         "config": _real_data(64, widths=(32, 64, 128, 256), depths=(1, 1, 1, 1),
                              stem_stride=2, tap_stride=4, epochs=16, batch_size=64,
                              learning_rate=2e-3, augment="flip,resized_crop"),
@@ -126,8 +126,8 @@ PRESETS = {
         "task": "classify",
         "real_data": True,
         "description": "Fashion-MNIST (idx:/usr/share/datasets/fashion-mnist) at 32 px: ResNet "
-                       "32-256 (1.3M parameters in all), stem stride 1, tapped at stride 2, 32 keypoints, 12 "
-                       "epochs, pad-crop + flip",
+                       "32-256 (1.3M parameters in all), stem stride 1, tapped at stride 2, "
+                       "32 keypoints, 12 epochs, pad-crop + flip",
         "config": _real_data(32, widths=(32, 64, 128, 256), depths=(1, 1, 1, 1),
                              stem_stride=1, tap_stride=2, epochs=12, batch_size=128,
                              learning_rate=2e-3, augment="flip,crop", channels=1),

@@ -5,7 +5,7 @@
   python -m trainers.classify --dataset folder:PATH --image-size 64 --set graph.layers=5
 
 Writes to --out: metrics.json, keypoints.png, curves.png, model.keras, config.json (the
-model section of the resolved RunConfig), run.json (the whole RunConfig, seed, versions),
+model section of the resolved RunConfig), run.json (the whole RunConfig, the seed, the classes),
 TensorBoard logs; exports a SavedModel for TF Serving.
 """
 import pathlib
